@@ -1,0 +1,100 @@
+"""graphgate's exception tree, and the one place it is mapped to the wire.
+
+    GraphgateError
+    ├── ConfigError              bad settings: start-up fails with exit code 2
+    ├── AuthError                no usable token: HTTP 401 (RFC 6750 invalid_token)
+    ├── ForbiddenError           token fine, rights missing: HTTP 403 / tool error
+    │   └── DatabaseNotPermitted same message whether or not the database exists
+    ├── WritesNotAllowed         write attempted where the server or rights forbid it
+    ├── RateLimited              per-subject budget exhausted (carries a retry hint)
+    ├── QueryError               the database refused the query (its own message)
+    │   ├── ReadOnlyViolation    a write reached a read-only path
+    │   ├── QueryRefused         refused by graphgate's policy before execution
+    │   ├── QueryTimeout         the query ran past its time limit
+    │   └── ResultTooLarge       the result exceeds max_result_bytes
+    └── BackendUnavailable       the database server cannot be reached
+
+Tools raise these; `to_tool_error` turns them into MCP tool errors. Anything
+else that escapes a tool is a bug: it is logged with its traceback and the
+client gets a generic message, never the traceback.
+"""
+
+from __future__ import annotations
+
+from fastmcp.exceptions import ToolError
+
+
+class GraphgateError(Exception):
+    """Root of every error graphgate raises on purpose."""
+
+    code = "graphgate_error"
+
+
+class ConfigError(GraphgateError):
+    code = "invalid_configuration"
+
+
+class AuthError(GraphgateError):
+    code = "invalid_token"
+
+
+class ForbiddenError(GraphgateError):
+    code = "forbidden"
+
+
+class DatabaseNotPermitted(ForbiddenError):
+    """Raised for any database outside the caller's rights.
+
+    The message is deliberately identical for "does not exist" and "exists
+    but not yours", so the catalog cannot be enumerated.
+    """
+
+    code = "database_not_permitted"
+
+    def __init__(self, name: str) -> None:
+        shown = name if len(name) <= 64 else name[:61] + "..."
+        super().__init__(
+            f"Database {shown!r} is not available to you. "
+            "Call list_databases to see the databases you may use."
+        )
+
+
+class WritesNotAllowed(ForbiddenError):
+    code = "writes_not_allowed"
+
+
+class RateLimited(GraphgateError):
+    code = "rate_limited"
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Rate limit exceeded: retry in {retry_after:.1f} s.")
+
+
+class QueryError(GraphgateError):
+    code = "query_error"
+
+
+class ReadOnlyViolation(QueryError):
+    code = "read_only"
+
+
+class QueryRefused(QueryError):
+    code = "query_refused"
+
+
+class QueryTimeout(QueryError):
+    code = "timeout"
+
+
+class ResultTooLarge(QueryError):
+    code = "result_too_large"
+
+
+class BackendUnavailable(GraphgateError):
+    code = "backend_unavailable"
+
+
+def to_tool_error(error: GraphgateError) -> ToolError:
+    """The single mapping from graphgate errors to MCP tool errors."""
+    return ToolError(f"{error.code}: {error}")

@@ -1,0 +1,5 @@
+"""Fixtures that start real services once per test session live in tests/services/."""
+
+pytest_plugins = [
+    "tests.services.falkordb",
+]

@@ -1,0 +1,25 @@
+"""Shared rules for test fixtures that start real services."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def service_unavailable(reason: str) -> None:
+    """In CI a service that cannot start fails the test; locally it skips loudly."""
+    if in_ci():
+        pytest.fail(f"required service unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"SERVICE UNAVAILABLE (would fail in CI): {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
