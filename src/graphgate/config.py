@@ -231,8 +231,17 @@ class Settings(BaseSettings):
         if value == "embedded":
             return value
         scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in {"falkordb", "falkordbs", "redis", "bolt", "bolt+s", "bolt+ssc",
-                          "neo4j", "neo4j+s", "neo4j+ssc"}:
+        if scheme not in {
+            "falkordb",
+            "falkordbs",
+            "redis",
+            "bolt",
+            "bolt+s",
+            "bolt+ssc",
+            "neo4j",
+            "neo4j+s",
+            "neo4j+ssc",
+        }:
             raise ValueError(
                 "use 'embedded', falkordb://[user:password@]host:port, "
                 "or bolt://, bolt+s://, neo4j://, neo4j+s:// host:port"
@@ -245,11 +254,6 @@ class Settings(BaseSettings):
             self.tenants = dict(DEMO_TENANTS)
         if self.demo and "auth" not in self.model_fields_set and self.transport == "http":
             self.auth = "dev"
-        if not self.tenants:
-            raise ValueError(
-                "tenants: no tenants configured; pass --tenants acme,globex "
-                "(or a [tenants] table in the config file), or use --demo"
-            )
         if self.transport == "http" and self.auth == "none" and not is_loopback_host(self.host):
             raise ValueError(
                 f"host: refusing to serve {self.host!r} without authentication; "
@@ -266,12 +270,12 @@ class Settings(BaseSettings):
                 )
         if self.auth == "oidc" and not self.issuer:
             raise ValueError("issuer: required when auth = oidc")
-        if self.registration in {"shim", "proxy"} and self.auth == "oidc" and not (
-            self.static_client_id
+        if (
+            self.registration in {"shim", "proxy"}
+            and self.auth == "oidc"
+            and not (self.static_client_id)
         ):
-            raise ValueError(
-                f"static_client_id: required for registration = {self.registration}"
-            )
+            raise ValueError(f"static_client_id: required for registration = {self.registration}")
         return self
 
     # -- derived values -------------------------------------------------------------------

@@ -85,11 +85,13 @@ def _as_string_list(value: Any, what: str) -> list[str]:
     if isinstance(value, list | tuple):
         kept = [item for item in value if isinstance(item, str)]
         if len(kept) != len(value):
-            logger.warning("ignored %d non-string entries in the %s claim", len(value) - len(kept),
-                           what)
+            logger.warning(
+                "ignored %d non-string entries in the %s claim", len(value) - len(kept), what
+            )
         return kept
-    logger.warning("ignored the %s claim: expected a list or a string, got %s", what,
-                   type(value).__name__)
+    logger.warning(
+        "ignored the %s claim: expected a list or a string, got %s", what, type(value).__name__
+    )
     return []
 
 
@@ -106,7 +108,7 @@ def parse_tenant_entries(entries: Iterable[str], prefix: str) -> dict[str, Acces
         if prefix:
             if not entry.startswith(prefix):
                 continue
-            entry = entry[len(prefix):]
+            entry = entry[len(prefix) :]
         access: Access = "read"
         if entry.endswith(_WRITE_SUFFIX):
             entry, access = entry[: -len(_WRITE_SUFFIX)], "write"
@@ -142,9 +144,7 @@ def rights_from_claims(claims: Mapping[str, Any], settings: Settings) -> Rights:
     if admin:
         tenants: dict[str, Access] = {name: _clamp("write", settings) for name in catalog}
     else:
-        entries = _as_string_list(
-            claim_at(claims, settings.tenants_claim), settings.tenants_claim
-        )
+        entries = _as_string_list(claim_at(claims, settings.tenants_claim), settings.tenants_claim)
         claimed = parse_tenant_entries(entries, settings.tenant_prefix)
         tenants = {
             name: _clamp(access, settings) for name, access in claimed.items() if name in catalog

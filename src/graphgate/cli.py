@@ -1,0 +1,171 @@
+"""The ``graphgate`` command: the only module that reads the environment.
+
+It turns flags, ``GRAPHGATE_*`` variables and the TOML file into one `Settings`,
+builds the parts and runs the server. A bad setting ends start-up with one
+line naming it and exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from graphgate.config import Settings, load_settings
+from graphgate.errors import ConfigError, GraphgateError
+
+app = typer.Typer(
+    name="graphgate",
+    help="A multi-tenant MCP server for graph databases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+logger = logging.getLogger("graphgate")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"graphgate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if not first["loc"] and ":" in message:
+        # Model-level checks name their setting first: "host: refusing ..."
+        return f"invalid setting {message}"
+    return f"invalid setting '{location}': {message}"
+
+
+def settings_from_cli(config: Path | None, **flags: Any) -> Settings:
+    try:
+        return load_settings(config, **flags)
+    except ValidationError as exc:
+        _fail(_describe(exc))
+    except (FileNotFoundError, ConfigError) as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # e.g. a malformed TOML file
+        _fail(f"cannot read config file {config}: {exc}")
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file.", dir_okay=False)
+]
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
+    transport: Annotated[str | None, typer.Option(help="http or stdio [default: http]")] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="The URL clients reach graphgate at.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the embedded database and keys live.")
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="embedded | falkordb://host:port | bolt://host:port"),
+    ] = None,
+    tenants: Annotated[
+        str | None, typer.Option(help="Comma list of tenants, e.g. acme,globex")
+    ] = None,
+    allow_writes: Annotated[
+        bool | None, typer.Option("--allow-writes", help="Offer run_write_query.")
+    ] = None,
+    auth: Annotated[str | None, typer.Option(help="none | dev | oidc")] = None,
+    demo: Annotated[
+        bool | None, typer.Option("--demo", help="Seed two sample tenants; dev auth.")
+    ] = None,
+) -> None:
+    """Run the MCP server (streamable HTTP at /mcp, or stdio)."""
+    settings = settings_from_cli(
+        config,
+        host=host,
+        port=port,
+        transport=transport,
+        public_url=public_url,
+        data_dir=data_dir,
+        backend=backend,
+        tenants=tenants,
+        allow_writes=allow_writes,
+        auth=auth,
+        demo=demo,
+    )
+    if not settings.tenants:
+        _fail(
+            "invalid setting 'tenants': no tenants configured; pass --tenants acme,globex "
+            "(or a [tenants] table in the config file), or use --demo"
+        )
+    from graphgate.observability import configure_logging
+    from graphgate.server import run
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(run(settings))
+    except GraphgateError as exc:
+        _fail(str(exc), code=1)
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option("--sub", help="Subject (user name).")],
+    tenants: Annotated[str, typer.Option(help="Comma list, each NAME or NAME:write.")] = "",
+    admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role.")] = False,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
+    config: ConfigOpt = None,
+    data_dir: Annotated[Path | None, typer.Option(help="The server's data dir.")] = None,
+    public_url: Annotated[str | None, typer.Option(help="The server's public URL.")] = None,
+    host: Annotated[str | None, typer.Option(help="The server's host.")] = None,
+    port: Annotated[int | None, typer.Option(help="The server's port.")] = None,
+) -> None:
+    """Mint a token signed by the dev issuer (auth = dev); printed on the last line."""
+    settings = settings_from_cli(
+        config, data_dir=data_dir, public_url=public_url, host=host, port=port, auth="dev"
+    )
+    from graphgate.auth.dev import mint_dev_token
+
+    entries = [part.strip() for part in tenants.split(",") if part.strip()]
+    value = mint_dev_token(settings, sub=sub, tenants=entries, admin=admin, ttl=ttl)
+    typer.echo(value)
+
+
+def _install_keycloak_commands() -> None:
+    try:
+        from graphgate.keycloak_cli import keycloak_app
+    except ImportError:  # pragma: no cover - present in every release
+        return
+    app.add_typer(keycloak_app, name="keycloak")
+
+
+_install_keycloak_commands()
+
+
+def main() -> None:
+    # SIGTERM becomes a KeyboardInterrupt-like clean shutdown in every transport.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,227 @@
+"""Wiring: settings, backend, auth, state and observability into one server.
+
+Nothing here reads the environment or builds anything at import time: the CLI
+(or a test) constructs the parts and hands them to `build_server`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastmcp import FastMCP
+from graphgate.demo import seed_demo
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from graphgate.auth.rights import Caller
+from graphgate.backends.base import Backend
+from graphgate.config import Settings, is_loopback_host
+from graphgate.errors import BackendUnavailable
+from graphgate.observability import Observability
+from graphgate.tenancy import Router, StateStore
+from graphgate.tools import CallerOf, GraphTools
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+graphgate gives you read (and, where granted, write) access to graph databases
+through openCypher. Start with list_databases to see which databases you may
+use, get_schema to learn their labels, relationship types and properties, then
+run_query. Pass values as params rather than formatting them into query text.
+An admin can compare databases with query_databases."""
+
+
+@dataclass
+class AuthWiring:
+    """What the auth layer contributes to the server; empty when auth is off."""
+
+    provider: Any = None
+    """A FastMCP AuthProvider, or None."""
+    caller_of: CallerOf | None = None
+    routes: list[BaseRoute] = field(default_factory=list)
+    middleware: list[Middleware] = field(default_factory=list)
+
+
+@dataclass
+class Parts:
+    """Everything the server is built from, constructed once by the caller."""
+
+    settings: Settings
+    backend: Backend
+    store: StateStore
+    observability: Observability
+    auth: AuthWiring
+
+
+def _metrics_authorized(request: Request, settings: Settings) -> bool:
+    if settings.metrics_token is None:
+        return True
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+    return hmac.compare_digest(request.headers.get("authorization", ""), expected)
+
+
+def build_server(parts: Parts, caller_of: CallerOf) -> FastMCP:
+    """A FastMCP server with graphgate's tools and open operational routes."""
+    settings = parts.settings
+
+    @asynccontextmanager
+    async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+        await parts.backend.start()
+        try:
+            if settings.demo:
+                await seed_demo(parts.backend, settings.catalog)
+            yield {}
+        finally:
+            await parts.backend.close()
+            await parts.store.close()
+            parts.observability.close()
+
+    mcp: FastMCP = FastMCP(
+        "graphgate",
+        instructions=INSTRUCTIONS,
+        auth=parts.auth.provider,
+        lifespan=lifespan,
+        mask_error_details=True,
+    )
+    router = Router(settings, parts.store)
+    GraphTools(settings, parts.backend, router, parts.observability, caller_of).register(mcp)
+
+    @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @mcp.custom_route("/readyz", methods=["GET"], include_in_schema=False)
+    async def readyz(_request: Request) -> Response:
+        try:
+            await parts.backend.ping()
+        except BackendUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready", "backend": parts.backend.name})
+
+    @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if not _metrics_authorized(request, settings):
+            return JSONResponse(
+                {"error": "invalid_token", "error_description": "metrics need the metrics token"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        return Response(
+            parts.observability.metrics.render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    return mcp
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """Host header values accepted on /mcp, against DNS rebinding.
+
+    Derived from the configuration only: the public URL's host, and loopback
+    names when bound to loopback.
+    """
+    hosts: list[str] = []
+    if settings.public_url:
+        netloc = urlsplit(settings.public_url).netloc
+        hosts.append(netloc)
+        hosts.append(netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc)
+    if is_loopback_host(settings.host) or settings.host in {"0.0.0.0", "::"}:
+        for name in ("127.0.0.1", "localhost", "[::1]"):
+            hosts.extend([name, f"{name}:{settings.port}"])
+    return list(dict.fromkeys(hosts))
+
+
+def build_http_app(parts: Parts, caller_of: CallerOf) -> ASGIApp:
+    mcp = build_server(parts, caller_of)
+    for route in parts.auth.routes:
+        if isinstance(route, Route):
+            methods = sorted(route.methods or {"GET"})
+            mcp.custom_route(route.path, methods=methods, include_in_schema=False)(route.endpoint)
+    settings = parts.settings
+    return mcp.http_app(
+        path="/mcp",
+        middleware=list(parts.auth.middleware),
+        json_response=settings.json_response,
+        stateless_http=settings.stateless_http,
+        host_origin_protection=True,
+        allowed_hosts=allowed_hosts(settings),
+        allowed_origins=[settings.public_url] if settings.public_url else None,
+    )
+
+
+def local_caller_of(settings: Settings) -> CallerOf:
+    """The caller when auth is off: the one local user with the whole catalog."""
+    from graphgate.auth.rights import rights_for_local_user
+
+    caller = Caller("local", "local", "local", rights_for_local_user(settings))
+    return lambda: caller
+
+
+def build_parts(settings: Settings) -> Parts:
+    """Construct every collaborator from the settings; nothing is started yet."""
+    from graphgate.backends import create_backend
+    from graphgate.observability import AuditTrail
+    from graphgate.state import create_state_store
+
+    return Parts(
+        settings=settings,
+        backend=create_backend(settings),
+        store=create_state_store(settings),
+        observability=Observability(AuditTrail(settings.audit_log, settings.audit_query_text)),
+        auth=build_auth_wiring(settings),
+    )
+
+
+def build_auth_wiring(settings: Settings) -> AuthWiring:
+    if settings.auth == "none":
+        return AuthWiring(caller_of=local_caller_of(settings))
+    from graphgate.auth import build_auth
+
+    return build_auth(settings)
+
+
+def caller_of(parts: Parts) -> CallerOf:
+    return parts.auth.caller_of or local_caller_of(parts.settings)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until interrupted; the lifespan starts and stops the backend."""
+    parts = build_parts(settings)
+    if settings.transport == "stdio":
+        mcp = build_server(parts, caller_of(parts))
+        await mcp.run_stdio_async(show_banner=False, log_level="WARNING")
+        return
+    import uvicorn
+
+    app = build_http_app(parts, caller_of(parts))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="none",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    logger.info(
+        "graphgate listening on %s/mcp",
+        settings.public_url or f"http://{settings.host}:{settings.port}",
+    )
+    await server.serve()
+    if server.started is False:
+        raise BackendUnavailable(
+            f"could not start the HTTP server on {settings.host}:{settings.port}"
+        )
