@@ -10,27 +10,30 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from fastmcp import FastMCP
-from graphgate.demo import seed_demo
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from graphgate.auth.rights import Caller
+from graphgate.auth import AuthSetup, build_auth, current_caller
+from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
 from graphgate.config import Settings, is_loopback_host
+from graphgate.demo import seed_demo
 from graphgate.errors import BackendUnavailable
 from graphgate.observability import Observability
 from graphgate.tenancy import Router, StateStore
 from graphgate.tools import CallerOf, GraphTools
 
 logger = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Served without a bearer token; /metrics has its own optional secret."""
 
 INSTRUCTIONS = """\
 graphgate gives you read (and, where granted, write) access to graph databases
@@ -41,17 +44,6 @@ An admin can compare databases with query_databases."""
 
 
 @dataclass
-class AuthWiring:
-    """What the auth layer contributes to the server; empty when auth is off."""
-
-    provider: Any = None
-    """A FastMCP AuthProvider, or None."""
-    caller_of: CallerOf | None = None
-    routes: list[BaseRoute] = field(default_factory=list)
-    middleware: list[Middleware] = field(default_factory=list)
-
-
-@dataclass
 class Parts:
     """Everything the server is built from, constructed once by the caller."""
 
@@ -59,7 +51,9 @@ class Parts:
     backend: Backend
     store: StateStore
     observability: Observability
-    auth: AuthWiring
+    http_client: httpx.AsyncClient
+    auth: AuthSetup
+    caller_of: CallerOf
 
 
 def _metrics_authorized(request: Request, settings: Settings) -> bool:
@@ -69,7 +63,7 @@ def _metrics_authorized(request: Request, settings: Settings) -> bool:
     return hmac.compare_digest(request.headers.get("authorization", ""), expected)
 
 
-def build_server(parts: Parts, caller_of: CallerOf) -> FastMCP:
+def build_server(parts: Parts) -> FastMCP:
     """A FastMCP server with graphgate's tools and open operational routes."""
     settings = parts.settings
 
@@ -83,6 +77,7 @@ def build_server(parts: Parts, caller_of: CallerOf) -> FastMCP:
         finally:
             await parts.backend.close()
             await parts.store.close()
+            await parts.http_client.aclose()
             parts.observability.close()
 
     mcp: FastMCP = FastMCP(
@@ -93,7 +88,7 @@ def build_server(parts: Parts, caller_of: CallerOf) -> FastMCP:
         mask_error_details=True,
     )
     router = Router(settings, parts.store)
-    GraphTools(settings, parts.backend, router, parts.observability, caller_of).register(mcp)
+    GraphTools(settings, parts.backend, router, parts.observability, parts.caller_of).register(mcp)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(_request: Request) -> Response:
@@ -140,16 +135,10 @@ def allowed_hosts(settings: Settings) -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
-def build_http_app(parts: Parts, caller_of: CallerOf) -> ASGIApp:
-    mcp = build_server(parts, caller_of)
-    for route in parts.auth.routes:
-        if isinstance(route, Route):
-            methods = sorted(route.methods or {"GET"})
-            mcp.custom_route(route.path, methods=methods, include_in_schema=False)(route.endpoint)
+def build_http_app(parts: Parts) -> ASGIApp:
     settings = parts.settings
-    return mcp.http_app(
+    return build_server(parts).http_app(
         path="/mcp",
-        middleware=list(parts.auth.middleware),
         json_response=settings.json_response,
         stateless_http=settings.stateless_http,
         host_origin_protection=True,
@@ -160,8 +149,6 @@ def build_http_app(parts: Parts, caller_of: CallerOf) -> ASGIApp:
 
 def local_caller_of(settings: Settings) -> CallerOf:
     """The caller when auth is off: the one local user with the whole catalog."""
-    from graphgate.auth.rights import rights_for_local_user
-
     caller = Caller("local", "local", "local", rights_for_local_user(settings))
     return lambda: caller
 
@@ -172,37 +159,42 @@ def build_parts(settings: Settings) -> Parts:
     from graphgate.observability import AuditTrail
     from graphgate.state import create_state_store
 
+    observability = Observability(AuditTrail(settings.audit_log, settings.audit_query_text))
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    auth = build_auth(
+        settings,
+        http_client,
+        open_paths=OPEN_PATHS,
+        on_failure=lambda reason: observability.metrics.auth_failures.labels(reason).inc(),
+    )
     return Parts(
         settings=settings,
         backend=create_backend(settings),
         store=create_state_store(settings),
-        observability=Observability(AuditTrail(settings.audit_log, settings.audit_query_text)),
-        auth=build_auth_wiring(settings),
+        observability=observability,
+        http_client=http_client,
+        auth=auth,
+        caller_of=caller_of(settings),
     )
 
 
-def build_auth_wiring(settings: Settings) -> AuthWiring:
+def caller_of(settings: Settings) -> CallerOf:
+    """How tools learn who calls: from each request's token, or the one local user."""
     if settings.auth == "none":
-        return AuthWiring(caller_of=local_caller_of(settings))
-    from graphgate.auth import build_auth
-
-    return build_auth(settings)
-
-
-def caller_of(parts: Parts) -> CallerOf:
-    return parts.auth.caller_of or local_caller_of(parts.settings)
+        return local_caller_of(settings)
+    return lambda: current_caller(settings)
 
 
 async def run(settings: Settings) -> None:
     """Serve until interrupted; the lifespan starts and stops the backend."""
     parts = build_parts(settings)
     if settings.transport == "stdio":
-        mcp = build_server(parts, caller_of(parts))
+        mcp = build_server(parts)
         await mcp.run_stdio_async(show_banner=False, log_level="WARNING")
         return
     import uvicorn
 
-    app = build_http_app(parts, caller_of(parts))
+    app = build_http_app(parts)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -19,6 +19,7 @@ backends build their own `Converter` from the shape builders here.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -84,10 +85,8 @@ def iso_duration(
     date_part = "".join(
         f"{amount}{unit}" for amount, unit in ((years, "Y"), (months, "M"), (days, "D")) if amount
     )
-    if seconds == int(seconds):
-        seconds_text = str(int(seconds))
-    else:
-        seconds_text = f"{seconds:.9f}".rstrip("0")
+    whole = seconds == int(seconds)
+    seconds_text = str(int(seconds)) if whole else f"{seconds:.9f}".rstrip("0")
     time_part = "".join(
         f"{amount}{unit}"
         for amount, unit in ((hours, "H"), (minutes, "M"), (seconds_text, "S"))
@@ -180,8 +179,9 @@ def _convert_timedelta(_: Converter, value: Any) -> JSONValue:
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
-    return sign + iso_duration(days=int(days), hours=int(hours), minutes=int(minutes),
-                               seconds=round(seconds, 6))
+    return sign + iso_duration(
+        days=int(days), hours=int(hours), minutes=int(minutes), seconds=round(seconds, 6)
+    )
 
 
 def _convert_str(_: Converter, value: Any) -> JSONValue:
@@ -235,7 +235,8 @@ def _falkordb_duration(_: Converter, value: Any) -> JSONValue:
 
 
 def _falkordb_handlers() -> Mapping[type, Handler]:
-    from dateutil.relativedelta import relativedelta
+    # dateutil ships without type stubs; only the class object is needed here.
+    relativedelta = importlib.import_module("dateutil.relativedelta").relativedelta
     from falkordb.edge import Edge
     from falkordb.node import Node
     from falkordb.path import Path

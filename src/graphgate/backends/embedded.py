@@ -41,9 +41,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from graphgate.backends.falkordb import FalkorDBBackend
-
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.errors import BackendUnavailable, ConfigError
 
 __all__ = ["EmbeddedBackend", "EmbeddedFalkorDB", "falkordb_binaries"]
@@ -253,8 +252,7 @@ class EmbeddedFalkorDB:
 
     # -- process --------------------------------------------------------------------------
     def _write_config(self) -> Path:
-        server, module = falkordb_binaries()
-        module = self._module_path or module
+        module = self._module_path or falkordb_binaries()[1]
         timeout_ms = max(1, round(self.query_timeout * 1000))
         lines = [
             "bind 127.0.0.1",
@@ -368,9 +366,9 @@ class EmbeddedFalkorDB:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def _wait(process: subprocess.Popen[bytes], timeout: float) -> bool:
+async def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
     """Poll instead of blocking the event loop in `Popen.wait`."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while process.poll() is None:
         if time.monotonic() >= deadline:
             return False

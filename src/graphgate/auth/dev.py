@@ -1,0 +1,204 @@
+"""Dev mode: graphgate is its own issuer, with a key pair kept in the data directory.
+
+There is no login UI: ``graphgate token`` mints tokens with `mint_dev_token`,
+and the server verifies them against the same key, locally (no HTTP). The
+issuer is ``settings.dev_issuer`` (the public URL), so dev tokens pass the
+very checks real ones do: ``iss``, ``aud``, ``exp``, scopes and tenants.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from graphgate.auth.tokens import JwtVerifier, KeySet, TokenVerifierSettings
+from graphgate.config import Settings, validate_tenant_name
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEV_ALGORITHM", "DevKeys", "dev_verifier", "mint_dev_token"]
+
+DEV_ALGORITHM: Final = "ES256"
+KEY_FILE: Final = "dev-signing-key.pem"
+MAX_TTL: Final = 30 * 24 * 3600
+DEV_CLIENT_ID: Final = "graphgate-cli"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class DevKeys:
+    """The dev issuer's EC P-256 key pair; ``kid`` is its RFC 7638 thumbprint."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    public_jwk: Mapping[str, str]
+
+    @property
+    def kid(self) -> str:
+        return self.public_jwk["kid"]
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [dict(self.public_jwk)]}
+
+    @classmethod
+    def from_private_key(cls, private_key: ec.EllipticCurvePrivateKey) -> DevKeys:
+        numbers = private_key.public_key().public_numbers()
+        size = (private_key.curve.key_size + 7) // 8
+        members = {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": _b64url(numbers.x.to_bytes(size, "big")),
+            "y": _b64url(numbers.y.to_bytes(size, "big")),
+        }
+        # RFC 7638 §3: the required members, lexicographic order, no whitespace.
+        canonical = json.dumps(members, sort_keys=True, separators=(",", ":")).encode()
+        kid = _b64url(hashlib.sha256(canonical).digest())
+        return cls(private_key, {**members, "kid": kid, "use": "sig", "alg": DEV_ALGORITHM})
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> DevKeys:
+        """Read ``<data_dir>/dev-signing-key.pem``, creating it (mode 0600) if absent.
+
+        The key survives restarts, so tokens minted earlier stay valid. It is
+        written to a temporary file and hard-linked into place, which fails if
+        another process (the server and ``graphgate token`` starting together)
+        got there first; then that key is used.
+        """
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = data_dir / KEY_FILE
+        if not path.exists():
+            cls._create(path)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            logger.warning("%s was readable by others (mode %o); setting 0600", path, mode)
+            path.chmod(0o600)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not isinstance(
+            loaded.curve, ec.SECP256R1
+        ):
+            raise ValueError(
+                f"{path} does not hold an EC P-256 private key; delete it to "
+                "have graphgate create a new one"
+            )
+        return cls.from_private_key(loaded)
+
+    @staticmethod
+    def _create(path: Path) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _set_claim(claims: dict[str, Any], path: str, value: Any) -> None:
+    """Put ``value`` at a dotted path (``realm_access.roles``), the way issuers nest it."""
+    node = claims
+    *parents, last = path.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"claim path {path!r} collides with another claim")
+        node = child
+    node[last] = value
+
+
+def mint_dev_token(
+    settings: Settings,
+    sub: str,
+    tenants: list[str],
+    admin: bool,
+    ttl: int,
+    scopes: Sequence[str] | None = None,
+) -> str:
+    """A token from the dev issuer, shaped like the configured issuer's claims.
+
+    ``tenants`` entries are ``name`` or ``name:write`` (``name:read``); the
+    configured ``tenant_prefix`` is added and the list is put at
+    ``tenants_claim``; ``admin`` puts ``admin_value`` at ``admin_claim``.
+    ``scopes`` defaults to ``required_scopes``. Tenants are checked for syntax
+    only: a token naming tenants outside the catalog is valid and simply
+    grants nothing there.
+    """
+    if not sub or not isinstance(sub, str):
+        raise ValueError("sub: give a subject name")
+    if not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"ttl: must be between 1 and {MAX_TTL} seconds")
+    entries: list[str] = []
+    for entry in tenants:
+        name, _, access = entry.strip().partition(":")
+        validate_tenant_name(name)
+        if access not in {"", "read", "write"}:
+            raise ValueError(f"tenant {entry!r}: use NAME, NAME:read or NAME:write")
+        entries.append(settings.tenant_prefix + entry.strip())
+    keys = DevKeys.load_or_create(settings.data_dir)
+    now = int(time.time())
+    chosen = list(settings.required_scopes if scopes is None else scopes)
+    claims: dict[str, Any] = {
+        "iss": settings.dev_issuer,
+        "aud": settings.token_audience,
+        "sub": sub,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": secrets.token_urlsafe(16),
+        "azp": DEV_CLIENT_ID,
+        "client_id": DEV_CLIENT_ID,
+        "scope": " ".join(chosen),
+    }
+    _set_claim(claims, settings.tenants_claim, entries)
+    if admin:
+        _set_claim(claims, settings.admin_claim, [settings.admin_value])
+    return jwt.encode(
+        claims,
+        keys.private_key,
+        algorithm=DEV_ALGORITHM,
+        headers={"kid": keys.kid, "typ": "at+jwt"},
+    )
+
+
+def dev_verifier(settings: Settings, keys: DevKeys | None = None) -> JwtVerifier:
+    """The verifier for dev tokens: the local public key, no HTTP."""
+    keys = keys or DevKeys.load_or_create(settings.data_dir)
+    key_set = KeySet(None, initial=keys.jwks, algorithms=[DEV_ALGORITHM])
+    return JwtVerifier(
+        key_set,
+        TokenVerifierSettings(
+            issuer=settings.dev_issuer,
+            audience=settings.token_audience,
+            algorithms=[DEV_ALGORITHM],
+            required_scopes=settings.required_scopes,
+            leeway=settings.clock_leeway,
+        ),
+        base_url=settings.public_url,
+    )
