@@ -278,9 +278,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _wait_ready(
-    process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float
-) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:

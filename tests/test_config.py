@@ -40,7 +40,9 @@ def test_defaults() -> None:
     assert settings.data_dir.name == "graphgate"
 
 
-def test_precedence_flag_over_env_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_flag_over_env_over_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = write_toml(tmp_path, 'port = 9001\nrow_limit = 5\nquery_timeout = 7\ntenants = "a"\n')
     assert load_settings(config).port == 9001
     monkeypatch.setenv("GRAPHGATE_PORT", "9002")
@@ -124,7 +126,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHGATE_")}
     return subprocess.run(
-        [*GRAPHGATE, *args], capture_output=True, text=True, env={**base, **(env or {})},
+        [*GRAPHGATE, *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
         timeout=60,
     )
 

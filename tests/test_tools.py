@@ -32,10 +32,19 @@ async def tenants(falkordb_service: FalkorDBService) -> AsyncIterator[dict[str, 
         from graphgate.backends.base import QueryLimits
 
         limits = QueryLimits()
-        await backend.write(catalog["acme"], "CREATE (:Person {name:'Ada', born: 1815})"
-                            "-[:WORKS_AT {since: 1840}]->(:Company {name:'Acme'})", None, limits)
-        await backend.write(catalog["globex"], "UNWIND range(1, 30) AS i "
-                            "CREATE (:Product {sku: i, title: 'p' + toString(i)})", None, limits)
+        await backend.write(
+            catalog["acme"],
+            "CREATE (:Person {name:'Ada', born: 1815})"
+            "-[:WORKS_AT {since: 1840}]->(:Company {name:'Acme'})",
+            None,
+            limits,
+        )
+        await backend.write(
+            catalog["globex"],
+            "UNWIND range(1, 30) AS i CREATE (:Product {sku: i, title: 'p' + toString(i)})",
+            None,
+            limits,
+        )
         yield catalog
     finally:
         await backend.close()
@@ -65,7 +74,11 @@ async def test_tools_are_listed_with_annotations(falkordb_service, tenants, tmp_
     async with server_client(falkordb_service, tenants, tmp_path) as client:
         tools = {tool.name: tool for tool in await client.list_tools()}
     assert set(tools) == {
-        "list_databases", "use_database", "run_query", "get_schema", "query_databases"
+        "list_databases",
+        "use_database",
+        "run_query",
+        "get_schema",
+        "query_databases",
     }
     assert tools["run_query"].annotations.readOnlyHint is True
     assert tools["run_query"].annotations.destructiveHint is False
@@ -115,8 +128,12 @@ async def test_run_query_shapes(falkordb_service, tenants, tmp_path) -> None:
 
 async def test_row_limit_truncates(falkordb_service, tenants, tmp_path) -> None:
     async with server_client(falkordb_service, tenants, tmp_path, row_limit=7) as client:
-        result = await call(client, "run_query", database="globex",
-                            query="MATCH (p:Product) RETURN p.sku ORDER BY p.sku")
+        result = await call(
+            client,
+            "run_query",
+            database="globex",
+            query="MATCH (p:Product) RETURN p.sku ORDER BY p.sku",
+        )
     assert result["row_count"] == 7 and result["truncated"] is True
     assert result["rows"][0] == [1]
 
@@ -133,8 +150,13 @@ async def test_write_through_run_query_is_refused_by_the_database(
 
 async def test_write_query_returns_stats(falkordb_service, tenants, tmp_path) -> None:
     async with server_client(falkordb_service, tenants, tmp_path, allow_writes=True) as client:
-        result = await call(client, "run_write_query", database="acme",
-                            query="CREATE (n:Note {text: $t}) RETURN n.text", params={"t": "hi"})
+        result = await call(
+            client,
+            "run_write_query",
+            database="acme",
+            query="CREATE (n:Note {text: $t}) RETURN n.text",
+            params={"t": "hi"},
+        )
         assert result["rows"] == [["hi"]]
         assert result["stats"]["nodes_created"] == 1
         assert result["stats"]["properties_set"] == 1
@@ -179,8 +201,10 @@ async def test_timeout_is_a_tool_error(falkordb_service, tenants, tmp_path) -> N
     async with server_client(falkordb_service, tenants, tmp_path, query_timeout=0.2) as client:
         result = await client.call_tool(
             "run_query",
-            {"query": "UNWIND range(1, 3000) AS a UNWIND range(1, 3000) AS b "
-                      "WITH a, b WHERE a * b % 7 = 3 RETURN count(*)"},
+            {
+                "query": "UNWIND range(1, 3000) AS a UNWIND range(1, 3000) AS b "
+                "WITH a, b WHERE a * b % 7 = 3 RETURN count(*)"
+            },
             raise_on_error=False,
         )
         assert result.is_error
@@ -208,12 +232,15 @@ async def test_query_databases_runs_everywhere_and_isolates_failures(
     falkordb_service, tenants, tmp_path
 ) -> None:
     async with server_client(falkordb_service, tenants, tmp_path) as client:
-        result = await call(client, "query_databases",
-                            query="MATCH (n) RETURN count(n) AS n")
+        result = await call(client, "query_databases", query="MATCH (n) RETURN count(n) AS n")
         assert result["results"]["acme"]["rows"] == [[2]]
         assert result["results"]["globex"]["rows"] == [[30]]
-        partial = await call(client, "query_databases", databases=["acme", "globex"],
-                             query="MATCH (p:Product) RETURN p.sku / (p.sku - 1) LIMIT 1")
+        partial = await call(
+            client,
+            "query_databases",
+            databases=["acme", "globex"],
+            query="MATCH (p:Product) RETURN p.sku / (p.sku - 1) LIMIT 1",
+        )
         assert set(partial["results"]) == {"acme", "globex"}
         with pytest.raises(ToolError, match="not available"):
             await call(client, "query_databases", query="RETURN 1", databases=["acme", "nope"])
@@ -222,8 +249,9 @@ async def test_query_databases_runs_everywhere_and_isolates_failures(
 async def test_read_of_a_missing_graph_never_creates_it(falkordb_service, tmp_path) -> None:
     catalog = {"ghost": unique("ghost")}
     async with server_client(falkordb_service, catalog, tmp_path) as client:
-        result = await client.call_tool("run_query", {"query": "MATCH (n) RETURN n"},
-                                        raise_on_error=False)
+        result = await client.call_tool(
+            "run_query", {"query": "MATCH (n) RETURN n"}, raise_on_error=False
+        )
         schema = await client.call_tool("get_schema", {}, raise_on_error=False)
     backend = falkordb_service.backend()
     await backend.start()

@@ -114,10 +114,34 @@ def serve(
     from graphgate.server import run
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.demo and settings.auth == "dev" and settings.transport == "http":
+        typer.echo(_demo_banner(settings), err=True)
     try:
         asyncio.run(run(settings))
     except GraphgateError as exc:
         _fail(str(exc), code=1)
+
+
+def _demo_banner(settings: Settings) -> str:
+    """Ready-to-paste client commands for a one-tenant user and an admin."""
+    from graphgate.auth.dev import mint_dev_token
+
+    first = sorted(settings.catalog)[0]
+    user = mint_dev_token(settings, sub="demo-user", tenants=[first], admin=False, ttl=86400)
+    admin = mint_dev_token(settings, sub="demo-admin", tenants=[], admin=True, ttl=86400)
+    url = settings.resource_url
+    return "\n".join(
+        [
+            f"graphgate demo: tenants {', '.join(sorted(settings.catalog))} at {url}",
+            f"  a user of {first!r} (token valid 24 h):",
+            f"    claude mcp add --transport http graphgate-{first} {url} "
+            f'--header "Authorization: Bearer {user}"',
+            "  an admin of every tenant:",
+            f"    claude mcp add --transport http graphgate-admin {url} "
+            f'--header "Authorization: Bearer {admin}"',
+            "  more tokens: graphgate token --sub NAME --tenants acme,globex:write [--admin]",
+        ]
+    )
 
 
 @app.command()

@@ -21,6 +21,8 @@ client gets a generic message, never the traceback.
 
 from __future__ import annotations
 
+import logging
+
 from fastmcp.exceptions import ToolError
 
 
@@ -97,4 +99,6 @@ class BackendUnavailable(GraphgateError):
 
 def to_tool_error(error: GraphgateError) -> ToolError:
     """The single mapping from graphgate errors to MCP tool errors."""
-    return ToolError(f"{error.code}: {error}")
+    # Expected refusals are the client's business, not the operator's: keep
+    # them out of error-level logs (the audit trail records each one).
+    return ToolError(f"{error.code}: {error}", log_level=logging.DEBUG)

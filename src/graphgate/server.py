@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from graphgate import __version__
 from graphgate.auth import AuthSetup, build_auth, current_caller
 from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
@@ -82,6 +83,7 @@ def build_server(parts: Parts) -> FastMCP:
 
     mcp: FastMCP = FastMCP(
         "graphgate",
+        version=__version__,
         instructions=INSTRUCTIONS,
         auth=parts.auth.provider,
         lifespan=lifespan,

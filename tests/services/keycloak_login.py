@@ -81,9 +81,11 @@ class _PageParser(HTMLParser):
         classes = attributes.get("class", "")
         if self._message_depth:
             self._message_depth += 1
-        elif attributes.get("id") in {"input-error", "kc-error-message"} or (
-            "alert" in classes and "title" in classes
-        ) or "kc-feedback-text" in classes:
+        elif (
+            attributes.get("id") in {"input-error", "kc-error-message"}
+            or ("alert" in classes and "title" in classes)
+            or "kc-feedback-text" in classes
+        ):
             self._message_depth = 1
 
     def handle_endtag(self, tag: str) -> None:
@@ -138,9 +140,7 @@ async def _send(
     headers = {"Accept": "text/html"}
     if jar:
         headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in jar.items())
-    response = await client.request(
-        method, url, data=data, headers=headers, follow_redirects=False
-    )
+    response = await client.request(method, url, data=data, headers=headers, follow_redirects=False)
     _keep_cookies(response, jar)
     return response
 

@@ -1,0 +1,267 @@
+"""The streamable HTTP transport through the `mcp` SDK client, with dev-issuer tokens.
+
+Several users and tenants at once over real HTTP on loopback; isolation between
+them, sessions and their ids, DNS-rebinding protection and the open endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import pytest_asyncio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from graphgate.auth.dev import mint_dev_token
+from graphgate.backends.base import QueryLimits
+from graphgate.config import Settings
+from tests.services.falkordb import FalkorDBService
+from tests.services.graphgate import http_settings, make_parts, serve_http
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def server(
+    falkordb_service: FalkorDBService, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, Settings]]:
+    suffix = uuid.uuid4().hex[:6]
+    catalog = {"acme": f"acme_{suffix}", "globex": f"globex_{suffix}", "initech": f"ini_{suffix}"}
+    seed = falkordb_service.backend()
+    await seed.start()
+    for tenant, graph in catalog.items():
+        await seed.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
+    await seed.close()
+    options = http_settings(
+        tenants=catalog,
+        auth="dev",
+        allow_writes=True,
+        data_dir=tmp_path_factory.mktemp("http"),
+    )
+    parts = make_parts(falkordb_service.backend(), **options)
+    async with serve_http(parts) as url:
+        yield url, parts.settings
+
+
+def token(settings: Settings, sub: str, *tenants: str, admin: bool = False) -> str:
+    return mint_dev_token(settings, sub=sub, tenants=list(tenants), admin=admin, ttl=600)
+
+
+def client_for(url: str, bearer: str, mode: str = "auto") -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30)
+    return Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode)  # type: ignore[arg-type]
+
+
+async def tool(client: Client, tool_name: str, **arguments: Any) -> Any:
+    result = await client.call_tool(tool_name, arguments)
+    text = result.content[0].text  # type: ignore[union-attr]
+    if result.is_error:
+        raise AssertionError(text)
+    return json.loads(text)
+
+
+async def tool_error(client: Client, tool_name: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool_name, arguments)
+    assert result.is_error, result
+    return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_users_see_only_their_tenant(server: tuple[str, Settings], mode: str) -> None:
+    url, settings = server
+    alice = client_for(url, token(settings, "alice", "acme"), mode)
+    bob = client_for(url, token(settings, "bob", "globex"), mode)
+    root = client_for(url, token(settings, "root", admin=True), mode)
+    async with alice, bob, root:
+        a, b, r = await asyncio.gather(
+            tool(alice, "run_query", query="MATCH (t:Tag) RETURN t.tenant"),
+            tool(bob, "run_query", query="MATCH (t:Tag) RETURN t.tenant"),
+            tool(root, "query_databases", query="MATCH (t:Tag) RETURN t.tenant"),
+        )
+        assert a["rows"] == [["acme"]] and a["database"] == "acme"
+        assert b["rows"] == [["globex"]]
+        assert {db: res["rows"] for db, res in r["results"].items()} == {
+            "acme": [["acme"]],
+            "globex": [["globex"]],
+            "initech": [["initech"]],
+        }
+        assert [d["name"] for d in await tool(alice, "list_databases")] == ["acme"]
+        for name in ["globex", "GLOBEX", "globex ", "glоbex", "acme/../globex", "*"]:
+            assert "not available to you" in await tool_error(
+                alice, "run_query", query="MATCH (t:Tag) RETURN t", database=name
+            )
+        assert "not available" in await tool_error(alice, "use_database", name="globex")
+        assert "not available" in await tool_error(
+            alice, "query_databases", query="RETURN 1", databases=["globex"]
+        )
+
+
+async def test_use_database_sticks_per_user_in_session_protocol(
+    server: tuple[str, Settings],
+) -> None:
+    url, settings = server
+    carol = client_for(url, token(settings, "carol", "acme", "globex"), "legacy")
+    async with carol:
+        assert await tool(carol, "use_database", name="globex") == {"current": "globex"}
+        result = await tool(carol, "run_query", query="MATCH (t:Tag) RETURN t.tenant")
+        assert result["rows"] == [["globex"]]
+
+
+async def test_use_database_sticks_without_sessions(server: tuple[str, Settings]) -> None:
+    """Protocol 2026-07-28: every request stands alone; the choice is keyed per user."""
+    url, settings = server
+    dave = client_for(url, token(settings, "dave", "acme", "globex"), "auto")
+    async with dave:
+        await tool(dave, "use_database", name="globex")
+        assert (await tool(dave, "run_query", query="MATCH (t:Tag) RETURN t.tenant"))["rows"] == [
+            ["globex"]
+        ]
+    other = client_for(url, token(settings, "erin", "acme", "globex"), "auto")
+    async with other:
+        assert (await tool(other, "run_query", query="MATCH (t:Tag) RETURN t.tenant"))["rows"] == [
+            ["acme"]
+        ]
+
+
+async def test_someone_elses_session_id_gives_nothing(server: tuple[str, Settings]) -> None:
+    url, settings = server
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    headers = {"accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        alice = {
+            **headers,
+            "authorization": f"Bearer {token(settings, 'alice2', 'acme', 'globex')}",
+        }
+        response = await http.post("/mcp", json=init, headers=alice)
+        session = response.headers["mcp-session-id"]
+        alice["mcp-session-id"] = session
+        await http.post(
+            "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=alice
+        )
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "use_database", "arguments": {"name": "globex"}},
+        }
+        assert (await http.post("/mcp", json=call, headers=alice)).status_code == 200
+        mallory = {
+            **headers,
+            "mcp-session-id": session,
+            "authorization": f"Bearer {token(settings, 'mallory', 'acme', 'globex')}",
+        }
+        query = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {
+                "name": "run_query",
+                "arguments": {"query": "MATCH (t:Tag) RETURN t.tenant"},
+            },
+        }
+        response = await http.post("/mcp", json=query, headers=mallory)
+        if response.status_code == 200:
+            body = response.json()
+            assert "globex" not in json.dumps(body), body
+        else:
+            assert response.status_code in {400, 401, 403, 404}
+
+
+async def test_open_endpoints_and_dns_rebinding(server: tuple[str, Settings]) -> None:
+    url, settings = server
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert (await http.get("/metrics")).status_code == 200
+        bearer = {
+            "authorization": f"Bearer {token(settings, 'alice', 'acme')}",
+            "accept": "application/json, text/event-stream",
+        }
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        evil_host = await http.post("/mcp", json=body, headers={**bearer, "host": "evil.example"})
+        assert evil_host.status_code in {400, 403, 421}
+        evil_origin = await http.post(
+            "/mcp", json=body, headers={**bearer, "origin": "http://evil.example"}
+        )
+        assert evil_origin.status_code in {400, 403}
+
+
+async def test_no_token_is_401_with_challenge(server: tuple[str, Settings]) -> None:
+    url, settings = server
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        response = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert (
+        f'resource_metadata="{settings.public_url}/.well-known/oauth-protected-resource/mcp"'
+        in challenge
+    )
+    assert "error=" not in challenge
+
+
+async def test_writes_need_write_right(server: tuple[str, Settings]) -> None:
+    url, settings = server
+    reader = client_for(url, token(settings, "r", "acme"))
+    writer = client_for(url, token(settings, "w", "acme:write"))
+    async with reader, writer:
+        assert "read-only access" in await tool_error(
+            reader, "run_write_query", query="CREATE (:X)"
+        )
+        created = await tool(writer, "run_write_query", query="CREATE (:Y) RETURN 1")
+        assert created["stats"]["nodes_created"] == 1
+        await tool(writer, "run_write_query", query="MATCH (y:Y) DELETE y")
+
+
+async def test_refreshed_token_with_fewer_rights_applies_at_once(
+    server: tuple[str, Settings], tmp_path: Path
+) -> None:
+    url, settings = server
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        headers = {"accept": "application/json, text/event-stream"}
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        first = {**headers, "authorization": f"Bearer {token(settings, 'fay', 'acme', 'globex')}"}
+        response = await http.post("/mcp", json=init, headers=first)
+        session = response.headers["mcp-session-id"]
+        later = {
+            **headers,
+            "mcp-session-id": session,
+            "authorization": f"Bearer {token(settings, 'fay', 'acme')}",
+        }
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {
+                "name": "run_query",
+                "arguments": {"query": "RETURN 1", "database": "globex"},
+            },
+        }
+        response = await http.post("/mcp", json=call, headers=later)
+        assert response.status_code == 200
+        assert response.json()["result"]["isError"] is True
