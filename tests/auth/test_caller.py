@@ -54,16 +54,19 @@ async def test_rights_follow_each_requests_token(tmp_path: Path) -> None:
             assert response.status_code == 200, response.text
             headers["mcp-session-id"] = response.headers["mcp-session-id"]
             await client.post(
-                "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                "/mcp",
+                json={"jsonrpc": "2.0", "method": "notifications/initialized"},
                 headers=headers,
             )
             first = tool_result(await client.post("/mcp", json=tool_call(), headers=headers))
             headers["Authorization"] = f"Bearer {wide}"
-            second = tool_result(await client.post("/mcp", json=tool_call(request_id=2),
-                                                   headers=headers))
+            second = tool_result(
+                await client.post("/mcp", json=tool_call(request_id=2), headers=headers)
+            )
             headers["Authorization"] = f"Bearer {narrow}"
-            third = tool_result(await client.post("/mcp", json=tool_call(request_id=3),
-                                                  headers=headers))
+            third = tool_result(
+                await client.post("/mcp", json=tool_call(request_id=3), headers=headers)
+            )
     assert first["tenants"] == {"acme": "read"}
     assert second["tenants"] == {"acme": "write", "globex": "read"}
     assert third["tenants"] == {"acme": "read"}

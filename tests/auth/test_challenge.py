@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -58,8 +57,12 @@ def plain_app(tmp_path: Path, hook: object = None) -> tuple[Starlette, str]:
     setup = build_auth(settings, httpx.AsyncClient(), on_failure=hook)  # type: ignore[arg-type]
     assert setup.provider is not None
     app = Starlette(
-        routes=[*setup.routes, Route("/hello", hello), Route("/healthz", health),
-                WebSocketRoute("/ws", socket)],
+        routes=[
+            *setup.routes,
+            Route("/hello", hello),
+            Route("/healthz", health),
+            WebSocketRoute("/ws", socket),
+        ],
         middleware=[setup.provider.gate_middleware()],
     )
     return app, mint_dev_token(settings, "alice", ["acme"], False, 60)

@@ -45,9 +45,7 @@ def test_foreign_key_file_is_refused(tmp_path: Path) -> None:
 def test_kid_is_the_rfc7638_thumbprint(tmp_path: Path) -> None:
     keys = DevKeys.load_or_create(tmp_path)
     jwk = keys.public_jwk
-    canonical = (
-        f'{{"crv":"{jwk["crv"]}","kty":"{jwk["kty"]}","x":"{jwk["x"]}","y":"{jwk["y"]}"}}'
-    )
+    canonical = f'{{"crv":"{jwk["crv"]}","kty":"{jwk["kty"]}","x":"{jwk["x"]}","y":"{jwk["y"]}"}}'
     assert keys.kid == b64url(hashlib.sha256(canonical.encode()).digest())
     assert set(keys.jwks["keys"][0]) == {"crv", "kty", "x", "y", "kid", "use", "alg"}
 
@@ -64,14 +62,17 @@ async def test_minted_token_verifies_and_maps_to_rights(tmp_path: Path) -> None:
     rights = rights_from_claims(access.claims, settings)
     assert dict(rights.tenants) == {"acme": "read", "globex": "write"}
     assert not rights.admin
-    assert jwt.get_unverified_header(token)["kid"] == DevKeys.load_or_create(
-        settings.data_dir).kid
+    assert jwt.get_unverified_header(token)["kid"] == DevKeys.load_or_create(settings.data_dir).kid
 
 
 async def test_admin_and_prefix_follow_the_settings(tmp_path: Path) -> None:
     settings = make_settings(
-        tmp_path, auth="dev", tenant_prefix="gg-", tenants_claim="groups",
-        admin_claim="resource_access.graphgate.roles", admin_value="boss",
+        tmp_path,
+        auth="dev",
+        tenant_prefix="gg-",
+        tenants_claim="groups",
+        admin_claim="resource_access.graphgate.roles",
+        admin_value="boss",
     )
     token = mint_dev_token(settings, "root", ["acme"], True, 60, scopes=["mcp:tools", "extra"])
     access = await dev_verifier(settings).verify(token)

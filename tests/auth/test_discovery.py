@@ -127,8 +127,12 @@ async def test_direct_mode_serves_no_authorization_server_metadata(
 
 def shim_settings(tmp_path: Path, issuer: str, **extra: Any) -> Settings:
     return make_settings(
-        tmp_path, auth="oidc", issuer=issuer, registration="shim",
-        static_client_id="graphgate-mcp", **extra,
+        tmp_path,
+        auth="oidc",
+        issuer=issuer,
+        registration="shim",
+        static_client_id="graphgate-mcp",
+        **extra,
     )
 
 
@@ -152,8 +156,7 @@ async def test_shim_metadata_at_every_probed_path(
             document = response.json()
             assert document["issuer"] == PUBLIC_URL
             assert document["registration_endpoint"] == f"{PUBLIC_URL}/register"
-            assert document["authorization_endpoint"] == issuer.metadata()[
-                "authorization_endpoint"]
+            assert document["authorization_endpoint"] == issuer.metadata()["authorization_endpoint"]
             assert document["token_endpoint"] == issuer.metadata()["token_endpoint"]
             assert document["jwks_uri"] == issuer.metadata()["jwks_uri"]
             assert "authorization_response_iss_parameter_supported" not in document
@@ -168,9 +171,7 @@ async def test_mcp_client_discovery_finds_the_shim(
     async with asgi(routes_app(settings, http)) as client:
         for url in build_protected_resource_metadata_discovery_urls(None, settings.resource_url):
             assert (await client.get(url)).status_code == 200, url
-        prm = ProtectedResourceMetadata.model_validate(
-            (await client.get(PRM_PATHS[0])).json()
-        )
+        prm = ProtectedResourceMetadata.model_validate((await client.get(PRM_PATHS[0])).json())
         auth_server = str(prm.authorization_servers[0])
         urls = build_oauth_authorization_server_metadata_discovery_urls(
             auth_server, settings.resource_url
@@ -281,8 +282,11 @@ async def test_prm_with_a_path_in_public_url(
 async def test_dev_discovery_and_jwks(tmp_path: Path, http: httpx.AsyncClient) -> None:
     settings = make_settings(tmp_path, auth="dev")
     async with asgi(routes_app(settings, http)) as client:
-        for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration",
-                     "/.well-known/oauth-authorization-server/mcp"):
+        for path in (
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server/mcp",
+        ):
             document = (await client.get(path)).json()
             assert document["issuer"] == settings.dev_issuer
             assert document["jwks_uri"] == f"{settings.dev_issuer}/.well-known/jwks.json"

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class Case:
     build: Callable[[Ctx], Headers]
     status: int = 401
     error: str | None = "invalid_token"
-    params: dict[str, str] = field(default_factory=dict)
+    query: str = ""
     reason: str | None = None
 
 
@@ -65,6 +65,16 @@ class Ctx:
 
     def raw(self, header: Any, payload: Any, signature: str = "c2ln") -> str:
         return f"{b64json(header)}.{b64json(payload)}.{signature}"
+
+
+def as_bytes(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            name.encode() if isinstance(name, str) else name,
+            value.encode("latin-1") if isinstance(value, str) else value,
+        )
+        for name, value in headers
+    ]
 
 
 def bearer(token: str) -> Headers:
@@ -113,146 +123,263 @@ CASES: list[Case] = [
         lambda ctx: bearer(ctx.token(iat=claims_for("", "")["iat"] + 3600)),
         reason="issued_in_future",
     ),
-    Case("wrong issuer", lambda ctx: bearer(ctx.token(iss="https://evil.example")),
-         reason="wrong_issuer"),
-    Case("issuer with trailing slash", lambda ctx: bearer(ctx.token(iss=ctx.issuer + "/")),
-         reason="wrong_issuer"),
+    Case(
+        "wrong issuer",
+        lambda ctx: bearer(ctx.token(iss="https://evil.example")),
+        reason="wrong_issuer",
+    ),
+    Case(
+        "issuer with trailing slash",
+        lambda ctx: bearer(ctx.token(iss=ctx.issuer + "/")),
+        reason="wrong_issuer",
+    ),
     Case("missing issuer", lambda ctx: bearer(ctx.token(iss=None)), reason="missing_claim"),
-    Case("wrong audience", lambda ctx: bearer(ctx.token(aud="https://other.example/mcp")),
-         reason="wrong_audience"),
+    Case(
+        "wrong audience",
+        lambda ctx: bearer(ctx.token(aud="https://other.example/mcp")),
+        reason="wrong_audience",
+    ),
     Case(
         "audience list without ours",
         lambda ctx: bearer(ctx.token(aud=["https://a.example/mcp", AUDIENCE + "/"])),
         reason="wrong_audience",
     ),
     Case("missing audience", lambda ctx: bearer(ctx.token(aud=None)), reason="missing_claim"),
-    Case("alg none, empty signature",
-         lambda ctx: bearer(ctx.raw({"alg": "none"}, ctx.claims(), signature="")),
-         reason="malformed"),
-    Case("alg none with a signature",
-         lambda ctx: bearer(ctx.raw({"alg": "none", "kid": "rsa-1"}, ctx.claims())),
-         reason="alg_not_allowed"),
-    Case("alg NONE",
-         lambda ctx: bearer(ctx.raw({"alg": "NONE", "kid": "rsa-1"}, ctx.claims())),
-         reason="alg_not_allowed"),
+    Case(
+        "alg none, empty signature",
+        lambda ctx: bearer(ctx.raw({"alg": "none"}, ctx.claims(), signature="")),
+        reason="malformed",
+    ),
+    Case(
+        "alg none with a signature",
+        lambda ctx: bearer(ctx.raw({"alg": "none", "kid": "rsa-1"}, ctx.claims())),
+        reason="alg_not_allowed",
+    ),
+    Case(
+        "alg NONE",
+        lambda ctx: bearer(ctx.raw({"alg": "NONE", "kid": "rsa-1"}, ctx.claims())),
+        reason="alg_not_allowed",
+    ),
     Case("HS256 signed with the public key", _hs256_with_public_key, reason="alg_not_allowed"),
-    Case("alg with trailing space",
-         lambda ctx: bearer(ctx.raw({"alg": "RS256 ", "kid": "rsa-1"}, ctx.claims())),
-         reason="alg_not_allowed"),
-    Case("ES256 header on an RSA key",
-         lambda ctx: bearer(ctx.token(key="ec", headers={"kid": "rsa-1"})),
-         reason="key_mismatch"),
+    Case(
+        "alg with trailing space",
+        lambda ctx: bearer(ctx.raw({"alg": "RS256 ", "kid": "rsa-1"}, ctx.claims())),
+        reason="alg_not_allowed",
+    ),
+    Case(
+        "ES256 header on an RSA key",
+        lambda ctx: bearer(ctx.token(key="ec", headers={"kid": "rsa-1"})),
+        reason="key_mismatch",
+    ),
     Case("unknown kid", lambda ctx: bearer(ctx.token(key="attacker")), reason="unknown_kid"),
-    Case("kid of a key not in the JWKS", lambda ctx: bearer(ctx.token(key="rsa2")),
-         reason="unknown_kid"),
-    Case("attacker key under our kid",
-         lambda ctx: bearer(ctx.token(key="attacker", headers={"kid": "rsa-1"})),
-         reason="bad_signature"),
-    Case("kid as a number",
-         lambda ctx: bearer(ctx.raw({"alg": "RS256", "kid": 7}, ctx.claims())),
-         reason="bad_header"),
-    Case("overlong kid",
-         lambda ctx: bearer(ctx.raw({"alg": "RS256", "kid": "k" * 300}, ctx.claims())),
-         reason="bad_header"),
+    Case(
+        "kid of a key not in the JWKS",
+        lambda ctx: bearer(ctx.token(key="rsa2")),
+        reason="unknown_kid",
+    ),
+    Case(
+        "attacker key under our kid",
+        lambda ctx: bearer(ctx.token(key="attacker", headers={"kid": "rsa-1"})),
+        reason="bad_signature",
+    ),
+    Case(
+        "kid as a number",
+        lambda ctx: bearer(ctx.raw({"alg": "RS256", "kid": 7}, ctx.claims())),
+        reason="bad_header",
+    ),
+    Case(
+        "overlong kid",
+        lambda ctx: bearer(ctx.raw({"alg": "RS256", "kid": "k" * 300}, ctx.claims())),
+        reason="bad_header",
+    ),
     Case("tampered payload", _tampered_payload, reason="bad_signature"),
     Case("tampered header", _tampered_header, reason="bad_signature"),
     Case("truncated signature", lambda ctx: bearer(ctx.token()[:-12])),
-    Case("truncated to two segments",
-         lambda ctx: bearer(".".join(ctx.token().split(".")[:2])), reason="malformed"),
+    Case(
+        "truncated to two segments",
+        lambda ctx: bearer(".".join(ctx.token().split(".")[:2])),
+        reason="malformed",
+    ),
     Case("oversized", lambda ctx: bearer(ctx.token(pad="x" * 20_000)), reason="oversized"),
     Case("garbage base64", lambda ctx: bearer("%%%.$$$.@@@"), reason="malformed"),
     Case("two dots only", lambda ctx: bearer(".."), reason="malformed"),
     Case("four segments", lambda ctx: bearer(ctx.token() + ".AAAA"), reason="malformed"),
-    Case("non-JSON header",
-         lambda ctx: bearer(f"{b64url(b'hello')}.{b64json(ctx.claims())}.c2ln"),
-         reason="malformed"),
-    Case("header is a JSON array",
-         lambda ctx: bearer(ctx.raw(["RS256"], ctx.claims())), reason="bad_header"),
-    Case("deeply nested header",
-         lambda ctx: bearer(f"{b64url(b'[' * 1500)}.{b64json(ctx.claims())}.c2ln"),
-         reason="malformed"),
+    Case(
+        "non-JSON header",
+        lambda ctx: bearer(f"{b64url(b'hello')}.{b64json(ctx.claims())}.c2ln"),
+        reason="malformed",
+    ),
+    Case(
+        "header is a JSON array",
+        lambda ctx: bearer(ctx.raw(["RS256"], ctx.claims())),
+        reason="bad_header",
+    ),
+    Case(
+        "deeply nested header",
+        lambda ctx: bearer(f"{b64url(b'[' * 1500)}.{b64json(ctx.claims())}.c2ln"),
+        reason="malformed",
+    ),
     Case(
         "jku pointing at attacker keys",
-        lambda ctx: bearer(ctx.token(key="attacker",
-                                     headers={"jku": "https://evil.example/jwks.json"})),
+        lambda ctx: bearer(
+            ctx.token(key="attacker", headers={"jku": "https://evil.example/jwks.json"})
+        ),
         reason="unknown_kid",
     ),
     Case(
         "jku with our kid",
-        lambda ctx: bearer(ctx.token(key="attacker", headers={
-            "kid": "rsa-1", "jku": "https://evil.example/jwks.json"})),
+        lambda ctx: bearer(
+            ctx.token(
+                key="attacker", headers={"kid": "rsa-1", "jku": "https://evil.example/jwks.json"}
+            )
+        ),
         reason="bad_signature",
     ),
     Case(
         "x5u pointing at attacker certificate",
-        lambda ctx: bearer(ctx.token(key="attacker", headers={
-            "kid": "rsa-1", "x5u": "https://evil.example/cert.pem"})),
+        lambda ctx: bearer(
+            ctx.token(
+                key="attacker", headers={"kid": "rsa-1", "x5u": "https://evil.example/cert.pem"}
+            )
+        ),
         reason="bad_signature",
     ),
     Case(
         "embedded jwk of the attacker",
-        lambda ctx: bearer(ctx.token(key="attacker", headers={
-            "kid": "rsa-1", "jwk": _attacker_jwk(ctx)})),
+        lambda ctx: bearer(
+            ctx.token(key="attacker", headers={"kid": "rsa-1", "jwk": _attacker_jwk(ctx)})
+        ),
         reason="bad_signature",
     ),
     Case(
         "embedded jwk without kid",
-        lambda ctx: bearer(ctx.token(key="attacker", headers={
-            "kid": None, "jwk": _attacker_jwk(ctx)})),
+        lambda ctx: bearer(
+            ctx.token(key="attacker", headers={"kid": None, "jwk": _attacker_jwk(ctx)})
+        ),
         reason="unknown_kid",
     ),
-    Case("crit header", lambda ctx: bearer(ctx.token(headers={"crit": ["exp"], "exp": 1})),
-         reason="crit_header"),
-    Case("b64 false header",
-         lambda ctx: bearer(ctx.raw({"alg": "RS256", "kid": "rsa-1", "b64": False},
-                                    ctx.claims())),
-         reason="crit_header"),
-    Case("exp as string", lambda ctx: bearer(ctx.token(exp="9999999999")),
-         reason="bad_claim_type"),
+    Case(
+        "crit header",
+        lambda ctx: bearer(ctx.token(headers={"crit": ["exp"], "exp": 1})),
+        reason="crit_header",
+    ),
+    Case(
+        "b64 false header",
+        lambda ctx: bearer(ctx.raw({"alg": "RS256", "kid": "rsa-1", "b64": False}, ctx.claims())),
+        reason="crit_header",
+    ),
+    Case("exp as string", lambda ctx: bearer(ctx.token(exp="9999999999")), reason="bad_claim_type"),
     Case("exp infinite", lambda ctx: bearer(ctx.token(exp=float("inf"))), reason="malformed"),
     Case("exp as boolean", lambda ctx: bearer(ctx.token(exp=True))),
-    Case("scope as list of ints", lambda ctx: bearer(ctx.token(scope=[1, 2])),
-         reason="bad_claim_type"),
-    Case("scope as object", lambda ctx: bearer(ctx.token(scope={"mcp:tools": True})),
-         reason="bad_claim_type"),
+    Case(
+        "scope as list of ints",
+        lambda ctx: bearer(ctx.token(scope=[1, 2])),
+        reason="bad_claim_type",
+    ),
+    Case(
+        "scope as object",
+        lambda ctx: bearer(ctx.token(scope={"mcp:tools": True})),
+        reason="bad_claim_type",
+    ),
     Case("missing sub", lambda ctx: bearer(ctx.token(sub=None)), reason="missing_claim"),
     Case("empty sub", lambda ctx: bearer(ctx.token(sub="")), reason="missing_claim"),
     Case("sub as number", lambda ctx: bearer(ctx.token(sub=42)), reason="bad_claim_type"),
     Case("missing exp", lambda ctx: bearer(ctx.token(exp=None)), reason="missing_claim"),
     Case("missing iat", lambda ctx: bearer(ctx.token(iat=None)), reason="missing_claim"),
-    Case("non-ASCII in the token",
-         lambda ctx: [(b"Authorization", "Bearer tök.en.x".encode("latin-1"))],
-         reason="malformed"),
-    Case("token in the query string", lambda ctx: [],
-         params={"access_token": "x.y.z"}, error="invalid_request", reason="query_token"),
-    Case("token in query and header", lambda ctx: bearer(ctx.token()),
-         params={"access_token": "x.y.z"}, error="invalid_request", reason="query_token"),
-    Case("two Authorization headers",
-         lambda ctx: bearer(ctx.token()) + bearer(ctx.token(sub="bob")),
-         error="invalid_request", reason="multiple_headers"),
-    Case("missing scope", lambda ctx: bearer(ctx.token(scope="openid profile")),
-         status=403, error="insufficient_scope", reason="insufficient_scope"),
-    Case("no scope claim at all", lambda ctx: bearer(ctx.token(scope=None)),
-         status=403, error="insufficient_scope"),
-    Case("tenants as int", lambda ctx: bearer(ctx.token(tenants=7)),
-         status=403, error="access_denied", reason="no_tenants"),
-    Case("tenants as dict", lambda ctx: bearer(ctx.token(tenants={"acme": "write"})),
-         status=403, error="access_denied"),
-    Case("tenants absent", lambda ctx: bearer(ctx.token(tenants=None)),
-         status=403, error="access_denied"),
-    Case("tenant in other case", lambda ctx: bearer(ctx.token(tenants=["ACME"])),
-         status=403, error="access_denied"),
-    Case("tenant look-alike (Cyrillic a)", lambda ctx: bearer(ctx.token(tenants=["\u0430cme"])),
-         status=403, error="access_denied"),
-    Case("tenant with zero-width space",
-         lambda ctx: bearer(ctx.token(tenants=["acme\u200b"])),
-         status=403, error="access_denied"),
-    Case("tenant not in catalog", lambda ctx: bearer(ctx.token(tenants=["initech:write"])),
-         status=403, error="access_denied"),
-    Case("admin claim of the wrong shape",
-         lambda ctx: bearer(ctx.token(tenants=None,
-                                      realm_access={"roles": {"graphgate-admin": 1}})),
-         status=403, error="access_denied"),
+    Case(
+        "non-ASCII in the token",
+        lambda ctx: [(b"Authorization", "Bearer tök.en.x".encode("latin-1"))],
+        reason="malformed",
+    ),
+    Case(
+        "token in the query string",
+        lambda ctx: [],
+        query="access_token=x.y.z",
+        error="invalid_request",
+        reason="query_token",
+    ),
+    Case(
+        "percent-encoded query token",
+        lambda ctx: [],
+        query="access%5Ftoken=x",
+        error="invalid_request",
+        reason="query_token",
+    ),
+    Case(
+        "token in query and header",
+        lambda ctx: bearer(ctx.token()),
+        query="access_token=x.y.z",
+        error="invalid_request",
+        reason="query_token",
+    ),
+    Case(
+        "two Authorization headers",
+        lambda ctx: bearer(ctx.token()) + bearer(ctx.token(sub="bob")),
+        error="invalid_request",
+        reason="multiple_headers",
+    ),
+    Case(
+        "missing scope",
+        lambda ctx: bearer(ctx.token(scope="openid profile")),
+        status=403,
+        error="insufficient_scope",
+        reason="insufficient_scope",
+    ),
+    Case(
+        "no scope claim at all",
+        lambda ctx: bearer(ctx.token(scope=None)),
+        status=403,
+        error="insufficient_scope",
+    ),
+    Case(
+        "tenants as int",
+        lambda ctx: bearer(ctx.token(tenants=7)),
+        status=403,
+        error="access_denied",
+        reason="no_tenants",
+    ),
+    Case(
+        "tenants as dict",
+        lambda ctx: bearer(ctx.token(tenants={"acme": "write"})),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "tenants absent",
+        lambda ctx: bearer(ctx.token(tenants=None)),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "tenant in other case",
+        lambda ctx: bearer(ctx.token(tenants=["ACME"])),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "tenant look-alike (Cyrillic a)",
+        lambda ctx: bearer(ctx.token(tenants=["\u0430cme"])),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "tenant with zero-width space",
+        lambda ctx: bearer(ctx.token(tenants=["acme\u200b"])),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "tenant not in catalog",
+        lambda ctx: bearer(ctx.token(tenants=["initech:write"])),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "admin claim of the wrong shape",
+        lambda ctx: bearer(ctx.token(tenants=None, realm_access={"roles": {"graphgate-admin": 1}})),
+        status=403,
+        error="access_denied",
+    ),
 ]
 
 
@@ -263,9 +390,7 @@ async def gated(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Starlette, AuthSetup, Settings, list[str]]]:
     _, state = issuer_server
-    settings = make_settings(
-        tmp_path_factory.mktemp("hostile"), auth="oidc", issuer=state.issuer
-    )
+    settings = make_settings(tmp_path_factory.mktemp("hostile"), auth="oidc", issuer=state.issuer)
     failures: list[str] = []
     async with httpx.AsyncClient() as http:
         app, setup = gated_app(settings, http, on_failure=failures.append)
@@ -313,14 +438,14 @@ async def test_hostile_request_gets_the_challenge(
     failures = gated[3]
     failures.clear()
     headers = case.build(Ctx(issuer.issuer, keys)) + list(MCP_HEADERS.items())
-    response = await client.post("/mcp", json=tool_call(), headers=headers, params=case.params)
+    url = f"/mcp?{case.query}" if case.query else "/mcp"
+    response = await client.post(url, json=tool_call(), headers=as_bytes(headers))
     assert_challenge(response, case)
     assert len(failures) == 1
     if case.reason is not None:
         assert failures == [case.reason]
     for name, value in headers:
-        if (name.lower() if isinstance(name, str) else name.lower()) in ("authorization",
-                                                                         b"authorization"):
+        if name.lower() in ("authorization", b"authorization"):
             shown = value.decode("latin-1") if isinstance(value, bytes) else value
             token = shown.partition(" ")[2]
             if len(token) > 8:
@@ -334,7 +459,8 @@ async def test_scheme_is_case_insensitive(
 ) -> None:
     token = Ctx(issuer.issuer, keys).token(tenants=["acme", "globex:write"])
     response = await client.post(
-        "/mcp", json=tool_call(),
+        "/mcp",
+        json=tool_call(),
         headers={**MCP_HEADERS, "Authorization": f"{scheme} {token}"},
     )
     assert response.status_code == 200, response.text
@@ -369,7 +495,8 @@ async def test_issuer_outage_gives_503_then_recovers(
             running(app),
             httpx.AsyncClient(transport=transport, base_url="http://t") as client,
         ):
-            headers = {**MCP_HEADERS, **dict(bearer(Ctx(issuer.issuer, keys).token()))}
+            token = Ctx(issuer.issuer, keys).token()
+            headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
             response = await client.post("/mcp", json=tool_call(), headers=headers)
             assert response.status_code in (502, 503)
             assert response.json()["error"] in ("temporarily_unavailable", "server_error")
@@ -382,10 +509,21 @@ async def test_issuer_outage_gives_503_then_recovers(
 # -- the same over real HTTP ----------------------------------------------------------------
 
 OVER_HTTP = {
-    "no token", "expired", "wrong audience", "alg none with a signature",
-    "HS256 signed with the public key", "jku with our kid", "embedded jwk of the attacker",
-    "tampered payload", "oversized", "two dots only", "token in the query string",
-    "two Authorization headers", "non-ASCII in the token", "missing scope", "tenants as dict",
+    "no token",
+    "expired",
+    "wrong audience",
+    "alg none with a signature",
+    "HS256 signed with the public key",
+    "jku with our kid",
+    "embedded jwk of the attacker",
+    "tampered payload",
+    "oversized",
+    "two dots only",
+    "token in the query string",
+    "two Authorization headers",
+    "non-ASCII in the token",
+    "missing scope",
+    "tenants as dict",
     "crit header",
 }
 
@@ -403,16 +541,14 @@ def served(
         yield base
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if c.name in OVER_HTTP], ids=lambda c: c.name
-)
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in OVER_HTTP], ids=lambda c: c.name)
 async def test_hostile_over_real_http(
     case: Case, served: str, issuer: IssuerState, keys: dict[str, SigningKey]
 ) -> None:
     headers = case.build(Ctx(issuer.issuer, keys)) + list(MCP_HEADERS.items())
     async with httpx.AsyncClient(base_url=served) as client:
-        response = await client.post("/mcp", json=tool_call(), headers=headers,
-                                     params=case.params)
+        url = f"/mcp?{case.query}" if case.query else "/mcp"
+        response = await client.post(url, json=tool_call(), headers=as_bytes(headers))
     assert_challenge(response, case)
 
 
@@ -421,8 +557,9 @@ async def test_good_token_over_real_http(
 ) -> None:
     token = Ctx(issuer.issuer, keys).token(key="ec", tenants=["/globex"])
     async with httpx.AsyncClient(base_url=served) as client:
-        response = await client.post("/mcp", json=tool_call(),
-                                     headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"})
+        response = await client.post(
+            "/mcp", json=tool_call(), headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+        )
     assert response.status_code == 200, response.text
     assert tool_result(response)["tenants"] == {"globex": "read"}
 

@@ -55,8 +55,9 @@ def metadata(*uris: str, **extra: Any) -> dict[str, Any]:
 async def test_acceptable_redirect_uris(uri: str, client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/register",
-        json=metadata(uri, client_name="Claude", grant_types=["authorization_code",
-                                                              "refresh_token"]),
+        json=metadata(
+            uri, client_name="Claude", grant_types=["authorization_code", "refresh_token"]
+        ),
     )
     assert response.status_code == 201, response.text
     info = response.json()
@@ -105,8 +106,10 @@ async def test_refused_redirect_uris(uri: str, client: httpx.AsyncClient) -> Non
         ({"redirect_uris": ["http://127.0.0.1/cb"] * 11}, "invalid_redirect_uri"),
         (metadata("http://127.0.0.1/cb", client_name=5), "invalid_client_metadata"),
         (metadata("http://127.0.0.1/cb", client_name="x" * 2000), "invalid_client_metadata"),
-        (metadata("http://127.0.0.1/cb", grant_types="authorization_code"),
-         "invalid_client_metadata"),
+        (
+            metadata("http://127.0.0.1/cb", grant_types="authorization_code"),
+            "invalid_client_metadata",
+        ),
         (metadata("http://127.0.0.1/cb", response_types=["token"]), "invalid_client_metadata"),
         (metadata("http://127.0.0.1/cb", contacts="a@b"), "invalid_client_metadata"),
     ],
@@ -130,8 +133,9 @@ async def test_invalid_metadata(body: Any, error: str, client: httpx.AsyncClient
         (b"\xff\xfe\x00", "application/json"),
     ],
 )
-async def test_malformed_bodies(content: bytes, content_type: str,
-                                client: httpx.AsyncClient) -> None:
+async def test_malformed_bodies(
+    content: bytes, content_type: str, client: httpx.AsyncClient
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     response = await client.post("/register", content=content, headers=headers)
     assert response.status_code == 400
@@ -141,8 +145,12 @@ async def test_malformed_bodies(content: bytes, content_type: str,
 async def test_unsupported_grants_are_replaced(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/register",
-        json=metadata("http://127.0.0.1/cb", grant_types=["client_credentials", "implicit"],
-                      token_endpoint_auth_method="client_secret_basic", extra="ignored"),
+        json=metadata(
+            "http://127.0.0.1/cb",
+            grant_types=["client_credentials", "implicit"],
+            token_endpoint_auth_method="client_secret_basic",
+            extra="ignored",
+        ),
     )
     assert response.status_code == 201
     info = response.json()
@@ -173,8 +181,9 @@ async def test_the_mcp_client_registers(client: httpx.AsyncClient) -> None:
         request.method, str(request.url), content=request.content, headers=dict(request.headers)
     )
     info = await handle_registration_response(
-        httpx2.Response(response.status_code, content=response.content,
-                        headers=dict(response.headers))
+        httpx2.Response(
+            response.status_code, content=response.content, headers=dict(response.headers)
+        )
     )
     assert info.client_id == CLIENT_ID
     assert info.client_secret is None

@@ -102,8 +102,9 @@ def test_claim_at_dotted_path(tmp_path: Path) -> None:
 
 
 def test_exact_key_with_dots_wins(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, tenants="acme,globex",
-                             tenants_claim="https://example.com/tenants")
+    settings = make_settings(
+        tmp_path, tenants="acme,globex", tenants_claim="https://example.com/tenants"
+    )
     claims = {"https://example.com/tenants": ["acme"]}
     assert tenants(claims, settings) == {"acme": "read"}
     assert claim_at({"a.b": 1, "a": {"b": 2}}, "a.b") == 1
@@ -147,9 +148,7 @@ def test_surrounding_whitespace_is_trimmed(settings: Settings) -> None:
 
 
 def test_admin_via_list_at_dotted_path(settings: Settings) -> None:
-    rights = rights_from_claims(
-        {"realm_access": {"roles": ["user", "graphgate-admin"]}}, settings
-    )
+    rights = rights_from_claims({"realm_access": {"roles": ["user", "graphgate-admin"]}}, settings)
     assert rights.admin
     assert dict(rights.tenants) == {"acme": "write", "globex": "write", "initech": "write"}
 
@@ -176,8 +175,7 @@ def test_admin_writes_still_need_allow_writes(tmp_path: Path) -> None:
 def test_admin_at_custom_claim(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, tenants="acme", admin_claim="groups", admin_value="ops")
     assert rights_from_claims({"groups": ["ops"]}, settings).admin
-    assert not rights_from_claims({"realm_access": {"roles": ["graphgate-admin"]}},
-                                  settings).admin
+    assert not rights_from_claims({"realm_access": {"roles": ["graphgate-admin"]}}, settings).admin
 
 
 # -- default tenant --------------------------------------------------------------------------

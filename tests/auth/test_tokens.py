@@ -39,7 +39,7 @@ def make_verifier(
     jwks_url: str | None = None,
     **options: Any,
 ) -> JwtVerifier:
-    key_options = {
+    key_options: dict[str, Any] = {
         key: options.pop(key)
         for key in ("cache_seconds", "min_refresh_interval", "retry_after")
         if key in options
@@ -80,7 +80,11 @@ async def test_scopes_from_scp_list_and_client_id_claim(
 ) -> None:
     verifier = make_verifier(client, issuer)
     claims = claims_for(
-        issuer.issuer, [AUDIENCE, "other"], scope=None, azp=None, scp=["mcp:tools", "x"],
+        issuer.issuer,
+        [AUDIENCE, "other"],
+        scope=None,
+        azp=None,
+        scp=["mcp:tools", "x"],
         client_id="cli",
     )
     access = await verifier.verify(keys["rsa"].sign(claims))
@@ -98,6 +102,7 @@ async def test_verified_tokens_are_cached_until_exp(
     assert await verifier.verify(token) is first
     assert verifier.verifications == 1
     entry = verifier._cache[token_fingerprint(token)]
+    assert first.expires_at is not None
     assert entry.until <= first.expires_at  # never beyond exp
 
 
@@ -272,9 +277,7 @@ async def test_unusable_jwks_entries_are_skipped(
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
-async def test_short_rsa_keys_are_refused(
-    client: httpx.AsyncClient, issuer: IssuerState
-) -> None:
+async def test_short_rsa_keys_are_refused(client: httpx.AsyncClient, issuer: IssuerState) -> None:
     weak = rsa_key("weak", bits=1024)
     issuer.jwks = {"keys": [weak.public_jwk()]}
     verifier = make_verifier(client, issuer)

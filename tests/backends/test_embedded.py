@@ -61,7 +61,7 @@ async def main():
         await backend.close()
         return
     while True:
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
 
 asyncio.run(main())
 """

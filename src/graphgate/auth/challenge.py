@@ -150,7 +150,8 @@ class BearerGate:
 
     async def _authenticate(self, connection: HTTPConnection) -> Any:
         challenge = self.challenge
-        if "access_token" in connection.query_params:
+        # Parse only when there is a query (MCP requests normally have none).
+        if connection.scope.get("query_string") and "access_token" in connection.query_params:
             return self._fail(
                 "query_token",
                 challenge.unauthorized(

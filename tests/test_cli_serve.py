@@ -1,0 +1,180 @@
+"""`graphgate serve` as a user runs it: a real process, the embedded FalkorDB, real clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.services._common import free_port
+
+GRAPHGATE = str(Path(sys.executable).with_name("graphgate"))
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("GRAPHGATE_")}
+
+
+def processes_using(path: Path) -> list[int]:
+    """Pids of redis-server processes working in ``path`` (the embedded data dir).
+
+    redis-server rewrites its command line, so the working directory tells.
+    """
+    found = []
+    target = (path / "falkordb").resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (entry / "status").read_text()
+            cwd = (entry / "cwd").resolve()
+        except OSError:
+            continue
+        if "State:\tZ" in status:
+            continue
+        if cwd == target and "redis-server" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"graphgate exited early: {process.stderr.read()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("graphgate did not become ready")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.Popen[str]]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield str(free_port()), tmp_path / "data", started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def start(port: str, data_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            GRAPHGATE,
+            "serve",
+            "--demo",
+            "--port",
+            port,
+            "--data-dir",
+            str(data_dir),
+            "--allow-writes",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+
+
+def mint(data_dir: Path, port: str, *args: str) -> str:
+    result = subprocess.run(
+        [GRAPHGATE, "token", "--data-dir", str(data_dir), "--port", port, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+async def call(url: str, bearer: str, tool: str, **arguments: object) -> dict:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30)
+    async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+        result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result
+    return json.loads(result.content[0].text)  # type: ignore[union-attr]
+
+
+async def test_demo_serve_restart_and_clean_stop(serve) -> None:
+    port, data_dir, started = serve
+    url = f"http://127.0.0.1:{port}"
+    process = start(port, data_dir)
+    started.append(process)
+    wait_ready(url, process)
+    assert processes_using(data_dir), "the embedded FalkorDB should be running"
+    admin = mint(data_dir, port, "--sub", "root", "--admin")
+    counts = await call(url, admin, "query_databases", query="MATCH (n) RETURN count(n)")
+    first = {db: r["rows"][0][0] for db, r in counts["results"].items()}
+    assert set(first) == {"acme", "globex"} and all(n > 0 for n in first.values())
+    await call(
+        url,
+        admin,
+        "run_write_query",
+        database="acme",
+        query="CREATE (:Marker {at: 'before-restart'})",
+    )
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0 or process.returncode in (0, -signal.SIGTERM, 130)
+    _, stderr = process.communicate()
+    assert "Bearer ey" in stderr  # the demo banner printed client commands
+    time.sleep(0.5)
+    assert processes_using(data_dir) == [], "no orphan FalkorDB after SIGTERM"
+
+    again = start(port, data_dir)
+    started.append(again)
+    wait_ready(url, again)
+    counts = await call(url, admin, "query_databases", query="MATCH (n) RETURN count(n)")
+    second = {db: r["rows"][0][0] for db, r in counts["results"].items()}
+    assert second == {"acme": first["acme"] + 1, "globex": first["globex"]}, (
+        "data kept across restart, demo seeding idempotent"
+    )
+    user = mint(data_dir, port, "--sub", "alice", "--tenants", "globex")
+    mine = await call(url, user, "list_databases")
+    assert [d["name"] for d in mine] == ["globex"]
+
+    second_instance = start(str(free_port()), data_dir)
+    started.append(second_instance)
+    assert second_instance.wait(60) != 0
+    assert "data dir" in second_instance.stderr.read().lower()  # type: ignore[union-attr]
+
+    again.send_signal(signal.SIGINT)
+    again.wait(30)
+    time.sleep(0.5)
+    assert processes_using(data_dir) == []
+
+
+async def test_stdio_transport(tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=GRAPHGATE,
+        args=["serve", "--transport", "stdio", "--demo", "--data-dir", str(tmp_path / "data")],
+        env=clean_env(),
+    )
+    async with Client(params) as client:
+        result = await client.call_tool("list_databases", {})
+        names = [d["name"] for d in json.loads(result.content[0].text)]  # type: ignore[union-attr]
+        assert names == ["acme", "globex"]
+        result = await client.call_tool("run_query", {"query": "RETURN 40 + 2 AS answer"})
+        assert json.loads(result.content[0].text)["rows"] == [[42]]  # type: ignore[union-attr]
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert "run_write_query" not in tools
+    time.sleep(0.5)
+    assert processes_using(tmp_path / "data") == []
