@@ -14,12 +14,15 @@ import logging
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graphgate.auth.rights import Caller
 
@@ -61,6 +64,43 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "mcp", "fastmcp", "uvicorn.access", "docket"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class RequestIdMiddleware:
+    """Gives every HTTP request an id: in the logs, the audit trail and ``X-Request-Id``.
+
+    A client-supplied id is kept only when it is short and plain, so it cannot
+    inject anything into log lines.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = ""
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                supplied = value.decode("latin-1")
+                break
+        request_id = supplied if _plain_id(supplied) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def _plain_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(ch.isalnum() or ch in "-_." for ch in value)
 
 
 class Metrics:

@@ -27,7 +27,7 @@ from graphgate.backends.base import Backend
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
 from graphgate.errors import BackendUnavailable
-from graphgate.observability import Observability
+from graphgate.observability import Observability, RequestIdMiddleware
 from graphgate.tenancy import Router, StateStore
 from graphgate.tools import CallerOf, GraphTools
 
@@ -139,7 +139,7 @@ def allowed_hosts(settings: Settings) -> list[str]:
 
 def build_http_app(parts: Parts) -> ASGIApp:
     settings = parts.settings
-    return build_server(parts).http_app(
+    app = build_server(parts).http_app(
         path="/mcp",
         json_response=settings.json_response,
         stateless_http=settings.stateless_http,
@@ -147,6 +147,15 @@ def build_http_app(parts: Parts) -> ASGIApp:
         allowed_hosts=allowed_hosts(settings),
         allowed_origins=[settings.public_url] if settings.public_url else None,
     )
+    manager = getattr(app, "session_manager", None)
+
+    def open_sessions() -> int:
+        # The SDK keeps no public count; its transport table is the truth.
+        return len(getattr(manager, "_server_instances", ()))
+
+    parts.observability.metrics.active_sessions.set_function(open_sessions)
+    # Outermost, so that even responses of the auth gate carry the id.
+    return RequestIdMiddleware(app)
 
 
 def local_caller_of(settings: Settings) -> CallerOf:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_http_request
+from fastmcp.tools import ToolResult
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -31,6 +32,8 @@ from graphgate.errors import (
     to_tool_error,
 )
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
+from graphgate.ratelimit import RateLimiter
+from graphgate.replies import bounded_rows, reply, reply_json
 from graphgate.schema_view import schema_to_dict
 from graphgate.tenancy import Router, Target
 
@@ -135,6 +138,8 @@ class GraphTools:
         self._router = router
         self._obs = observability
         self._caller_of = caller_of
+        self._limiter = RateLimiter(settings.rate_limit)
+        self._max_bytes = settings.max_result_bytes
         self._limits = QueryLimits(
             row_limit=settings.row_limit,
             timeout=settings.query_timeout,
@@ -150,6 +155,7 @@ class GraphTools:
         started = time.perf_counter()
         outcome, error_text = "ok", None
         try:
+            self._limiter.check(f"{caller.issuer}\x1f{caller.subject}")
             yield record
         except GraphgateError as exc:
             outcome, error_text = exc.code, str(exc)
@@ -182,16 +188,17 @@ class GraphTools:
 
     # -- the tools -----------------------------------------------------------------------
 
-    async def list_databases(self, ctx: Context) -> list[dict[str, Any]]:
+    async def list_databases(self, ctx: Context) -> ToolResult:
         """List the databases you may use, your access to each, and which is current."""
         caller = self._caller_of()
         async with self._call("list_databases", caller):
             current = await self._router.current(caller, _session_id(ctx))
             current = current or caller.rights.starting
-            return [
+            listing = [
                 {"name": name, "access": caller.rights.tenants[name], "current": name == current}
                 for name in caller.rights.sorted_tenants
             ]
+            return reply_json(listing, self._max_bytes)
 
     async def use_database(
         self,
@@ -199,13 +206,13 @@ class GraphTools:
             str, Field(description="A database name from list_databases.", max_length=256)
         ],
         ctx: Context,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """Make `name` the current database for the following calls of this session."""
         caller = self._caller_of()
         async with self._call("use_database", caller) as record:
             target = await self._router.choose(caller, name, _session_id(ctx))
             record.databases.append(target.tenant)
-            return {"current": target.tenant}
+            return reply_json({"current": target.tenant}, self._max_bytes)
 
     async def run_query(
         self,
@@ -213,7 +220,7 @@ class GraphTools:
         ctx: Context,
         params: Params = None,
         database: DatabaseArg = None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """Run a read-only openCypher query and return its rows as JSON.
 
         The database itself enforces read-only: any query that would write is
@@ -230,8 +237,11 @@ class GraphTools:
             result = await self._backend.read(
                 target.database, query, _check_params(params), self._limits
             )
-            record.rows = result.row_count
-            return _result_dict(target, result, with_stats=False)
+            answer, encoded = bounded_rows(
+                _result_dict(target, result, with_stats=False), self._max_bytes
+            )
+            record.rows = answer["row_count"]
+            return reply(encoded)
 
     async def run_write_query(
         self,
@@ -239,7 +249,7 @@ class GraphTools:
         ctx: Context,
         params: Params = None,
         database: DatabaseArg = None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """Run an openCypher query that may create, change or delete data.
 
         Needs write access to the database. Returns the rows (if the query
@@ -255,8 +265,11 @@ class GraphTools:
             result = await self._backend.write(
                 target.database, query, _check_params(params), self._limits
             )
-            record.rows = result.row_count
-            return _result_dict(target, result, with_stats=True)
+            answer, encoded = bounded_rows(
+                _result_dict(target, result, with_stats=True), self._max_bytes
+            )
+            record.rows = answer["row_count"]
+            return reply(encoded)
 
     async def get_schema(
         self,
@@ -270,7 +283,7 @@ class GraphTools:
                 max_length=200,
             ),
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """Describe a database: node labels, relationship types, their properties
         with value types, indexes and constraints, so you can write correct Cypher.
         """
@@ -279,7 +292,8 @@ class GraphTools:
             target = await self._router.resolve(caller, database, _session_id(ctx))
             record.databases.append(target.tenant)
             schema: Schema = await self._backend.schema(target.database, self._limits)
-            return {"database": target.tenant, **schema_to_dict(schema, pattern)}
+            answer = {"database": target.tenant, **schema_to_dict(schema, pattern)}
+            return reply_json(answer, self._max_bytes)
 
     async def query_databases(
         self,
@@ -293,7 +307,7 @@ class GraphTools:
                 max_length=1000,
             ),
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """Run one read-only query on several databases at once (for example, to
         compare tenants). One failing database does not fail the others: its
         entry holds {error} instead of rows.
@@ -305,6 +319,7 @@ class GraphTools:
             checked = _check_params(params)
             gate = asyncio.Semaphore(MAX_CROSS_TENANT_CONCURRENCY)
             total = len(targets)
+            share = max(1024, self._max_bytes // total)
             done = 0
 
             async def one(target: Target) -> tuple[str, dict[str, Any]]:
@@ -314,9 +329,11 @@ class GraphTools:
                         result = await self._backend.read(
                             target.database, query, checked, self._limits
                         )
-                        answer: dict[str, Any] = _result_dict(target, result, with_stats=False)
+                        answer, _ = bounded_rows(
+                            _result_dict(target, result, with_stats=False), share
+                        )
                         del answer["database"]
-                        record.rows += result.row_count
+                        record.rows += answer["row_count"]
                     except GraphgateError as exc:
                         answer = {"error": f"{exc.code}: {exc}"}
                 done += 1
@@ -324,7 +341,7 @@ class GraphTools:
                 return target.tenant, answer
 
             pairs = await asyncio.gather(*(one(target) for target in targets))
-            return {"results": dict(pairs)}
+            return reply_json({"results": dict(pairs)}, self._max_bytes)
 
     def register(self, mcp: FastMCP) -> None:
         mcp.tool(
