@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.services.falkordb",
+    "tests.services.redis",
 ]

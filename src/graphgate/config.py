@@ -248,6 +248,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        if value in {"", "memory://"} or value.startswith(("redis://", "rediss://", "unix://")):
+            return value or "memory://"
+        raise ValueError("use memory:// or redis://[:password@]host:port/db")
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.demo and not self.tenants:

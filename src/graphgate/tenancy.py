@@ -15,7 +15,7 @@ from typing import Protocol
 
 from graphgate.auth.rights import Caller
 from graphgate.config import Settings
-from graphgate.errors import DatabaseNotPermitted, ForbiddenError
+from graphgate.errors import BackendUnavailable, DatabaseNotPermitted, ForbiddenError
 
 
 class StateStore(Protocol):
@@ -106,7 +106,9 @@ class Router:
         """The stored choice, if the current token still permits it."""
         try:
             chosen = await self._store.get(self._state_key(caller, session_id))
-        except Exception:
+        except BackendUnavailable:
+            # Degrade to stateless routing: argument or starting database,
+            # never anything that belongs to someone else.
             chosen = None
         if chosen is not None and caller.rights.permits(chosen):
             return chosen

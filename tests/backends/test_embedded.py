@@ -222,7 +222,7 @@ async def test_server_is_private_bounded_and_persistent(tmp_path: Path):
         assert config.stat().st_mode & 0o777 == 0o600
         anonymous: Any = redis.Redis(host=server.host, port=server.port)
         try:
-            with pytest.raises(Exception, match="NOAUTH|Authentication required"):
+            with pytest.raises(Exception, match="NOAUTH|Authentication required|authenticated"):
                 await anonymous.ping()
         finally:
             await anonymous.aclose()
