@@ -140,7 +140,7 @@ async def test_choice_follows_the_user_across_replicas(
     # to someone else's choice; explicit arguments still work.
     redis_service.stop()
     try:
-        for name, bearer in users.items():
+        for bearer in users.values():
             for url in urls:
                 assert await tenant_seen(url, bearer) == "acme"
             explicit = await call(
