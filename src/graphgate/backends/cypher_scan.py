@@ -349,7 +349,7 @@ def _read_statement(tokens: list[Token], result: Scan) -> None:
             word == "USE"
             and i + 1 < len(tokens)
             and tokens[i + 1].kind in {"word", "name"}
-            and (i == body or (previous is not None and (previous.upper or previous.text) in _USE_PRECEDERS))
+            and (i == body or _text_of(previous) in _USE_PRECEDERS)
         ):
             result.use_clause = True
         elif word == "LOAD" and i + 1 < len(tokens) and tokens[i + 1].upper in _LOAD_KINDS:
@@ -360,7 +360,7 @@ def _read_statement(tokens: list[Token], result: Scan) -> None:
                 _add(result.procedures, name)
             previous, i = tokens[after - 1], after
             continue
-        elif token.kind in {"word", "name"} and not (previous is not None and previous.text in ".:$"):
+        elif token.kind in {"word", "name"} and _text_of(previous) not in {".", ":", "$"}:
             name, after = _qualified(tokens, i)
             if "." in name and after < len(tokens) and tokens[after].text == "(":
                 _add(result.functions, name)
@@ -369,6 +369,10 @@ def _read_statement(tokens: list[Token], result: Scan) -> None:
                 continue
         previous = token
         i += 1
+
+
+def _text_of(token: Token | None) -> str:
+    return "" if token is None else (token.upper or token.text)
 
 
 def _qualified(tokens: list[Token], start: int) -> tuple[str, int]:

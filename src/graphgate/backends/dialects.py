@@ -74,7 +74,9 @@ class PlanFacts:
 
 # -- Neo4j -----------------------------------------------------------------------------------
 
-_NEO4J_SHOW_ALLOWED = frozenset({"ShowIndexes", "ShowConstraints", "ShowProcedures", "ShowFunctions"})
+_NEO4J_SHOW_ALLOWED = frozenset(
+    {"ShowIndexes", "ShowConstraints", "ShowProcedures", "ShowFunctions"}
+)
 _NEO4J_SCHEMA = frozenset({"CreateIndex", "DropIndex", "CreateConstraint", "DropConstraint"})
 _NEO4J_BATCHED = frozenset({"TransactionForeach", "TransactionApply"})
 _NEO4J_FILE = frozenset({"LoadCSV"})
