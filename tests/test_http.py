@@ -97,6 +97,20 @@ async def test_users_see_only_their_tenant(server: tuple[str, Settings], mode: s
                 alice, "run_query", query="MATCH (t:Tag) RETURN t", database=name
             )
         assert "not available" in await tool_error(alice, "use_database", name="globex")
+        # Query text cannot name another tenant's graph: FalkorDB has no
+        # cross-graph syntax, and graph-level statements are not Cypher.
+        for text in [
+            "USE globex MATCH (t:Tag) RETURN t.tenant",
+            f"USE {settings.catalog['globex']} MATCH (t:Tag) RETURN t.tenant",
+            "GRAPH.QUERY globex 'MATCH (t) RETURN t'",
+            "MATCH (t:Tag) RETURN t.tenant // globex",
+            "CALL db.labels() YIELD label RETURN label",
+        ]:
+            result = await alice.call_tool("run_query", {"query": text})
+            body = result.content[0].text  # type: ignore[union-attr]
+            if not result.is_error:
+                rows = json.dumps(json.loads(body)["rows"])
+                assert "globex" not in rows and "initech" not in rows, body
         assert "not available" in await tool_error(
             alice, "query_databases", query="RETURN 1", databases=["globex"]
         )

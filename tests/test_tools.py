@@ -262,3 +262,18 @@ async def test_read_of_a_missing_graph_never_creates_it(falkordb_service, tmp_pa
     if not result.is_error:
         assert json.loads(result.content[0].text)["rows"] == []  # type: ignore[union-attr]
     assert schema is not None
+
+
+async def test_query_databases_reports_progress(falkordb_service, tenants, tmp_path) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with server_client(falkordb_service, tenants, tmp_path) as client:
+        await client.call_tool(
+            "query_databases", {"query": "RETURN 1"}, progress_handler=on_progress
+        )
+    assert sorted(p for p, _, _ in seen) == [1, 2]
+    assert all(total == 2 for _, total, _ in seen)
+    assert {m for _, _, m in seen} == {"acme done", "globex done"}
