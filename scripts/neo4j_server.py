@@ -253,7 +253,9 @@ def _wait_ready(
                     f"last log lines ({log_path}):\n{_log_tail(log_path)}"
                 )
             try:
-                driver.execute_query("RETURN 1", database_="neo4j")
+                # A plain session: execute_query would retry (and log) on its own.
+                with driver.session(database="neo4j") as session:
+                    session.run("RETURN 1").consume()
                 return
             except (ServiceUnavailable, SessionExpired, Neo4jError, OSError) as exc:
                 last = str(exc)

@@ -6,7 +6,7 @@ import enum
 import json
 import time
 from collections import OrderedDict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -150,8 +150,13 @@ def test_shape_builders_are_shared_shapes():
     node = node_dict("4:abc:1", ("A",), {"x": 1})
     rel = relationship_dict("5:abc:2", "R", "4:abc:1", "4:abc:3", {})
     assert node == {"id": "4:abc:1", "labels": ["A"], "properties": {"x": 1}}
-    assert rel == {"id": "5:abc:2", "type": "R", "start": "4:abc:1", "end": "4:abc:3",
-                   "properties": {}}
+    assert rel == {
+        "id": "5:abc:2",
+        "type": "R",
+        "start": "4:abc:1",
+        "end": "4:abc:3",
+        "properties": {},
+    }
     assert path_dict([node], [rel]) == {"nodes": [node], "relationships": [rel]}
 
 
@@ -190,7 +195,7 @@ def test_generic_values():
         "tuple": (1, 2),
         "ordered": OrderedDict(a=1),
         "date": date(2024, 1, 2),
-        "aware": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "aware": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
         "delta": timedelta(days=1, hours=2, seconds=3.5),
         "negative": timedelta(hours=-1),
         "enum": Colour.RED,

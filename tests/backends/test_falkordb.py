@@ -70,9 +70,7 @@ async def test_write_reports_stats_as_ints(falkordb_backend: FalkorDBBackend, gr
     assert result.stats["labels_added"] == 3
     assert all(type(value) is int for value in result.stats.values())
 
-    deleted = await falkordb_backend.write(
-        graph_name, "MATCH (n:A) DETACH DELETE n", None, LIMITS
-    )
+    deleted = await falkordb_backend.write(graph_name, "MATCH (n:A) DETACH DELETE n", None, LIMITS)
     assert deleted.stats["nodes_deleted"] == 1
     assert deleted.stats["relationships_deleted"] == 1
     assert deleted.columns == [] and deleted.rows == []
@@ -189,7 +187,9 @@ async def test_write_timeout_is_enforced_by_the_server_setting(
             None,
             QueryLimits(timeout=0.3),
         )
-    assert time.monotonic() - started < 3.0
+    # The server checks the limit between batches of work; the client gives up
+    # one grace second after the limit at the latest.
+    assert time.monotonic() - started < 2.5
     count = await falkordb_backend.read(graph_name, "MATCH (t:T) RETURN count(t)", None, LIMITS)
     assert count.rows == [[0]]
 
@@ -213,7 +213,9 @@ async def test_row_limit_truncates(falkordb_backend: FalkorDBBackend, graph_name
     exact = await falkordb_backend.read(graph_name, query, None, QueryLimits(row_limit=10))
     assert len(exact.rows) == 10 and exact.truncated is False
     written = await falkordb_backend.write(
-        graph_name, "UNWIND range(1, 5) AS x CREATE (n:N {x: x}) RETURN n.x", None,
+        graph_name,
+        "UNWIND range(1, 5) AS x CREATE (n:N {x: x}) RETURN n.x",
+        None,
         QueryLimits(row_limit=2),
     )
     assert written.rows == [[1], [2]] and written.truncated is True
@@ -268,7 +270,7 @@ async def test_load_csv_text_in_a_string_is_not_refused(
 async def test_params_round_trip(falkordb_backend: FalkorDBBackend, graph_name: str):
     await seed(falkordb_backend, graph_name)
     params: dict[str, Any] = {
-        "s": 'quote " backslash \\ apostrophe \' newline \n unicode ü 😀',
+        "s": "quote \" backslash \\ apostrophe ' newline \n unicode ü 😀",
         "i": -(2**63),
         "f": 1.5e-07,
         "t": True,
@@ -320,8 +322,15 @@ async def test_schema_of_a_seeded_graph(falkordb_backend: FalkorDBBackend, graph
         await falkordb_backend.write(graph_name, query, None, LIMITS)
     client = falkordb_backend._db.connection  # the server's own constraint command
     await client.execute_command(
-        "GRAPH.CONSTRAINT", "CREATE", graph_name, "UNIQUE", "NODE", "Person",
-        "PROPERTIES", "1", "name",
+        "GRAPH.CONSTRAINT",
+        "CREATE",
+        graph_name,
+        "UNIQUE",
+        "NODE",
+        "Person",
+        "PROPERTIES",
+        "1",
+        "name",
     )
     await asyncio.sleep(0.2)  # constraints are built asynchronously
 
@@ -364,9 +373,7 @@ async def test_list_databases_and_ping(
     assert names == await graphs(falkordb_service)
 
 
-async def test_a_key_that_is_not_a_graph(
-    falkordb_backend: FalkorDBBackend, graph_name: str
-):
+async def test_a_key_that_is_not_a_graph(falkordb_backend: FalkorDBBackend, graph_name: str):
     await falkordb_backend._db.connection.set(graph_name, "plain string")
     with pytest.raises(QueryError, match="is not a graph"):
         await falkordb_backend.read(graph_name, "RETURN 1", None, LIMITS)
@@ -377,10 +384,7 @@ async def test_concurrent_queries_share_one_pool(
 ):
     await seed(falkordb_backend, graph_name)
     results = await asyncio.gather(
-        *(
-            falkordb_backend.read(graph_name, "RETURN $i AS i", {"i": i}, LIMITS)
-            for i in range(50)
-        )
+        *(falkordb_backend.read(graph_name, "RETURN $i AS i", {"i": i}, LIMITS) for i in range(50))
     )
     assert [r.rows[0][0] for r in results] == list(range(50))
 
@@ -466,9 +470,7 @@ def test_create_backend_chooses_by_url(tmp_path: Any):
         Settings(tenants="acme", backend="falkordb://u@db:6380", backend_password="pw")
     )
     assert isinstance(remote, FalkorDBBackend)
-    assert (remote.host, remote.port, remote.username, remote._password) == (
-        "db", 6380, "u", "pw"
-    )
+    assert (remote.host, remote.port, remote.username, remote._password) == ("db", 6380, "u", "pw")
     for backend in (embedded, remote):
         assert isinstance(backend, Backend)
 

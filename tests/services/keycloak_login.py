@@ -16,14 +16,25 @@ itself and leaves the caller's client's own cookie jar alone.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 
-__all__ = ["LoginError", "authorization_origin", "browser_login"]
+__all__ = [
+    "LoginError",
+    "Pkce",
+    "authorization_origin",
+    "authorization_url",
+    "browser_login",
+    "login_for_tokens",
+]
 
 # Login page, optional consent page, and a few redirects: more means a loop.
 _MAX_STEPS = 12
@@ -190,3 +201,96 @@ async def browser_login(
             client, "POST", urljoin(str(response.url), form.action), jar, data=data
         )
     raise LoginError(f"no redirect back to the client after {_MAX_STEPS} steps")
+
+
+# -- the whole authorization code + PKCE flow, for tests that just need tokens ----------
+
+
+@dataclass(frozen=True, slots=True)
+class Pkce:
+    """An RFC 7636 verifier and its S256 challenge."""
+
+    verifier: str
+    challenge: str
+
+    @classmethod
+    def new(cls) -> Pkce:
+        verifier = secrets.token_urlsafe(48)
+        digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        return cls(verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii"))
+
+
+def authorization_url(
+    issuer: str,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    scope: str = "openid mcp:tools",
+    pkce: Pkce | None = None,
+    resource: str | None = None,
+) -> str:
+    """A Keycloak authorization request as an MCP client builds it."""
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+    }
+    if pkce is not None:
+        params.update(code_challenge=pkce.challenge, code_challenge_method="S256")
+    if resource is not None:
+        params["resource"] = resource
+    return str(httpx.URL(f"{issuer}/protocol/openid-connect/auth", params=params))
+
+
+async def login_for_tokens(
+    *,
+    issuer: str,
+    client_id: str,
+    username: str,
+    password: str,
+    client: httpx.AsyncClient,
+    redirect_uri: str = "http://127.0.0.1:33418/callback",
+    scope: str = "openid mcp:tools",
+    resource: str | None = None,
+) -> dict[str, Any]:
+    """Authorization code + PKCE S256 through the login form; the token response.
+
+    Checks what a careful client checks on the way back: ``state`` echoes
+    ours and ``iss`` (RFC 9207) names the issuer we started with.
+    """
+    pkce = Pkce.new()
+    state = secrets.token_urlsafe(16)
+    url = authorization_url(
+        issuer,
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        state=state,
+        scope=scope,
+        pkce=pkce,
+        resource=resource,
+    )
+    landed = await browser_login(url, username, password, client)
+    query = parse_qs(urlsplit(landed).query)
+    if "code" not in query:
+        raise LoginError(f"no code in the redirect: {query.get('error', ['?'])[0]}")
+    if query.get("state") != [state]:
+        raise LoginError("state in the redirect does not match the request")
+    if query.get("iss", [issuer]) != [issuer]:
+        raise LoginError(f"iss in the redirect is {query['iss'][0]!r}, expected {issuer!r}")
+    form = {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "redirect_uri": redirect_uri,
+        "client_id": client_id,
+        "code_verifier": pkce.verifier,
+    }
+    if resource is not None:
+        form["resource"] = resource
+    response = await client.post(f"{issuer}/protocol/openid-connect/token", data=form)
+    if response.status_code != 200:
+        raise LoginError(f"token endpoint answered HTTP {response.status_code}: {response.text}")
+    tokens: dict[str, Any] = response.json()
+    return tokens

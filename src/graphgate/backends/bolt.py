@@ -345,8 +345,10 @@ class BoltBackend:
         dialect = self._dialect()
         statement = query[: found.body_end]
         body = query[found.body_start : found.body_end]
+        # The text's verdict first: USE, administration and named procedures are
+        # refused as such, even where the planner would only answer with an error.
+        _refuse_text(found, self.policy, limits)
         if dialect == "memgraph" and found.kind != "cypher":
-            _refuse_text(found, self.policy, limits)
             if found.kind == "schema":
                 raise ReadOnlyViolation("index and constraint statements are writes")
             raise QueryRefused(
@@ -367,6 +369,7 @@ class BoltBackend:
                 result, query_type = await self._collect(
                     await tx.run(statement, _params(params)), limits.row_limit
                 )
+                result.stats = {}  # a read changes nothing: no counters to report
                 # EXPLAIN alone runs nothing (and Memgraph types it "rw").
                 if query_type != "r" and found.prefix != "EXPLAIN":
                     raise ReadOnlyViolation(
@@ -390,8 +393,8 @@ class BoltBackend:
         dialect = self._dialect()
         statement = query[: found.body_end]
         body = query[found.body_start : found.body_end]
+        _refuse_text(found, self.policy, limits)
         if dialect == "memgraph" and found.kind != "cypher":
-            _refuse_text(found, self.policy, limits)
             if found.kind != "schema":
                 raise QueryRefused(
                     "Memgraph statements other than Cypher queries and index or constraint "

@@ -306,6 +306,8 @@ class EmbeddedFalkorDB:
 
     async def _wait_ready(self) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
 
         deadline = time.monotonic() + self.startup_timeout
@@ -322,13 +324,15 @@ class EmbeddedFalkorDB:
                 port=self.port,
                 password=self.password,
                 socket_connect_timeout=1.0,
-                socket_timeout=2.0,
+                socket_timeout=1.0,
+                retry=Retry(NoBackoff(), 0),
             )
             try:
-                if await client.ping():
-                    return
-            except (RedisError, OSError) as exc:
-                last_error = str(exc)
+                async with asyncio.timeout(2.0):
+                    if await client.ping():
+                        return
+            except (RedisError, OSError, TimeoutError) as exc:
+                last_error = str(exc) or type(exc).__name__
             finally:
                 await client.aclose()
             await asyncio.sleep(0.05)

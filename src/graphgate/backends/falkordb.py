@@ -166,22 +166,24 @@ class FalkorDBBackend:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect and check the server answers.
+        """Connect and check the server answers, with these credentials.
 
         The client's constructor probes the server synchronously (to detect a
-        cluster), so it runs in a thread to keep the event loop free.
+        cluster) with redis-py's default retries, which take tens of seconds to
+        give up on a wrong password. An async PING on our own pool goes first,
+        so failures are fast; the constructor then runs in a thread.
         """
         if self._db is not None:
             return
         from falkordb.asyncio import FalkorDB
-        from redis.asyncio import BlockingConnectionPool, Connection, SSLConnection
-        from redis.backoff import NoBackoff
+        from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
         from redis.exceptions import RedisError
-        from redis.retry import Retry
 
         # A blocking pool makes a burst of calls wait for a free connection
         # (bounded by each query's own timeout) instead of failing with
-        # "Too many connections".
+        # "Too many connections". No `retry` is given: the async connections'
+        # default is no retry, and an async Retry here would break the
+        # client's synchronous cluster probe, which reuses these arguments.
         pool = BlockingConnectionPool(
             connection_class=SSLConnection if self.ssl else Connection,
             max_connections=self.max_connections,
@@ -193,23 +195,17 @@ class FalkorDBBackend:
             socket_connect_timeout=self.connect_timeout,
             socket_keepalive=True,
             health_check_interval=30,
-            retry=Retry(NoBackoff(), 0),
             client_name="graphgate",
             decode_responses=True,
         )
         try:
+            async with asyncio.timeout(self.connect_timeout):
+                await Redis(connection_pool=pool).ping()
             self._db = await asyncio.to_thread(FalkorDB, connection_pool=pool)
             self._pool = pool
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             await pool.aclose()
-            raise BackendUnavailable(
-                f"cannot reach FalkorDB at {self.host}:{self.port}: {exc}"
-            ) from exc
-        try:
-            await self.ping()
-        except BackendUnavailable:
-            await self.close()
-            raise
+            raise _unavailable(exc, self.host, self.port) from exc
         self._timeout_max_ms = await self._server_timeout_max()
 
     async def _server_timeout_max(self) -> int:
@@ -506,6 +502,14 @@ def _stats(raw: list[Any]) -> dict[str, int]:
         if key is not None:
             stats[key] = int(float(value.split(" ", 1)[0]))
     return stats
+
+
+def _unavailable(exc: BaseException, host: str, port: int) -> BackendUnavailable:
+    translated = _translate(exc, "")
+    if isinstance(translated, BackendUnavailable):
+        return translated
+    detail = str(exc) or "no answer in time"
+    return BackendUnavailable(f"cannot reach FalkorDB at {host}:{port}: {detail}")
 
 
 def _translate(exc: BaseException, database: str, *, read_only: bool = True) -> GraphgateError:
