@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck services bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck
+# Real servers the tests start: fetched once from Maven Central, cached in ~/.m2 and .cache/.
+services: $(BIN)/.installed
+	$(BIN)/python scripts/neo4j_server.py download
+	$(BIN)/python scripts/keycloak.py download
+
+test: lint typecheck services
 	$(BIN)/pytest -ra
 
 bench: $(BIN)/.installed

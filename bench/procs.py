@@ -167,7 +167,7 @@ class Procs:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -80,7 +80,7 @@ step "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, Kubernetes schemas ${KUB
 
 # --- 2. lint and render ----------------------------------------------------------------
 mkdir -p "$OUT"
-rm -f "$OUT"/*.yaml
+rm -f "$OUT"/*.yaml "$OUT"/*.NOTES.txt
 declare -A VALUES=(
     [default]=""
     [keycloak-memgraph]="$CHART/values-keycloak-memgraph.yaml"
@@ -96,6 +96,33 @@ for name in default keycloak-memgraph full; do
     "$HELM" template "$RELEASE" "$CHART" "${args[@]}" --namespace "$NAMESPACE" \
         > "$OUT/$name.yaml" || die "helm template with $name values"
 done
+
+# NOTES.txt is not part of `helm template` output: render it through a copy of the
+# chart in which a ConfigMap carries it.
+notes_chart="$OUT/notes-chart"
+rm -rf "$notes_chart"
+cp -R "$CHART" "$notes_chart"
+mv "$notes_chart/templates/NOTES.txt" "$notes_chart/notes-check.txt"
+cat > "$notes_chart/templates/notes-check.yaml" << 'EOF_NOTES'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes-check
+data:
+  notes: {{ tpl (.Files.Get "notes-check.txt") . | toJson }}
+EOF_NOTES
+for name in default keycloak-memgraph full; do
+    args=()
+    [[ -n "${VALUES[$name]}" ]] && args=(--values "${VALUES[$name]}")
+    step "NOTES.txt ($name values) > $OUT/$name.NOTES.txt"
+    "$HELM" template "$RELEASE" "$notes_chart" "${args[@]}" --namespace "$NAMESPACE" \
+        --show-only templates/notes-check.yaml 2> /dev/null \
+        | "$PYTHON" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["data"]["notes"])' \
+            > "$OUT/$name.NOTES.txt" || die "NOTES.txt does not render with $name values"
+    grep -q "MCP endpoint for clients: https://" "$OUT/$name.NOTES.txt" \
+        || die "NOTES.txt with $name values lacks the endpoint"
+done
+rm -rf "$notes_chart"
 
 # --- 3. values that must be refused ----------------------------------------------------
 refused() {

@@ -29,13 +29,14 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ class KeycloakInstance:
     log_path: Path
     java_home: Path | None
     started_in: float
+    process: subprocess.Popen[bytes] = field(repr=False, compare=False)
 
     @property
     def issuer(self) -> str:
@@ -211,11 +213,18 @@ def render_realm(resource_url: str, template: Path = REALM_FILE) -> dict[str, An
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _require_free(port: int) -> None:
+    """Refuse a taken port up front: another server there would pass our readiness check."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise KeycloakUnavailable(f"port {port} on 127.0.0.1 is already in use") from None
 
 
 def _link_or_copy(source: str, target: str) -> object:
@@ -227,6 +236,25 @@ def _link_or_copy(source: str, target: str) -> object:
         except OSError:
             pass
     return shutil.copy2(source, target)
+
+
+_SCRATCH_PREFIX = "graphgate-keycloak-"
+_OWNER_FILE = "owner.pid"
+
+
+def _sweep_abandoned() -> None:
+    """Remove instance trees whose owner died without cleaning up (e.g. SIGKILL)."""
+    for scratch in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*"):
+        try:
+            owner = int((scratch / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(scratch, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def _instance_home(dist: Path, scratch: Path) -> Path:
@@ -318,11 +346,14 @@ def running_keycloak(
     dist = distribution(cache_dir)
     java = java_home or find_java_home()
     port = port or _free_port()
+    _require_free(port)
     password = admin_password or secrets.token_urlsafe(18)
     logs = cache_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"keycloak-{port}.log"
-    with tempfile.TemporaryDirectory(prefix="graphgate-keycloak-") as scratch:
+    _sweep_abandoned()
+    with tempfile.TemporaryDirectory(prefix=_SCRATCH_PREFIX) as scratch:
+        (Path(scratch) / _OWNER_FILE).write_text(str(os.getpid()))
         home = _instance_home(dist, Path(scratch))
         # If this process dies without cleaning up (SIGKILL, a crashed test run), the
         # kernel sends kc.sh SIGTERM, which kc.sh forwards to its java.
@@ -379,6 +410,7 @@ def running_keycloak(
                 log_path=log_path,
                 java_home=java,
                 started_in=elapsed,
+                process=process,
             )
         finally:
             _stop(process)
@@ -425,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             with contextlib.suppress(KeyboardInterrupt):
-                signal.pause()
+                while keycloak.process.poll() is None:
+                    time.sleep(1.0)
+                print(f"Keycloak exited (status {keycloak.process.returncode})", file=sys.stderr)
+                return 1
     except KeycloakUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

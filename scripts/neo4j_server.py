@@ -198,6 +198,7 @@ def free_port() -> int:
 def _write_config(home: Path, port: int) -> None:
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
+    (home / "import").mkdir(exist_ok=True)
     (conf / "neo4j.conf").write_text(
         "\n".join(
             [
@@ -208,6 +209,7 @@ def _write_config(home: Path, port: int) -> None:
                 "server.http.enabled=false",
                 "server.https.enabled=false",
                 "server.memory.pagecache.size=64m",
+                f"server.directories.import={home / 'import'}",
                 "dbms.usage_report.enabled=false",
                 "dbms.security.auth_enabled=true",
                 "",

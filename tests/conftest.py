@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.services.falkordb",
     "tests.services.redis",
+    "tests.services.neo4j",
 ]

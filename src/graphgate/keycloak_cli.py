@@ -24,6 +24,12 @@ keycloak_app = typer.Typer(
 )
 
 
+@keycloak_app.callback()
+def keycloak() -> None:
+    """Set up Keycloak as graphgate's authorization server."""
+    # A callback keeps ``configure`` a sub-command even while it is the only one.
+
+
 @keycloak_app.command()
 def configure(
     url: Annotated[

@@ -35,7 +35,7 @@ async def one_row(backend: FalkorDBBackend, graph: str, query: str) -> dict[str,
 
 
 @pytest.mark.falkordb
-async def test_graph_values(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_graph_values(falkordb_backend: FalkorDBBackend, graph_name: str) -> None:
     await falkordb_backend.write(
         graph_name,
         "CREATE (:Person:Admin {name: 'Ann', scores: [1, 2.5], meta: 'm'})"
@@ -76,7 +76,9 @@ async def test_graph_values(falkordb_backend: FalkorDBBackend, graph_name: str):
 
 
 @pytest.mark.falkordb
-async def test_scalar_and_temporal_values(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_scalar_and_temporal_values(
+    falkordb_backend: FalkorDBBackend, graph_name: str
+) -> None:
     await falkordb_backend.write(graph_name, "CREATE ()", None, LIMITS)
     row = await one_row(
         falkordb_backend,
@@ -114,7 +116,7 @@ async def test_scalar_and_temporal_values(falkordb_backend: FalkorDBBackend, gra
 @pytest.mark.falkordb
 async def test_conversion_is_cheaper_than_the_client_parse(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     """1,000 nodes convert in at most twice the client's own parse time (in practice far less)."""
     from falkordb.asyncio.query_result import QueryResult
 
@@ -146,7 +148,7 @@ async def test_conversion_is_cheaper_than_the_client_parse(
 # -- without a server ---------------------------------------------------------------------------
 
 
-def test_shape_builders_are_shared_shapes():
+def test_shape_builders_are_shared_shapes() -> None:
     node = node_dict("4:abc:1", ("A",), {"x": 1})
     rel = relationship_dict("5:abc:2", "R", "4:abc:1", "4:abc:3", {})
     assert node == {"id": "4:abc:1", "labels": ["A"], "properties": {"x": 1}}
@@ -170,11 +172,11 @@ def test_shape_builders_are_shared_shapes():
         ({"months": 14, "seconds": 61}, "P14MT61S"),
     ],
 )
-def test_iso_duration(parts: dict[str, Any], expected: str):
+def test_iso_duration(parts: dict[str, Any], expected: str) -> None:
     assert iso_duration(**parts) == expected
 
 
-def test_json_float():
+def test_json_float() -> None:
     assert json_float(1.5) == 1.5
     assert json_float(float("nan")) == "NaN"
     assert json_float(float("-inf")) == "-Infinity"
@@ -189,7 +191,7 @@ class Unknown:
         return "unknown!"
 
 
-def test_generic_values():
+def test_generic_values() -> None:
     convert = Converter({})
     value = {
         "tuple": (1, 2),
@@ -218,7 +220,7 @@ def test_generic_values():
     assert type(convert(Colour.RED)) is int
 
 
-def test_handlers_extend_and_override():
+def test_handlers_extend_and_override() -> None:
     class Special:
         pass
 

@@ -129,7 +129,7 @@ def kill_quietly(pid: int | None) -> None:
 # -- lifecycle --------------------------------------------------------------------------------
 
 
-async def test_clean_stop_then_restart_keeps_data(tmp_path: Path, children: list[Child]):
+async def test_clean_stop_then_restart_keeps_data(tmp_path: Path, children: list[Child]) -> None:
     data_dir = tmp_path / "data"
     writer = Child(data_dir, "write-stop")
     children.append(writer)
@@ -147,7 +147,7 @@ async def test_clean_stop_then_restart_keeps_data(tmp_path: Path, children: list
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 async def test_no_orphan_when_graphgate_dies(
     tmp_path: Path, children: list[Child], sig: signal.Signals
-):
+) -> None:
     data_dir = tmp_path / "data"
     child = Child(data_dir, "hold")
     children.append(child)
@@ -183,7 +183,7 @@ async def test_no_orphan_when_graphgate_dies(
         await server.stop()
 
 
-async def test_watchdog_alone_stops_the_server(tmp_path: Path, children: list[Child]):
+async def test_watchdog_alone_stops_the_server(tmp_path: Path, children: list[Child]) -> None:
     """The fallback for platforms without PR_SET_PDEATHSIG."""
     child = Child(tmp_path / "data", "hold-no-pdeathsig")
     children.append(child)
@@ -199,7 +199,7 @@ async def test_watchdog_alone_stops_the_server(tmp_path: Path, children: list[Ch
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-async def test_pdeathsig_alone_stops_the_server(tmp_path: Path, children: list[Child]):
+async def test_pdeathsig_alone_stops_the_server(tmp_path: Path, children: list[Child]) -> None:
     child = Child(tmp_path / "data", "hold")
     children.append(child)
     info = child.report()
@@ -217,7 +217,7 @@ async def test_pdeathsig_alone_stops_the_server(tmp_path: Path, children: list[C
 # -- in process -------------------------------------------------------------------------------
 
 
-async def test_server_is_private_bounded_and_persistent(tmp_path: Path):
+async def test_server_is_private_bounded_and_persistent(tmp_path: Path) -> None:
     server = EmbeddedFalkorDB(tmp_path / "data", query_timeout=7.5)
     await server.start()
     try:
@@ -252,7 +252,7 @@ async def test_server_is_private_bounded_and_persistent(tmp_path: Path):
     assert server.pid is None
 
 
-async def test_second_instance_in_the_same_process_is_refused(tmp_path: Path):
+async def test_second_instance_in_the_same_process_is_refused(tmp_path: Path) -> None:
     first = EmbeddedFalkorDB(tmp_path / "data", query_timeout=5)
     await first.start()
     try:
@@ -266,7 +266,7 @@ async def test_second_instance_in_the_same_process_is_refused(tmp_path: Path):
     await again.stop()
 
 
-async def test_start_failure_is_clear_and_releases_everything(tmp_path: Path):
+async def test_start_failure_is_clear_and_releases_everything(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -282,7 +282,7 @@ async def test_start_failure_is_clear_and_releases_everything(tmp_path: Path):
     await retry.stop()
 
 
-async def test_embedded_backend_is_a_backend(tmp_path: Path):
+async def test_embedded_backend_is_a_backend(tmp_path: Path) -> None:
     backend = EmbeddedBackend(EmbeddedFalkorDB(tmp_path / "data", query_timeout=5))
     assert isinstance(backend, Backend)
     with pytest.raises(BackendUnavailable):
@@ -306,6 +306,29 @@ async def test_embedded_backend_is_a_backend(tmp_path: Path):
 @pytest.mark.parametrize(
     "kwargs", [{"query_timeout": 0}, {"startup_timeout": 0}, {"stop_timeout": -1}]
 )
-def test_constructor_validates(tmp_path: Path, kwargs: dict[str, Any]):
+def test_constructor_validates(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         EmbeddedFalkorDB(tmp_path, **kwargs)
+
+
+async def test_result_set_size_caps_what_the_server_sends(tmp_path: Path) -> None:
+    server = EmbeddedFalkorDB(tmp_path / "data", query_timeout=5, result_set_size=5)
+    await server.start()
+    backend = server.backend()
+    try:
+        await backend.start()
+        # Writes are not cut short by the cap, only their returned rows.
+        written = await backend.write(
+            "g", "UNWIND range(1, 20) AS x CREATE (n:N {x: x}) RETURN n.x", None, LIMITS
+        )
+        assert written.stats["nodes_created"] == 20 and written.truncated
+        query = "UNWIND range(1, $n) AS x RETURN x"
+        capped = await backend.read("g", query, {"n": 1000}, QueryLimits(row_limit=100))
+        assert capped.rows == [[1], [2], [3], [4], [5]] and capped.truncated
+        cut = await backend.read("g", query, {"n": 1000}, QueryLimits(row_limit=3))
+        assert len(cut.rows) == 3 and cut.truncated
+        exact = await backend.read("g", query, {"n": 4}, QueryLimits(row_limit=100))
+        assert len(exact.rows) == 4 and not exact.truncated
+    finally:
+        await backend.close()
+        await server.stop()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from pydantic import SecretStr
 
 from graphgate.backends import create_backend
 from graphgate.backends.base import Backend, QueryLimits
@@ -23,7 +24,7 @@ from graphgate.errors import (
     ReadOnlyViolation,
 )
 from tests.services._common import free_port
-from tests.services.falkordb import FalkorDBService
+from tests.services.falkordb import BackendFactory, FalkorDBService
 
 pytestmark = pytest.mark.falkordb
 
@@ -55,7 +56,9 @@ async def seed(backend: FalkorDBBackend, graph: str) -> None:
 # -- reads and writes ----------------------------------------------------------------------
 
 
-async def test_write_reports_stats_as_ints(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_write_reports_stats_as_ints(
+    falkordb_backend: FalkorDBBackend, graph_name: str
+) -> None:
     result = await falkordb_backend.write(
         graph_name,
         "CREATE (a:A {x: 1})-[:R {w: 2}]->(b:B:C {y: 'z'}) RETURN a.x AS x",
@@ -83,7 +86,7 @@ async def test_write_reports_stats_as_ints(falkordb_backend: FalkorDBBackend, gr
 
 async def test_read_returns_columns_rows_and_timing(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     result = await falkordb_backend.read(
         graph_name,
@@ -100,7 +103,7 @@ async def test_read_returns_columns_rows_and_timing(
 
 async def test_read_of_missing_graph_does_not_create_it(
     falkordb_backend: FalkorDBBackend, falkordb_service: FalkorDBService, graph_name: str
-):
+) -> None:
     before = await graphs(falkordb_service)
     for query in ("MATCH (n) RETURN count(n)", "RETURN 1", "CALL db.labels()"):
         with pytest.raises(QueryError, match="holds no graph yet") as caught:
@@ -122,7 +125,7 @@ async def test_read_of_missing_graph_does_not_create_it(
 
 async def test_write_through_read_is_refused_by_the_database(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     writes = [
         "CREATE (:Person {name: 'Mallory'})",
@@ -147,7 +150,7 @@ async def test_write_through_read_is_refused_by_the_database(
 
 async def test_invalid_cypher_is_a_query_error_with_the_server_message(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     cases = {
         "MATCH (n RETURN n": "Invalid input",
@@ -164,7 +167,7 @@ async def test_invalid_cypher_is_a_query_error_with_the_server_message(
 
 async def test_timeout_then_backend_still_serves(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     started = time.monotonic()
     with pytest.raises(QueryTimeout):
@@ -176,7 +179,7 @@ async def test_timeout_then_backend_still_serves(
 
 async def test_write_timeout_is_enforced_by_the_server_setting(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     # The session server runs with TIMEOUT_MAX set, which is what makes
     # FalkorDB honour per-query timeouts for writes at all.
     started = time.monotonic()
@@ -196,7 +199,7 @@ async def test_write_timeout_is_enforced_by_the_server_setting(
 
 async def test_timeout_above_server_maximum_is_clamped(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     result = await falkordb_backend.read(
         graph_name, "RETURN 2 AS two", None, QueryLimits(timeout=3600)
@@ -204,7 +207,7 @@ async def test_timeout_above_server_maximum_is_clamped(
     assert result.rows == [[2]]
 
 
-async def test_row_limit_truncates(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_row_limit_truncates(falkordb_backend: FalkorDBBackend, graph_name: str) -> None:
     await seed(falkordb_backend, graph_name)
     query = "UNWIND range(1, 10) AS x RETURN x"
     cut = await falkordb_backend.read(graph_name, query, None, QueryLimits(row_limit=3))
@@ -227,7 +230,7 @@ async def test_row_limit_truncates(falkordb_backend: FalkorDBBackend, graph_name
 
 async def test_load_csv_is_refused_unless_allowed(
     falkordb_backend: FalkorDBBackend, falkordb_service: FalkorDBService, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     queries = [
         "LOAD CSV FROM 'file:///etc/passwd' AS row RETURN row",
@@ -255,7 +258,7 @@ async def test_load_csv_is_refused_unless_allowed(
 
 async def test_load_csv_text_in_a_string_is_not_refused(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     """The planner decides, not a regex: the words in a literal are harmless."""
     await seed(falkordb_backend, graph_name)
     result = await falkordb_backend.read(
@@ -267,7 +270,7 @@ async def test_load_csv_text_in_a_string_is_not_refused(
 # -- parameters ------------------------------------------------------------------------------
 
 
-async def test_params_round_trip(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_params_round_trip(falkordb_backend: FalkorDBBackend, graph_name: str) -> None:
     await seed(falkordb_backend, graph_name)
     params: dict[str, Any] = {
         "s": "quote \" backslash \\ apostrophe ' newline \n unicode ü 😀",
@@ -303,7 +306,7 @@ async def test_params_round_trip(falkordb_backend: FalkorDBBackend, graph_name: 
 )
 async def test_unsupported_params_are_refused(
     falkordb_backend: FalkorDBBackend, graph_name: str, params: dict[str, Any], message: str
-):
+) -> None:
     with pytest.raises(QueryError, match=message):
         await falkordb_backend.read(graph_name, "RETURN 1", params, LIMITS)
 
@@ -311,7 +314,7 @@ async def test_unsupported_params_are_refused(
 # -- schema ----------------------------------------------------------------------------------
 
 
-async def test_schema_of_a_seeded_graph(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_schema_of_a_seeded_graph(falkordb_backend: FalkorDBBackend, graph_name: str) -> None:
     await seed(falkordb_backend, graph_name)
     for query in (
         "CREATE INDEX FOR (p:Person) ON (p.name)",
@@ -364,7 +367,7 @@ async def test_schema_of_a_seeded_graph(falkordb_backend: FalkorDBBackend, graph
 
 async def test_list_databases_and_ping(
     falkordb_backend: FalkorDBBackend, falkordb_service: FalkorDBService, graph_name: str
-):
+) -> None:
     await falkordb_backend.ping()
     assert graph_name not in await falkordb_backend.list_databases()
     await seed(falkordb_backend, graph_name)
@@ -373,7 +376,9 @@ async def test_list_databases_and_ping(
     assert names == await graphs(falkordb_service)
 
 
-async def test_a_key_that_is_not_a_graph(falkordb_backend: FalkorDBBackend, graph_name: str):
+async def test_a_key_that_is_not_a_graph(
+    falkordb_backend: FalkorDBBackend, graph_name: str
+) -> None:
     await falkordb_backend._db.connection.set(graph_name, "plain string")
     with pytest.raises(QueryError, match="is not a graph"):
         await falkordb_backend.read(graph_name, "RETURN 1", None, LIMITS)
@@ -381,7 +386,7 @@ async def test_a_key_that_is_not_a_graph(falkordb_backend: FalkorDBBackend, grap
 
 async def test_concurrent_queries_share_one_pool(
     falkordb_backend: FalkorDBBackend, graph_name: str
-):
+) -> None:
     await seed(falkordb_backend, graph_name)
     results = await asyncio.gather(
         *(falkordb_backend.read(graph_name, "RETURN $i AS i", {"i": i}, LIMITS) for i in range(50))
@@ -389,7 +394,21 @@ async def test_concurrent_queries_share_one_pool(
     assert [r.rows[0][0] for r in results] == list(range(50))
 
 
-async def test_unreachable_server_is_backend_unavailable():
+async def test_clients_share_one_server(
+    falkordb_backend: FalkorDBBackend,
+    falkordb_backend_factory: BackendFactory,
+    graph_name: str,
+) -> None:
+    other = await falkordb_backend_factory()
+    await other.write(graph_name, "CREATE (:Shared {v: 1})", None, LIMITS)
+    seen = await falkordb_backend.read(graph_name, "MATCH (s:Shared) RETURN s.v", None, LIMITS)
+    assert seen.rows == [[1]]
+    await other.close()
+    with pytest.raises(BackendUnavailable, match="not started"):
+        await other.read(graph_name, "RETURN 1", None, LIMITS)
+
+
+async def test_unreachable_server_is_backend_unavailable() -> None:
     backend = FalkorDBBackend("127.0.0.1", free_port(), connect_timeout=1.0)
     with pytest.raises(BackendUnavailable):
         await backend.start()
@@ -397,7 +416,7 @@ async def test_unreachable_server_is_backend_unavailable():
         await backend.read("g", "RETURN 1", None, LIMITS)
 
 
-async def test_wrong_password_is_backend_unavailable(falkordb_service: FalkorDBService):
+async def test_wrong_password_is_backend_unavailable(falkordb_service: FalkorDBService) -> None:
     backend = FalkorDBBackend(falkordb_service.host, falkordb_service.port, password="wrong")
     with pytest.raises(BackendUnavailable):
         await backend.start()
@@ -408,7 +427,7 @@ async def test_wrong_password_is_backend_unavailable(falkordb_service: FalkorDBS
 
 async def test_server_gone_after_start_is_backend_unavailable(
     falkordb_service: FalkorDBService, tmp_path: Any
-):
+) -> None:
     from graphgate.backends.embedded import EmbeddedFalkorDB
 
     server = EmbeddedFalkorDB(tmp_path / "gone", query_timeout=5)
@@ -437,7 +456,7 @@ async def test_server_gone_after_start_is_backend_unavailable(
         ("rediss://host", ("host", 6379, None, None, True)),
     ],
 )
-def test_from_url(url: str, expected: tuple[Any, ...]):
+def test_from_url(url: str, expected: tuple[Any, ...]) -> None:
     backend = FalkorDBBackend.from_url(url)
     assert (
         backend.host,
@@ -448,7 +467,7 @@ def test_from_url(url: str, expected: tuple[Any, ...]):
     ) == expected
 
 
-def test_from_url_arguments_win_over_the_url():
+def test_from_url_arguments_win_over_the_url() -> None:
     backend = FalkorDBBackend.from_url("falkordb://a:b@h:1", username="x", password="y")
     assert (backend.username, backend._password) == ("x", "y")
 
@@ -456,18 +475,26 @@ def test_from_url_arguments_win_over_the_url():
 @pytest.mark.parametrize(
     "url", ["bolt://h:7687", "falkordb://", "falkordb://h:99999", "http://h", "h:6379"]
 )
-def test_from_url_refuses(url: str):
+def test_from_url_refuses(url: str) -> None:
     with pytest.raises(ConfigError):
         FalkorDBBackend.from_url(url)
 
 
-def test_create_backend_chooses_by_url(tmp_path: Any):
-    embedded = create_backend(Settings(tenants="acme", data_dir=tmp_path))
+def test_create_backend_chooses_by_url(tmp_path: Any) -> None:
+    embedded = create_backend(Settings(tenants={"acme": "acme"}, data_dir=tmp_path))
     assert isinstance(embedded, EmbeddedBackend)
     assert embedded.server.data_dir == tmp_path / "falkordb"
     assert embedded.server.query_timeout == 30.0
+    assert embedded.server.result_set_size == 100_000
+    big = create_backend(Settings(tenants={"acme": "acme"}, data_dir=tmp_path, row_limit=500_000))
+    assert isinstance(big, EmbeddedBackend)
+    assert big.server.result_set_size == 500_001
     remote = create_backend(
-        Settings(tenants="acme", backend="falkordb://u@db:6380", backend_password="pw")
+        Settings(
+            tenants={"acme": "acme"},
+            backend="falkordb://u@db:6380",
+            backend_password=SecretStr("pw"),
+        )
     )
     assert isinstance(remote, FalkorDBBackend)
     assert (remote.host, remote.port, remote.username, remote._password) == ("db", 6380, "u", "pw")
@@ -475,12 +502,14 @@ def test_create_backend_chooses_by_url(tmp_path: Any):
         assert isinstance(backend, Backend)
 
 
-def test_create_backend_bolt_is_a_clear_config_error():
+def test_create_backend_hands_bolt_urls_to_the_bolt_backend() -> None:
+    settings = Settings(tenants={"acme": "acme"}, backend="bolt://localhost:7687")
     try:
-        import graphgate.backends.bolt  # noqa: F401
+        from graphgate.backends import bolt
     except ModuleNotFoundError:
-        pass
-    else:
-        pytest.skip("the Bolt backend exists now")
-    with pytest.raises(ConfigError, match="not available"):
-        create_backend(Settings(tenants="acme", backend="bolt://localhost:7687"))
+        with pytest.raises(ConfigError, match="not available"):
+            create_backend(settings)
+        return
+    backend = create_backend(settings)
+    assert isinstance(backend, bolt.BoltBackend)
+    assert isinstance(backend, Backend)

@@ -10,6 +10,11 @@ the bearer gate middleware, so::
 
 Tools call `current_caller` on every call: rights come from the verified
 token of that very request, never from anything stored.
+
+With ``registration = proxy`` (`graphgate.auth.proxy`) the provider also
+serves FastMCP's OAuth proxy endpoints (``/authorize``, ``/token``,
+``/register``, ``/consent``, ``/auth/callback``, ``/revoke``), and the gate's
+verifier maps graphgate-issued tokens back to the issuer's claims.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from graphgate.auth.discovery import (
     IssuerUnavailable,
     discovery_routes,
 )
+from graphgate.auth.proxy import GraphgateOAuthProxy, ProxyStorage, build_proxy
 from graphgate.auth.rights import Caller, Rights, rights_for_local_user, rights_from_claims
 from graphgate.auth.tokens import JwtVerifier, KeySet, TokenRejected, TokenVerifierSettings
 from graphgate.config import Settings
-from graphgate.errors import AuthError, ConfigError
+from graphgate.errors import AuthError
 
 __all__ = [
     "DEFAULT_OPEN_PATHS",
@@ -111,12 +117,22 @@ class GraphgateAuth(AuthProvider):
 
 @dataclass(frozen=True, slots=True)
 class AuthSetup:
-    """What `build_auth` made. ``provider`` is None for ``auth = none``."""
+    """What `build_auth` made. ``provider`` is None for ``auth = none``.
+
+    ``oauth_proxy`` and ``proxy_storage`` are set for ``registration = proxy``;
+    `aclose` releases the store's connections (the server's lifespan calls it).
+    """
 
     provider: GraphgateAuth | None
     verifier: JwtVerifier | None = None
     routes: list[Route] = field(default_factory=list)
     issuer_metadata: IssuerMetadata | None = None
+    oauth_proxy: GraphgateOAuthProxy | None = None
+    proxy_storage: ProxyStorage | None = None
+
+    async def aclose(self) -> None:
+        if self.proxy_storage is not None and self.proxy_storage.close is not None:
+            await self.proxy_storage.close()
 
 
 def build_auth(
@@ -140,8 +156,6 @@ def build_auth(
     """
     if settings.auth == "none":
         return AuthSetup(provider=None)
-    if settings.registration == "proxy" and settings.auth == "oidc":
-        raise ConfigError("registration = proxy is not available yet; use direct or shim")
     metadata: IssuerMetadata | None = None
     if settings.auth == "dev":
         keys = DevKeys.load_or_create(settings.data_dir)
@@ -149,7 +163,8 @@ def build_auth(
         routes = discovery_routes(settings, dev_jwks=keys.jwks)
     else:
         assert settings.issuer is not None
-        if settings.registration == "shim" or not settings.jwks_url:
+        # Shim mirrors the issuer's metadata and proxy reads its endpoints from it.
+        if settings.registration in {"shim", "proxy"} or not settings.jwks_url:
             metadata = IssuerMetadata(
                 http_client,
                 settings.issuer,
@@ -176,6 +191,24 @@ def build_auth(
             ),
             base_url=settings.public_url,
         )
+        if settings.registration == "proxy":
+            assert metadata is not None
+            proxied = build_proxy(settings, metadata, verifier)
+            provider = GraphgateAuth(
+                settings,
+                proxied.verifier,
+                proxied.routes,
+                open_paths=open_paths,
+                on_failure=on_failure,
+            )
+            return AuthSetup(
+                provider=provider,
+                verifier=proxied.verifier,
+                routes=proxied.routes,
+                issuer_metadata=metadata,
+                oauth_proxy=proxied.proxy,
+                proxy_storage=proxied.storage,
+            )
         routes = discovery_routes(settings, metadata=metadata)
     provider = GraphgateAuth(
         settings, verifier, routes, open_paths=open_paths, on_failure=on_failure

@@ -18,15 +18,20 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "create_backend"]
 
 _FALKORDB_SCHEMES = frozenset({"falkordb", "falkordbs", "redis", "rediss"})
+# RESULTSET_SIZE also caps procedure results, among them the db.labels() and
+# db.propertyKeys() that the client reads to name labels and properties, so it
+# must stay far above any plausible number of property keys.
+_RESULT_SET_FLOOR = 100_000
 _BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 
 
 def create_backend(settings: Settings) -> Backend:
     """The backend ``settings.backend`` names.
 
-    ``embedded`` keeps its FalkorDB files under ``<data_dir>/falkordb`` and
-    gives the server ``query_timeout`` as its TIMEOUT_MAX, so writes are
-    bounded too.
+    ``embedded`` keeps its FalkorDB files under ``<data_dir>/falkordb``, gives
+    the server ``query_timeout`` as its TIMEOUT_MAX, so writes are bounded
+    too, and a RESULTSET_SIZE above ``row_limit``, so that millions of
+    unreturnable rows are never sent.
     """
     target = settings.backend
     password = settings.backend_password.get_secret_value() if settings.backend_password else None
@@ -34,7 +39,9 @@ def create_backend(settings: Settings) -> Backend:
         from graphgate.backends.embedded import EmbeddedBackend, EmbeddedFalkorDB
 
         server = EmbeddedFalkorDB(
-            settings.data_dir / "falkordb", query_timeout=settings.query_timeout
+            settings.data_dir / "falkordb",
+            query_timeout=settings.query_timeout,
+            result_set_size=max(settings.row_limit + 1, _RESULT_SET_FLOOR),
         )
         return EmbeddedBackend(server)
     scheme = target.split("://", 1)[0].lower() if "://" in target else ""

@@ -30,6 +30,7 @@ retried once for a read, never for a write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
@@ -107,6 +108,7 @@ class BoltBackend:
         policy: ProcedurePolicy | None = None,
         max_connections: int = 100,
         connect_timeout: float = 5.0,
+        user_agent: str = "graphgate",
     ) -> None:
         parts = urlsplit(uri)
         scheme = parts.scheme.lower()
@@ -139,6 +141,7 @@ class BoltBackend:
         self.policy = policy or ProcedurePolicy()
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.user_agent = user_agent
         self.agent = ""
         self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
@@ -171,7 +174,7 @@ class BoltBackend:
         driver = AsyncGraphDatabase.driver(
             self.uri,
             auth=auth,
-            user_agent="graphgate",
+            user_agent=self.user_agent,
             max_connection_pool_size=self.max_connections,
             connection_timeout=self.connect_timeout,
             connection_acquisition_timeout=self.connect_timeout * 6,
@@ -201,7 +204,10 @@ class BoltBackend:
     async def close(self) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            await driver.close()
+            # Closing only says goodbye on idle sockets; a dead peer must not hold up shutdown.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.connect_timeout):
+                    await driver.close()
 
     async def ping(self) -> None:
         driver = self._require_driver()

@@ -178,7 +178,8 @@ _ADMIN_FIRST = frozenset(
     {
         "GRANT", "DENY", "REVOKE", "SET", "CLEAR", "TERMINATE", "KILL", "FREE", "LOCK", "UNLOCK",
         "DUMP", "RECOVER", "REGISTER", "UNREGISTER", "RELOAD", "ENABLE", "DISABLE", "DEALLOCATE",
-        "REALLOCATE", "DRYRUN", "DEMOTE", "PROMOTE", "FORCE", "ANALYZE", "STORAGE",
+        "REALLOCATE", "DRYRUN", "DEMOTE", "PROMOTE", "FORCE", "ANALYZE", "STORAGE", "SUSPEND",
+        "RESUME",
     }
 )  # fmt: skip
 _ADMIN_VERBS = frozenset({"CREATE", "DROP", "ALTER", "SHOW", "START", "STOP", "RENAME", "USE"})
@@ -253,11 +254,13 @@ def _scan_tokens(tokens: list[Token]) -> Scan:
     for statement in statements:
         _read_statement(statement, result)
     first = statements[0]
-    body = _skip_prefix(first)
-    result.prefix = first[0].upper if body > 0 and first[0].upper in _PREFIX_WORDS else ""
-    result.body_start = first[body].start if body < len(first) else first[-1].end
+    # Only a leading EXPLAIN/PROFILE is cut off; Neo4j's CYPHER options stay, so
+    # that the plan checked is made with the same language version as the run.
+    lead = 1 if first[0].upper in _PREFIX_WORDS else 0
+    result.prefix = first[0].upper if lead else ""
+    result.body_start = first[lead].start if lead < len(first) else first[-1].end
     result.body_end = first[-1].end
-    result.kind = _kind(first[body:])
+    result.kind = _kind(first[_skip_prefix(first) :])
     return result
 
 

@@ -37,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -100,29 +100,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec (Linux only).
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """The ``preexec_fn`` that makes the server die with graphgate (Linux only).
 
-    PDEATHSIG fires when the *thread* that forked exits, so the server must be
-    started from a long-lived thread (the event loop's), not a worker thread.
+    ``prctl`` is looked up here, in the parent: the child runs between fork
+    and exec, where loading a library could deadlock on a loader lock that
+    another thread held at fork time. PDEATHSIG fires when the *thread* that
+    forked exits, so the server must be started from a long-lived thread (the
+    event loop's), never from a short-lived worker.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    # The parent may have died before prctl took effect: then nobody would
-    # ever signal us, so do not start at all.
-    if os.getppid() != parent:
-        os._exit(1)
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died before prctl took effect: then nobody
+        # would ever signal us, so do not start at all.
+        if os.getppid() != parent:
+            os._exit(1)
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - pid reused by another user
-        return True
-    return True
+    return preexec
 
 
 class EmbeddedFalkorDB:
@@ -130,7 +128,11 @@ class EmbeddedFalkorDB:
 
     ``query_timeout`` (seconds) becomes the server's TIMEOUT_DEFAULT and
     TIMEOUT_MAX: per-query timeouts above it are refused by the server, and it
-    is what bounds write queries.
+    is what bounds write queries. ``result_set_size`` becomes RESULTSET_SIZE,
+    so rows nobody will return are never sent over the socket; keep it above
+    the row limit (a reply of exactly that size counts as truncated) and far
+    above the number of property keys, which the client reads through a
+    procedure that the cap applies to as well.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class EmbeddedFalkorDB:
         data_dir: Path,
         *,
         query_timeout: float = 30.0,
+        result_set_size: int | None = None,
         port: int | None = None,
         password: str | None = None,
         startup_timeout: float = 20.0,
@@ -147,6 +150,8 @@ class EmbeddedFalkorDB:
     ) -> None:
         if query_timeout <= 0:
             raise ConfigError("query_timeout must be positive")
+        if result_set_size is not None and result_set_size < 1:
+            raise ConfigError("result_set_size must be at least 1")
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise ConfigError("startup_timeout and stop_timeout must be positive")
         self.data_dir = Path(data_dir)
@@ -154,6 +159,7 @@ class EmbeddedFalkorDB:
         self.port = port or 0
         self.password = password or secrets.token_urlsafe(32)
         self.query_timeout = query_timeout
+        self.result_set_size = result_set_size
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._requested_port = port
@@ -212,6 +218,8 @@ class EmbeddedFalkorDB:
                     if not port_taken or self._requested_port is not None or attempt == 2:
                         raise
         except BaseException:
+            # Also on cancellation: no server may outlive a start that failed.
+            self._kill_now()
             self._release_lock()
             raise
 
@@ -266,8 +274,11 @@ class EmbeddedFalkorDB:
             "appendfsync everysec",
             'dbfilename "dump.rdb"',
             "save 3600 1 300 100 60 10000",
-            f"loadmodule {module} TIMEOUT_DEFAULT {timeout_ms} TIMEOUT_MAX {timeout_ms}",
         ]
+        module_args = f"TIMEOUT_DEFAULT {timeout_ms} TIMEOUT_MAX {timeout_ms}"
+        if self.result_set_size is not None:
+            module_args += f" RESULTSET_SIZE {self.result_set_size}"
+        lines.append(f"loadmodule {module} {module_args}")
         path = self.data_dir / _CONFIG_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -287,7 +298,7 @@ class EmbeddedFalkorDB:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=_die_with_parent(parent),
             start_new_session=True,
             cwd=self.data_dir,
         )
@@ -361,6 +372,18 @@ class EmbeddedFalkorDB:
         if not await _wait(process, self.stop_timeout):
             process.kill()
             await _wait(process, 5.0)
+
+    def _kill_now(self) -> None:
+        """Synchronous, bounded teardown for paths that cannot await."""
+        for process in (self._watchdog, self._process):
+            if process is not None and process.poll() is None:
+                process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(5.0)
+        self._watchdog = self._process = None
+        if self._watchdog_pipe is not None:
+            os.close(self._watchdog_pipe)
+            self._watchdog_pipe = None
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

@@ -25,7 +25,10 @@ measured against FalkorDB 4.16:
   above ``TIMEOUT_MAX`` is refused by the server.
 
 Rows beyond ``row_limit`` are neither parsed nor converted: the raw reply is
-cut before the client's parser sees it.
+cut before the client's parser sees it. They are still shipped and decoded
+by redis-py, unless the server's ``RESULTSET_SIZE`` caps them (the embedded
+server sets it to the row limit + 1); a reply of exactly that many rows is
+reported as truncated.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class FalkorDBBackend:
         self._db: Any = None
         self._pool: Any = None
         self._timeout_max_ms = 0
+        self._resultset_cap = 0
         self._graphs: OrderedDict[str, Any] = OrderedDict()
         self._convert: Converter = falkordb_converter()
 
@@ -206,17 +210,20 @@ class FalkorDBBackend:
         except (RedisError, OSError, TimeoutError) as exc:
             await pool.aclose()
             raise _unavailable(exc, self.host, self.port) from exc
-        self._timeout_max_ms = await self._server_timeout_max()
+        self._timeout_max_ms = await self._server_limit("TIMEOUT_MAX")
+        self._resultset_cap = await self._server_limit("RESULTSET_SIZE")
 
-    async def _server_timeout_max(self) -> int:
-        """The server's TIMEOUT_MAX in ms (0: none), which per-query timeouts must not exceed.
+    async def _server_limit(self, name: str) -> int:
+        """A server-wide bound from GRAPH.CONFIG (0 when unset or unreadable).
 
-        Clamping to it turns "graphgate allows 60 s, the server 30 s" into a
-        30 s limit rather than a refusal of every query. Servers that forbid
-        GRAPH.CONFIG (ACLs) get no clamping.
+        TIMEOUT_MAX: per-query timeouts above it are refused, so they are
+        clamped to it ("graphgate allows 60 s, the server 30 s" becomes 30 s
+        rather than a refusal of every query). RESULTSET_SIZE: the server
+        ships at most that many rows, so a full reply may be a cut one.
+        Servers that forbid GRAPH.CONFIG (ACLs) get neither adjustment.
         """
         try:
-            reply = await self._command(self.connect_timeout, "GRAPH.CONFIG", "GET", "TIMEOUT_MAX")
+            reply = await self._command(self.connect_timeout, "GRAPH.CONFIG", "GET", name)
             return max(0, int(reply[1]))
         except (GraphgateError, LookupError, TypeError, ValueError):
             return 0
@@ -375,10 +382,11 @@ class FalkorDBBackend:
             return QueryResult(columns=[], rows=[], stats=stats)
         columns = [str(column[1]) for column in reply[0]]
         records = reply[1]
-        truncated = len(records) > row_limit
+        cap = self._resultset_cap
+        truncated = len(records) > row_limit or (0 < cap <= len(records))
         convert = self._convert
         rows = []
-        for record in records[:row_limit] if truncated else records:
+        for record in records[:row_limit] if len(records) > row_limit else records:
             rows.append([convert(await parse_scalar(cell, graph)) for cell in record])
         return QueryResult(columns=columns, rows=rows, truncated=truncated, stats=stats)
 

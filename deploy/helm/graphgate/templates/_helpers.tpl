@@ -188,11 +188,6 @@ start but misbehave on Kubernetes.
 {{- if and .Values.redis.enabled $c.state_url -}}
 {{- fail "config.state_url: leave it unset when redis.enabled (the chart points graphgate at its Redis)" -}}
 {{- end -}}
-{{- if and .Values.podDisruptionBudget.enabled (hasKey .Values.podDisruptionBudget "minAvailable") (hasKey .Values.podDisruptionBudget "maxUnavailable") -}}
-{{- if and (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) -}}
-{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" -}}
-{{- end -}}
-{{- end -}}
 {{- end }}
 
 {{/*

@@ -1,0 +1,375 @@
+"""Markdown for a results document: tables, ratios, targets with PASS/MISS, profiles."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from load import Result
+
+CPU_AUTO_MS = 1.2
+CPU_LEGACY_MS = 1.8
+AUTH_SHARE = 0.05
+MEMGRAPH_FACTOR = 2.0
+SCALE_TOLERANCE = 0.10
+MEMORY_TOLERANCE = 0.10
+CROSS_FACTOR = 2.0
+CONVERT_FACTOR = 2.0
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def result_line(result: Result) -> str:
+    server = f" server {result.server_cpu_ms:.3f} ms/call" if result.server_cpu_ms else ""
+    errors = f" ERRORS {result.errors}: {result.first_error}" if result.errors else ""
+    return (
+        f"{result.name:48s} {result.calls:7d} calls {result.throughput:9.1f}/s "
+        f"p50 {result.p50_ms:7.2f} ms p99 {result.p99_ms:7.2f} ms{server}"
+        f" client {result.client_cpu_ms:.3f} ms/call{errors}"
+    )
+
+
+def find(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    for result in data.get("results", []):
+        if result["name"] == name:
+            return dict(result)
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return "not measured"
+    return "**PASS**" if ok else "**MISS**"
+
+
+LOAD_HEADER = (
+    "| scenario | calls | errors | calls/s | p50 ms | p99 ms | server CPU ms/call "
+    "| DB CPU ms/call | client CPU ms/call |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+)
+
+
+def _load_row(result: dict[str, Any]) -> str:
+    return (
+        f"| {result['name']} | {result['calls']:,} | {result['errors']} "
+        f"| {_num(result['throughput'], 1)} | {_num(result['p50_ms'])} | {_num(result['p99_ms'])} "
+        f"| {_num(result['server_cpu_ms'], 3)} | {_num(result['db_cpu_ms'], 3)} "
+        f"| {_num(result['client_cpu_ms'], 3)} |"
+    )
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    return "\n".join([LOAD_HEADER, *(_load_row(r) for r in results)])
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, measured, limit, verdict) rows."""
+    rows: list[tuple[str, str, str, str]] = []
+    for mode, limit, label in (
+        ("auto", CPU_AUTO_MS, 'default protocol 2026-07-28 (`mode="auto"`)'),
+        ("legacy", CPU_LEGACY_MS, 'session protocol 2025-11-25 (`mode="legacy"`)'),
+    ):
+        for kind in ("point", "rows100"):
+            result = find(data, f"graphgate/{mode}/{kind}/c8")
+            cpu = result["server_cpu_ms"] if result else None
+            ok = None if cpu is None else cpu <= limit
+            what = "point read" if kind == "point" else "100-row read (information)"
+            rows.append(
+                (
+                    f"server CPU per call, {label}, {what}, c8",
+                    f"{_num(cpu, 3)} ms",
+                    f"≤ {limit} ms",
+                    _verdict(ok) if kind == "point" else ("within" if ok else "over"),
+                )
+            )
+    auth = data.get("auth_micro")
+    dev = find(data, "graphgate/auto/point/c8")
+    none = find(data, "graphgate-noauth/auto/point/c8")
+    if auth and dev and dev["server_cpu_ms"]:
+        share = auth["per_call_us"] / 1000 / dev["server_cpu_ms"]
+        rows.append(
+            (
+                "auth + routing share of a call's server CPU (microbenchmark: cached-token "
+                "gate + caller rights + Router.resolve, over graphgate/auto/point/c8)",
+                f"{share:.1%} ({auth['per_call_us']:.0f} µs of {dev['server_cpu_ms'] * 1000:.0f} µs)",
+                f"≤ {AUTH_SHARE:.0%}",
+                _verdict(share <= AUTH_SHARE),
+            )
+        )
+    if dev and none and dev["server_cpu_ms"] and none["server_cpu_ms"]:
+        delta = (dev["server_cpu_ms"] - none["server_cpu_ms"]) / dev["server_cpu_ms"]
+        rows.append(
+            (
+                "auth share end to end (auth=dev vs auth=none, auto, point, c8; noisy)",
+                f"{delta:.1%}",
+                f"≤ {AUTH_SHARE:.0%}",
+                _verdict(delta <= AUTH_SHARE),
+            )
+        )
+    for kind in ("point", "rows100"):
+        gg = find(data, f"graphgate-neo4j/auto/{kind}/c32")
+        up = find(data, f"mcp-memgraph/auto/{kind}/c32")
+        ratio = _ratio(gg and gg["throughput"], up and up["throughput"])
+        if gg and up and (up["errors"] or not up["calls"]):
+            ratio = None
+        rows.append(
+            (
+                f"throughput vs mcp-memgraph 0.4.1 at c32 ({kind}, both on Neo4j)",
+                f"{_num(ratio)}x" if ratio is not None else _memgraph_reason(data),
+                f"≥ {MEMGRAPH_FACTOR:g}x",
+                _verdict(None if ratio is None else ratio >= MEMGRAPH_FACTOR),
+            )
+        )
+    scale = data.get("scale")
+    if scale:
+        runs = scale["runs"]
+        one, many = runs.get("1"), runs.get(str(scale["tenants"]))
+        if one and many:
+            tput = _ratio(many["throughput"], one["throughput"])
+            cpu = _ratio(many["server_cpu_ms"], one["server_cpu_ms"])
+            rows.append(
+                (
+                    f"{scale['tenants']:,} tenants vs 1: throughput",
+                    f"{_num(tput, 3)}x",
+                    f"≥ {1 - SCALE_TOLERANCE:.2f}x",
+                    _verdict(tput is not None and tput >= 1 - SCALE_TOLERANCE),
+                )
+            )
+            rows.append(
+                (
+                    f"{scale['tenants']:,} tenants vs 1: server CPU per call",
+                    f"{_num(cpu, 3)}x",
+                    f"≤ {1 + SCALE_TOLERANCE:.2f}x",
+                    _verdict(cpu is not None and cpu <= 1 + SCALE_TOLERANCE),
+                )
+            )
+    sessions = data.get("sessions")
+    if sessions:
+        rows.append(
+            (
+                f"RSS after {sessions['completed']:,} sessions vs before",
+                f"{sessions['ratio']:.3f}x ({sessions['rss_before_kib'] / 1024:.1f} → "
+                f"{sessions['rss_after_kib'] / 1024:.1f} MiB)",
+                f"≤ {1 + MEMORY_TOLERANCE:.2f}x",
+                _verdict(sessions["ratio"] <= 1 + MEMORY_TOLERANCE and not sessions["failures"]),
+            )
+        )
+    cross = data.get("cross")
+    if cross and "cross" in cross and "single" in cross:
+        ratio = _ratio(cross["cross"]["p50_ms"], cross["single"]["p50_ms"])
+        rows.append(
+            (
+                f"query_databases over {cross['databases']} databases vs one run_query (p50, c1)",
+                f"{_num(ratio)}x",
+                f"≤ {CROSS_FACTOR:g}x",
+                _verdict(ratio is not None and ratio <= CROSS_FACTOR),
+            )
+        )
+    convert = data.get("convert")
+    if convert:
+        rows.append(
+            (
+                "1,000 nodes: graphgate convert + serialise vs the falkordb client's parse",
+                f"{convert['ratio']:.2f}x ({convert['convert_ms'] + convert['serialise_ms']:.2f}"
+                f" ms vs {convert['client_parse_ms']:.2f} ms)",
+                f"≤ {CONVERT_FACTOR:g}x",
+                _verdict(convert["ratio"] <= CONVERT_FACTOR),
+            )
+        )
+    return rows
+
+
+def _memgraph_reason(data: dict[str, Any]) -> str:
+    section = data.get("memgraph") or {}
+    if "not_run" in section:
+        return "not run: " + section["not_run"]
+    failed = (data.get("failed_parts") or {}).get("memgraph")
+    if failed:
+        return "failed: " + failed
+    return "not measured"
+
+
+def _issue2(data: dict[str, Any]) -> str:
+    lines = [
+        "| protocol | query | concurrency | graphgate calls/s | raw client calls/s "
+        "| throughput ratio | graphgate p50 / p99 ms | raw p50 / p99 ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    any_row = False
+    for mode in ("auto", "legacy"):
+        for kind in ("point", "rows100"):
+            for conc in (1, 8, 32):
+                gg = find(data, f"graphgate/{mode}/{kind}/c{conc}")
+                raw = find(data, f"falkordb-client/{kind}/c{conc}")
+                if not gg or not raw:
+                    continue
+                any_row = True
+                ratio = _ratio(gg["throughput"], raw["throughput"])
+                lines.append(
+                    f"| {mode} | {kind} | {conc} | {_num(gg['throughput'], 1)} "
+                    f"| {_num(raw['throughput'], 1)} | {_num(ratio, 3)} "
+                    f"| {_num(gg['p50_ms'])} / {_num(gg['p99_ms'])} "
+                    f"| {_num(raw['p50_ms'])} / {_num(raw['p99_ms'])} |"
+                )
+    return "\n".join(lines) if any_row else ""
+
+
+def _floor(data: dict[str, Any]) -> str:
+    lines = [
+        "| protocol | query | concurrency | graphgate calls/s | bare FastMCP calls/s "
+        "| graphgate server CPU ms/call | bare server CPU ms/call |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    any_row = False
+    for mode in ("auto", "legacy"):
+        for kind in ("point", "rows100"):
+            for conc in (1, 8, 32):
+                gg = find(data, f"graphgate/{mode}/{kind}/c{conc}")
+                bare = find(data, f"bare-fastmcp/{mode}/{kind}/c{conc}")
+                if not gg or not bare:
+                    continue
+                any_row = True
+                lines.append(
+                    f"| {mode} | {kind} | {conc} | {_num(gg['throughput'], 1)} "
+                    f"| {_num(bare['throughput'], 1)} | {_num(gg['server_cpu_ms'], 3)} "
+                    f"| {_num(bare['server_cpu_ms'], 3)} |"
+                )
+    return "\n".join(lines) if any_row else ""
+
+
+def _profile(data: dict[str, Any]) -> str:
+    profile = data.get("profile")
+    if not profile:
+        return ""
+    out = []
+    for mode, entries in profile.items():
+        if "error" in entries:
+            out.append(f"**{mode}**: not recorded: {entries['error']}\n")
+            continue
+        out.append(
+            f"**{mode}** (point read, c8; {entries['samples']:,} samples, "
+            f"{entries.get('calls', 0):,} calls, {_num(entries.get('throughput'), 1)} calls/s, "
+            f"{_num(entries.get('server_cpu_ms'), 3)} ms server CPU per call under the "
+            "profiler)\n"
+        )
+        if entries.get("packages"):
+            out.append(
+                "By package (each sample charged to its innermost non-stdlib frame): "
+                + ", ".join(f"{p['function']} {p['pct']}%" for p in entries["packages"][:12])
+                + "\n"
+            )
+        out.append("| self % | function | | inclusive % | function |\n|--:|---|---|--:|---|")
+        for own, inclusive in zip(entries["self"][:20], entries["inclusive"][:20], strict=False):
+            out.append(
+                f"| {own['pct']} | `{own['function']}` | | {inclusive['pct']} "
+                f"| `{inclusive['function']}` |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def render(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    m = meta["machine"]
+    packages = ", ".join(f"{name} {version}" for name, version in m["packages"].items())
+    out = [
+        f"### Run of {meta['started']} ({'quick' if meta['quick'] else 'full'}, "
+        f"{meta['seconds']:.0f} s)",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, Linux "
+        f"{m['kernel']}, Python {m['python']}; load average at start "
+        f"{', '.join(str(v) for v in m['load_average_at_start'])}  ",
+        f"Packages: {packages}  ",
+        f"Sizes: {meta['sizes']}",
+        "",
+    ]
+    failed = data.get("failed_parts")
+    if failed:
+        out += ["**Failed parts:** " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
+    out += ["#### Targets", "", "| target | measured | limit | verdict |", "|---|---|---|---|"]
+    for target, measured, limit, verdict in targets(data):
+        out.append(f"| {target} | {measured} | {limit} | {verdict} |")
+    out.append("")
+    issue2 = _issue2(data)
+    if issue2:
+        out += ["#### graphgate beside the raw falkordb client (issue 2)", "", issue2, ""]
+    floor = _floor(data)
+    if floor:
+        out += ["#### graphgate beside the bare FastMCP server (the framework's floor)", ""]
+        out += [floor, ""]
+    results = data.get("results", [])
+    if results:
+        out += ["#### Every measured scenario", "", _table(results), ""]
+    auth = data.get("auth_micro")
+    if auth:
+        out += [
+            "#### Auth and routing microbenchmark (µs per call, median)",
+            "",
+            "| bearer gate, cached token | bearer gate, uncached (signature) | verify, cached "
+            "| caller_from_token | Router.resolve | per call (gate cached + caller + resolve) |",
+            "|--:|--:|--:|--:|--:|--:|",
+            f"| {auth['gate_cached_us']:.1f} | {auth['gate_uncached_us']:.1f} "
+            f"| {auth['verify_cached_us']:.1f} | {auth['caller_us']:.1f} "
+            f"| {auth['resolve_us']:.1f} | {auth['per_call_us']:.1f} |",
+            "",
+        ]
+    convert = data.get("convert")
+    if convert:
+        out += [
+            "#### 1,000-node result: conversion and serialisation (ms, median)",
+            "",
+            "| rows | JSON bytes | falkordb client parse | graphgate convert | serialise "
+            "| graphgate `_parse` (client parse + convert) |",
+            "|--:|--:|--:|--:|--:|--:|",
+            f"| {convert['rows']:,} | {convert['json_bytes']:,} | "
+            f"{convert['client_parse_ms']:.2f} | {convert['convert_ms']:.2f} | "
+            f"{convert['serialise_ms']:.2f} | {convert['graphgate_parse_ms']:.2f} |",
+            "",
+        ]
+    sessions = data.get("sessions")
+    if sessions:
+        out += [
+            "#### Sessions",
+            "",
+            f"{sessions['completed']:,} of {sessions['sessions']:,} sessions (session protocol "
+            "2025-11-25 over plain HTTP: initialize, notifications/initialized, "
+            "tools/call use_database, DELETE; 8 at a time) in "
+            f"{sessions['seconds']} s ({_num(sessions['sessions_per_s'], 1)}/s), "
+            f"{_num(sessions['server_cpu_ms_per_session'], 2)} ms server CPU each, "
+            f"{sessions['failures']} failures"
+            + (f" (first: {sessions['first_error']})" if sessions["first_error"] else "")
+            + f". RSS {sessions['rss_before_kib']:,} KiB before (after "
+            f"{sessions['warmup_sessions']} warm-up sessions), {sessions['rss_after_kib']:,} KiB "
+            f"after (5 s later); open sessions {sessions['open_sessions_before']} → "
+            f"{sessions['open_sessions_after']}.",
+            "",
+        ]
+    memgraph = data.get("memgraph")
+    if memgraph:
+        out += ["#### mcp-memgraph " + memgraph.get("version", ""), ""]
+        if "not_run" in memgraph:
+            out += [f"Not run: {memgraph['not_run']}", ""]
+        if "neo4j" in memgraph:
+            out += [f"Neo4j: {memgraph['neo4j']['url']} (from {memgraph['neo4j']['source']})", ""]
+        if memgraph.get("tools"):
+            out += ["| tool | ran on Neo4j | answer (start) |", "|---|---|---|"]
+            for tool in memgraph["tools"]:
+                answer = tool["answer"].replace("|", "\\|").replace("\n", " ")
+                out.append(f"| {tool['tool']} | {'yes' if tool['ok'] else 'no'} | {answer} |")
+            out.append("")
+    profile = _profile(data)
+    if profile:
+        out += ["#### Profile of the graphgate server (py-spy, top entries)", "", profile]
+    return "\n".join(out).rstrip() + "\n"

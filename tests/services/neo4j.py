@@ -1,0 +1,66 @@
+"""Session fixtures: one real Neo4j Community server, started from Maven Central's jars.
+
+`scripts/neo4j_server.py` resolves the server into ``~/.m2`` (once), then
+starts it on a free loopback port with a throw-away store and a random
+password. Tests share the server; Community has a single user database
+(``neo4j``), so tests keep apart by labels of their own (`neo4j_label`) and
+clean up after themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from scripts.neo4j_server import Neo4jInstance, Neo4jUnavailable, running_neo4j
+
+from graphgate.backends.bolt import BoltBackend
+from graphgate.backends.procedures import ProcedurePolicy
+from graphgate.errors import GraphgateError
+from tests.services._common import service_unavailable
+
+
+@pytest.fixture(scope="session")
+def neo4j_service() -> Iterator[Neo4jInstance]:
+    with contextlib.ExitStack() as stack:
+        try:
+            instance = stack.enter_context(running_neo4j())
+        except (Neo4jUnavailable, OSError) as exc:
+            service_unavailable(f"Neo4j did not start: {exc}")
+        yield instance
+
+
+def make_backend(
+    service: Neo4jInstance, *, policy: ProcedurePolicy | None = None, max_connections: int = 8
+) -> BoltBackend:
+    """A new, not yet started backend for this server."""
+    return BoltBackend(
+        service.uri,
+        user=service.user,
+        password=service.password,
+        policy=policy,
+        max_connections=max_connections,
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def neo4j_backend(neo4j_service: Neo4jInstance) -> AsyncIterator[BoltBackend]:
+    """One started backend shared by the session, as graphgate shares one driver."""
+    backend = make_backend(neo4j_service)
+    try:
+        await backend.start()
+    except GraphgateError as exc:
+        service_unavailable(f"Neo4j started but graphgate cannot connect: {exc}")
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+def neo4j_label() -> str:
+    """A node label no other test uses."""
+    return f"T_{uuid.uuid4().hex[:12]}"
