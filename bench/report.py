@@ -117,15 +117,17 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _verdict(delta <= AUTH_SHARE),
             )
         )
+    measured = [r["concurrency"] for r in data.get("results", []) if r["system"] == "mcp-memgraph"]
+    top = 32 if not measured or 32 in measured else max(measured)
     for kind in ("point", "rows100"):
-        gg = find(data, f"graphgate-neo4j/auto/{kind}/c32")
-        up = find(data, f"mcp-memgraph/auto/{kind}/c32")
+        gg = find(data, f"graphgate-neo4j/auto/{kind}/c{top}")
+        up = find(data, f"mcp-memgraph/auto/{kind}/c{top}")
         ratio = _ratio(gg and gg["throughput"], up and up["throughput"])
         if gg and up and (up["errors"] or not up["calls"]):
             ratio = None
         rows.append(
             (
-                f"throughput vs mcp-memgraph 0.4.1 at c32 ({kind}, both on Neo4j)",
+                f"throughput vs mcp-memgraph 0.4.1 at c{top} ({kind}, both on Neo4j)",
                 f"{_num(ratio)}x" if ratio is not None else _memgraph_reason(data),
                 f"≥ {MEMGRAPH_FACTOR:g}x",
                 _verdict(None if ratio is None else ratio >= MEMGRAPH_FACTOR),
@@ -248,8 +250,37 @@ def _floor(data: dict[str, Any]) -> str:
     return "\n".join(lines) if any_row else ""
 
 
+def _neo4j(data: dict[str, Any]) -> str:
+    lines = [
+        "| query | concurrency | graphgate calls/s | mcp-memgraph calls/s | ratio "
+        "| neo4j driver calls/s | graphgate / mcp-memgraph server CPU ms/call "
+        "| Neo4j CPU ms/call (graphgate / mcp-memgraph) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    any_row = False
+    for kind in ("point", "rows100"):
+        for conc in (1, 8, 32):
+            gg = find(data, f"graphgate-neo4j/auto/{kind}/c{conc}")
+            up = find(data, f"mcp-memgraph/auto/{kind}/c{conc}")
+            raw = find(data, f"neo4j-driver/{kind}/c{conc}")
+            if not gg or not up:
+                continue
+            any_row = True
+            lines.append(
+                f"| {kind} | {conc} | {_num(gg['throughput'], 1)} | {_num(up['throughput'], 1)} "
+                f"| {_num(_ratio(gg['throughput'], up['throughput']))} "
+                f"| {_num(raw['throughput'], 1) if raw else '–'} "
+                f"| {_num(gg['server_cpu_ms'], 3)} / {_num(up['server_cpu_ms'], 3)} "
+                f"| {_num(gg['db_cpu_ms'], 3)} / {_num(up['db_cpu_ms'], 3)} |"
+            )
+    return "\n".join(lines) if any_row else ""
+
+
 def _profile(data: dict[str, Any]) -> str:
-    profile = data.get("profile")
+    profile = dict(data.get("profile") or {})
+    neo4j = (data.get("memgraph") or {}).get("profile")
+    if neo4j:
+        profile["graphgate on Neo4j, auto"] = neo4j
     if not profile:
         return ""
     out = []
@@ -352,7 +383,7 @@ def render(data: dict[str, Any]) -> str:
             + (f" (first: {sessions['first_error']})" if sessions["first_error"] else "")
             + f". RSS {sessions['rss_before_kib']:,} KiB before (after "
             f"{sessions['warmup_sessions']} warm-up sessions), {sessions['rss_after_kib']:,} KiB "
-            f"after (5 s later); open sessions {sessions['open_sessions_before']} → "
+            f"after ({data['meta']['sizes'].get('settle', 5):g} s later); open sessions {sessions['open_sessions_before']} → "
             f"{sessions['open_sessions_after']}.",
             "",
         ]
@@ -363,6 +394,18 @@ def render(data: dict[str, Any]) -> str:
             out += [f"Not run: {memgraph['not_run']}", ""]
         if "neo4j" in memgraph:
             out += [f"Neo4j: {memgraph['neo4j']['url']} (from {memgraph['neo4j']['source']})", ""]
+        neo4j = _neo4j(data)
+        if neo4j:
+            out += [
+                'Both servers on the same Neo4j, the same token, `mode="auto"`, the same '
+                "query texts (the point read's value written into the text, since "
+                "`run_cypher_query` takes no parameters):",
+                "",
+                neo4j,
+                "",
+                "Each tool of mcp-memgraph, called once against that Neo4j:",
+                "",
+            ]
         if memgraph.get("tools"):
             out += ["| tool | ran on Neo4j | answer (start) |", "|---|---|---|"]
             for tool in memgraph["tools"]:

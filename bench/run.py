@@ -73,6 +73,9 @@ class Sizes:
     warmup: float
     max_calls: int
     concurrency: tuple[int, ...]
+    side_concurrency: tuple[int, ...]
+    """For the comparisons (bare FastMCP, Neo4j, mcp-memgraph)."""
+    settle: float
     sessions: int
     sessions_max_seconds: float
     scale_tenants: int
@@ -87,6 +90,8 @@ FULL = Sizes(
     warmup=1.5,
     max_calls=50_000,
     concurrency=(1, 8, 32),
+    side_concurrency=(1, 8, 32),
+    settle=5.0,
     sessions=10_000,
     sessions_max_seconds=900.0,
     scale_tenants=1000,
@@ -96,10 +101,12 @@ FULL = Sizes(
     profile_seconds=12.0,
 )
 QUICK = Sizes(
-    duration=1.0,
-    warmup=0.4,
+    duration=0.8,
+    warmup=0.3,
     max_calls=5_000,
     concurrency=(1, 8),
+    side_concurrency=(8,),
+    settle=1.0,
     sessions=300,
     sessions_max_seconds=60.0,
     scale_tenants=100,
@@ -122,6 +129,7 @@ class Bench:
     results: list[Result] = field(default_factory=list)
     sections: dict[str, Any] = field(default_factory=dict)
     seed: int = 7
+    parts: tuple[str, ...] = ()
     db_pid_override: int | None = None
     """The database process whose CPU is counted, when it is not the FalkorDB (Neo4j)."""
 
@@ -315,7 +323,7 @@ async def part_bare(bench: Bench) -> None:
     try:
         for kind in ("point", "rows100"):
             for mode in ("auto", "legacy"):
-                for conc in bench.sizes.concurrency:
+                for conc in bench.sizes.side_concurrency:
                     async with mcp_workers(
                         server.url + "/mcp",
                         mode,
@@ -450,14 +458,14 @@ async def part_sessions(bench: Bench, catalog: dict[str, str]) -> None:
     try:
         warm = min(500, max(50, total // 20))
         await batch(warm)
-        await asyncio.sleep(2)
+        await asyncio.sleep(bench.sizes.settle)
         rss_before = rss_kib(server.pid)
         sessions_before = await open_sessions()
         cpu0 = cpu_seconds(server.pid)
         done = 0
         seconds = await batch(total)
         cpu1 = cpu_seconds(server.pid)
-        await asyncio.sleep(5)
+        await asyncio.sleep(bench.sizes.settle)
         rss_after = rss_kib(server.pid)
         sessions_after = await open_sessions()
     finally:
@@ -566,6 +574,15 @@ async def part_memgraph(bench: Bench) -> None:
             async with load.mcp_client(upstream.url + "/mcp", "auto", token) as conn:
                 section["tools"] = await memgraph.probe_tools(conn.client.call_tool)
             await neo4j_matrix(bench, bolt, gg, upstream, token)
+            if "profile" in bench.parts:
+                section["profile"] = await profile_server(
+                    bench,
+                    gg,
+                    "auto",
+                    [token] * 8,
+                    load.graphgate_literal_call("point", bench.seed),
+                    "neo4j",
+                )
         finally:
             bench.db_pid_override = None
             await bench.procs.stop(upstream)
@@ -578,7 +595,7 @@ async def neo4j_matrix(bench: Bench, bolt: Any, gg: Server, upstream: Server, to
 
     async with AsyncGraphDatabase.driver(bolt.url, auth=(bolt.user, bolt.password)) as driver:
         for kind in ("point", "rows100"):
-            for conc in bench.sizes.concurrency:
+            for conc in bench.sizes.side_concurrency:
                 workers = load.raw_neo4j_workers(driver, kind, conc, bench.seed)
                 await bench.drive(
                     f"neo4j-driver/{kind}/c{conc}",
@@ -596,7 +613,7 @@ async def neo4j_matrix(bench: Bench, bolt: Any, gg: Server, upstream: Server, to
             (upstream, load.memgraph_call(kind, bench.seed)),
         ):
             async with mcp_workers(server.url + "/mcp", "auto", [token] * 4, make) as workers:
-                deadline = time.monotonic() + max(1.0, bench.sizes.warmup * 2)
+                deadline = time.monotonic() + bench.sizes.warmup * 2
 
                 async def spin(call: load.Call, deadline: float = deadline) -> None:
                     while time.monotonic() < deadline:
@@ -604,7 +621,7 @@ async def neo4j_matrix(bench: Bench, bolt: Any, gg: Server, upstream: Server, to
 
                 await asyncio.gather(*(spin(call) for call in workers))
     for kind in ("point", "rows100"):
-        for conc in bench.sizes.concurrency:
+        for conc in bench.sizes.side_concurrency:
             for system, server, make in (
                 ("graphgate-neo4j", gg, load.graphgate_literal_call(kind, bench.seed)),
                 ("mcp-memgraph", upstream, load.memgraph_call(kind, bench.seed)),
@@ -620,47 +637,58 @@ async def neo4j_matrix(bench: Bench, bolt: Any, gg: Server, upstream: Server, to
                     )
 
 
+async def profile_server(
+    bench: Bench,
+    server: Server,
+    mode: str,
+    tokens: Sequence[str | None],
+    make: Callable[[Conn, int], load.Call],
+    label: str,
+) -> dict[str, Any]:
+    """py-spy on ``server`` while ``tokens``' workers load it, after a warm-up."""
+    raw = bench.work / f"profile-{label}-{mode}.txt"
+    async with mcp_workers(server.url + "/mcp", mode, tokens, make) as workers:
+        warmup = max(1.0, bench.sizes.warmup)
+
+        async def delayed() -> str | None:
+            await asyncio.sleep(warmup)
+            return await spy.record(server.pid, bench.sizes.profile_seconds, raw)
+
+        recording = asyncio.create_task(delayed())
+        result = await drive(
+            f"profiled/{label}/{mode}",
+            workers,
+            duration=bench.sizes.profile_seconds + 0.5,
+            warmup=warmup,
+            max_calls=10**9,
+            server_pid=server.pid,
+            db_pid=bench.db_pid_override or bench.falkor_pid,
+            system=f"{label} (under py-spy)",
+            mode=mode,
+            query="point",
+        )
+        error = await recording
+    if error:
+        print(f"profile {label} {mode}: {error}", flush=True)
+        return {"error": error}
+    entries = spy.top_entries(raw)
+    entries["calls"] = result.calls
+    entries["server_cpu_ms"] = result.server_cpu_ms
+    entries["throughput"] = result.throughput
+    keep = RESULTS / f"profile-{label}-{mode}.txt"
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(raw, keep)
+    print(f"profile {label} {mode}: {entries['samples']} samples", flush=True)
+    return entries
+
+
 async def part_profile(bench: Bench, main: Server) -> None:
     """py-spy on the graphgate server while it serves the point read (c8), per protocol."""
     out: dict[str, Any] = {}
     for mode in ("auto", "legacy"):
         tokens = worker_tokens(bench, 8, LOAD_TENANTS)
-        raw = bench.work / f"profile-{mode}.txt"
         make = load.graphgate_call("point", bench.seed)
-        async with mcp_workers(main.url + "/mcp", mode, tokens, make) as workers:
-            warmup = max(1.0, bench.sizes.warmup)
-
-            async def delayed(warmup: float = warmup, raw: Path = raw) -> str | None:
-                await asyncio.sleep(warmup)
-                return await spy.record(main.pid, bench.sizes.profile_seconds, raw)
-
-            recording = asyncio.create_task(delayed())
-            result = await drive(
-                f"profiled/{mode}",
-                workers,
-                duration=bench.sizes.profile_seconds + 0.5,
-                warmup=warmup,
-                max_calls=10**9,
-                server_pid=main.pid,
-                db_pid=bench.falkor_pid,
-                system="graphgate (under py-spy)",
-                mode=mode,
-                query="point",
-            )
-            error = await recording
-        if error:
-            out[mode] = {"error": error}
-            print(f"profile {mode}: {error}", flush=True)
-            continue
-        entries = spy.top_entries(raw)
-        entries["calls"] = result.calls
-        entries["server_cpu_ms"] = result.server_cpu_ms
-        entries["throughput"] = result.throughput
-        out[mode] = entries
-        keep = RESULTS / f"profile-{mode}.txt"
-        keep.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(raw, keep)
-        print(f"profile {mode}: {entries['samples']} samples", flush=True)
+        out[mode] = await profile_server(bench, main, mode, tokens, make, "falkordb")
     bench.sections["profile"] = out
 
 
@@ -723,7 +751,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"graphgate bench: parts {', '.join(parts)}; work dir {work}", flush=True)
     falkor = EmbeddedFalkorDB(work / "falkordb", query_timeout=60)
     procs = Procs(work)
-    bench = Bench(sizes, work, procs, falkor, work / "keys")
+    bench = Bench(sizes, work, procs, falkor, work / "keys", parts=tuple(parts))
     DevKeys.load_or_create(bench.keys_dir)
     try:
         await falkor.start()

@@ -16,6 +16,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+# opentelemetry is a namespace package: py-spy names its files from the part below it.
+_NAMESPACE_PARTS = {
+    "context": "opentelemetry",
+    "_decorator": "opentelemetry",
+    "trace": "opentelemetry",
+}
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -42,7 +48,6 @@ async def record(pid: int, seconds: float, output: Path, rate: int = 200) -> str
         str(rate),
         "--format",
         "raw",
-        "--nonblocking",
         "--output",
         str(output),
         stdout=asyncio.subprocess.PIPE,
@@ -86,7 +91,7 @@ def _package(frame: str) -> str | None:
     top = path.split("/", 1)[0].removesuffix(".py")
     if not top or top.startswith("<") or top in sys.stdlib_module_names:
         return None
-    return top
+    return _NAMESPACE_PARTS.get(top, top)
 
 
 def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:

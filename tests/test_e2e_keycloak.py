@@ -150,6 +150,15 @@ class KeycloakAdmin:
         """What "Sign out" on the user's admin page does: every session of theirs ends."""
         await self.call("POST", f"/users/{await self.user_id(username)}/logout")
 
+    async def revoke_offline_tokens(self, username: str) -> list[str]:
+        """Revoke the user's offline tokens (and consents), which ending sessions leaves alone."""
+        user_id = await self.user_id(username)
+        revoked = []
+        for consent in await self.call("GET", f"/users/{user_id}/consents"):
+            await self.call("DELETE", f"/users/{user_id}/consents/{consent['clientId']}")
+            revoked.append(str(consent["clientId"]))
+        return revoked
+
     async def sessions(self, username: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.call(
             "GET", f"/users/{await self.user_id(username)}/sessions"
@@ -722,7 +731,10 @@ async def test_sign_in_and_call_tools(gateway: Gateway, browser: Browser) -> Non
         query = parse_qs(urlsplit(authorization_url).query)
         assert query["code_challenge_method"] == ["S256"]
         assert query["resource"] == [f"{gateway.url}/mcp"]
-        assert query["scope"] == ["mcp:tools"]
+        # SEP-2207: the SDK adds offline_access when the metadata lists it (Keycloak's
+        # does, and shim mirrors it); graphgate's proxy offers mcp:tools only.
+        expected_scope = "mcp:tools" if gateway.mode == "proxy" else "mcp:tools offline_access"
+        assert query["scope"] == [expected_scope]
 
         callback = parse_qs(urlsplit(alice.callbacks[0]).query)
         client_info = alice.storage.client_info
@@ -820,7 +832,13 @@ async def test_users_in_parallel_see_only_their_rights(gateway: Gateway, browser
 async def test_refresh_then_ended_session_then_fresh_login(
     gateway: Gateway, browser: Browser, short_tokens: int
 ) -> None:
-    """An expired access token is refreshed without the user; a session Keycloak ended is not."""
+    """An expired access token is refreshed without the user; a session Keycloak ended is not.
+
+    In direct and shim modes the SDK asks for ``offline_access`` (Keycloak lists
+    it), and Keycloak's offline sessions outlive "sign out": the refresh keeps
+    working until the offline token is revoked too. In proxy mode graphgate
+    asks Keycloak for ``mcp:tools`` only, so ending the session is enough.
+    """
     async with user(gateway, browser, "alice") as alice, alice.session() as client:
         assert (await tool(client, "run_query", query="RETURN 1"))["rows"] == [[1]]
         first = alice.access_token
@@ -839,12 +857,19 @@ async def test_refresh_then_ended_session_then_fresh_login(
         assert refreshed != first
         assert (await raw_call(gateway, refreshed)).status_code == 200
 
-        # The user signs out everywhere (an admin ends the sessions): the refresh
-        # token dies with the session; the access token in hand lives out its minutes.
+        # An admin ends alice's sessions. The access token in hand lives out its
+        # lifetime (graphgate verifies signatures, it does not ask Keycloak).
         await gateway.admin.end_sessions("alice")
         await asyncio.sleep(short_tokens + 1.5)
         assert (await raw_call(gateway, refreshed)).status_code == 401
         assert (await tool(client, "run_query", query="RETURN 3"))["rows"] == [[3]]
+        if gateway.mode != "proxy":
+            assert claims_of(alice.access_token)["typ"] == "Bearer"
+            assert alice.logins == 1  # the offline token still refreshes
+            revoked = await gateway.admin.revoke_offline_tokens("alice")
+            assert revoked, "the offline token's client should be listed"
+            await asyncio.sleep(short_tokens + 1.5)
+            assert (await tool(client, "run_query", query="RETURN 4"))["rows"] == [[4]]
         assert alice.logins == 2  # refresh refused → 401 → a fresh sign-in
         assert (await raw_call(gateway, alice.access_token)).status_code == 200
 

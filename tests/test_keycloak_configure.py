@@ -292,6 +292,21 @@ async def test_anonymous_loopback_registration_gets_graphgate_tokens(
     assert client_id in {consent["clientId"] for consent in consents}
 
 
+async def test_anonymously_registered_clients_must_use_pkce(
+    keycloak: KeycloakService, http: httpx.AsyncClient
+) -> None:
+    registered = await _register(keycloak, http)
+    assert registered.status_code == 201, registered.text
+    url = authorization_url(
+        keycloak.issuer,
+        client_id=registered.json()["client_id"],
+        redirect_uri="http://127.0.0.1:33418/callback",
+        state="s3",
+    )
+    landed = await browser_login(url, "alice", demo_password("alice"), http)
+    assert parse_qs(urlsplit(landed).query)["error"] == ["invalid_request"]
+
+
 async def test_registration_without_scope_gets_the_realm_default_scope(
     keycloak: KeycloakService, http: httpx.AsyncClient
 ) -> None:
@@ -432,6 +447,7 @@ async def test_configure_brings_an_empty_realm_to_graphgate_and_is_idempotent(
     assert f"create client {CLIENT_ID}" in described
     assert f"create realm role {ADMIN_ROLE}" in described
     assert "create user profile attribute tenants: multivalued" in described
+    assert "create client policy graphgate-pkce-for-registered-clients" in described
     assert _configure(keycloak, realm, sync_http, tenants=["acme", "globex"]) == []
 
     password = await _add_user(keycloak, http, realm, "grace", ["globex", "acme:write"])

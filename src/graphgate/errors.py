@@ -22,8 +22,10 @@ client gets a generic message, never the traceback.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from fastmcp.exceptions import ToolError
+if TYPE_CHECKING:
+    from fastmcp.exceptions import ToolError
 
 
 class GraphgateError(Exception):
@@ -99,6 +101,9 @@ class BackendUnavailable(GraphgateError):
 
 def to_tool_error(error: GraphgateError) -> ToolError:
     """The single mapping from graphgate errors to MCP tool errors."""
+    # Imported here so backends and settings load without the MCP stack.
+    from fastmcp.exceptions import ToolError
+
     # Expected refusals are the client's business, not the operator's: keep
     # them out of error-level logs (the audit trail records each one).
     return ToolError(f"{error.code}: {error}", log_level=logging.DEBUG)

@@ -23,8 +23,9 @@ What graphgate needs from the realm, and why:
 - a public client ``graphgate-mcp``: authorization code with PKCE S256,
   loopback redirect URIs on any port (RFC 8252 §7.3), no password grant;
 - ``mcp:tools`` as a realm default scope, so clients registered through RFC
-  7591 get it, and anonymous registration policies that admit loopback
-  redirect URIs and the scopes MCP clients ask for.
+  7591 get it, anonymous registration policies that admit loopback redirect
+  URIs and the scopes MCP clients ask for, and a client policy that makes
+  PKCE S256 mandatory for every client registered that way.
 """
 
 from __future__ import annotations
@@ -217,6 +218,37 @@ def _client() -> dict[str, Any]:
     }
 
 
+PKCE_PROFILE = "graphgate-pkce"
+PKCE_POLICY = "graphgate-pkce-for-registered-clients"
+
+
+def _pkce_profile() -> dict[str, Any]:
+    return {
+        "name": PKCE_PROFILE,
+        "description": "PKCE with S256 for clients that register themselves (OAuth 2.1 and "
+        "MCP require PKCE)",
+        "executors": [{"executor": "pkce-enforcer", "configuration": {"auto-configure": True}}],
+    }
+
+
+def _pkce_policy() -> dict[str, Any]:
+    # Matching on the registration event, not on "any client": the executor
+    # stamps pkce.code.challenge.method=S256 on each new client, and existing
+    # clients of a shared realm are left as they are.
+    return {
+        "name": PKCE_POLICY,
+        "description": "Clients registered anonymously through RFC 7591 get PKCE S256 required",
+        "enabled": True,
+        "conditions": [
+            {
+                "condition": "client-updater-context",
+                "configuration": {"update-client-source": ["ByAnonymous"]},
+            }
+        ],
+        "profiles": [PKCE_PROFILE],
+    }
+
+
 def _roles() -> dict[str, str]:
     return {
         ADMIN_ROLE: "graphgate: every catalogued tenant, with write where the server allows writes",
@@ -372,6 +404,8 @@ class KeycloakConfigurator:
             self._ensure_realm_default_scope(scope_id)
         self._ensure_client()
         self._ensure_registration_policies(realm["id"])
+        self._ensure_client_policy("profiles", _pkce_profile(), "client profile")
+        self._ensure_client_policy("policies", _pkce_policy(), "client policy")
         return list(self._changes)
 
     def _ensure_realm(self) -> dict[str, Any] | None:
@@ -640,6 +674,23 @@ class KeycloakConfigurator:
                     f"/components/{current['id']}",
                     {**current, "config": {**current_config, **config}},
                 )
+
+    def _ensure_client_policy(self, kind: str, desired: dict[str, Any], label: str) -> None:
+        """Client profiles and policies are stored as one list per realm: PUT it whole."""
+        path = f"/client-policies/{kind}"
+        entries = list((self._call("GET", path) or {}).get(kind, []))
+        names = [entry.get("name") for entry in entries]
+        target = f"{label} {desired['name']}"
+        if desired["name"] not in names:
+            self._write(Change("create", target), "PUT", path, {kind: [*entries, desired]})
+            return
+        index = names.index(desired["name"])
+        differing = _differing(desired, entries[index])
+        if differing:
+            entries[index] = desired
+            self._write(
+                Change("update", target, ", ".join(differing)), "PUT", path, {kind: entries}
+            )
 
 
 def _error_text(response: httpx.Response) -> str:
