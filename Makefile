@@ -15,8 +15,8 @@ run: $(BIN)/.installed
 	$(BIN)/graphgate serve --demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

@@ -4,6 +4,12 @@
 ``frame;frame;...;leaf COUNT``; `top_entries` turns that into the functions
 with the most samples on top of the stack (self) and anywhere in it
 (inclusive), as shares of all samples.
+
+py-spy samples threads that are runnable, not only those on a CPU: on a busy
+machine a thread preempted right after it woke another process (a socket
+write to the database) is still sampled in that write. The shares are
+therefore a wall-clock view of the server's busy time; CPU per call comes
+from ``/proc``, not from here.
 """
 
 from __future__ import annotations
@@ -22,6 +28,16 @@ _NAMESPACE_PARTS = {
     "_decorator": "opentelemetry",
     "trace": "opentelemetry",
 }
+# Leaves that mean "waiting": a pool thread with no work, the event loop in epoll.
+# py-spy counts a thread that is runnable as active; these are dropped as idle.
+_WAITING = frozenset(
+    {
+        "_worker (concurrent/futures/thread.py)",
+        "EpollSelector.select (selectors.py)",
+        "select (selectors.py)",
+        "Condition.wait (threading.py)",
+    }
+)
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -105,6 +121,7 @@ def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     total = 0
+    idle = 0
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -116,6 +133,9 @@ def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:
         if not raw_frames:
             continue
         frames = [_short(frame) for frame in raw_frames]
+        if frames[-1] in _WAITING:
+            idle += count
+            continue
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
@@ -126,7 +146,7 @@ def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:
         )
         packages[owner] += count
     if total == 0:
-        return {"samples": 0, "self": [], "inclusive": [], "packages": []}
+        return {"samples": 0, "idle": idle, "self": [], "inclusive": [], "packages": []}
 
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
@@ -136,6 +156,7 @@ def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:
 
     return {
         "samples": total,
+        "idle": idle,
         "self": share(own),
         "inclusive": share(inclusive),
         "packages": share(packages),

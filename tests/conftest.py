@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.services.falkordb",
     "tests.services.redis",
     "tests.services.neo4j",
+    "tests.services.keycloak",
 ]

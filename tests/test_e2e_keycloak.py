@@ -842,6 +842,7 @@ async def test_refresh_then_ended_session_then_fresh_login(
     async with user(gateway, browser, "alice") as alice, alice.session() as client:
         assert (await tool(client, "run_query", query="RETURN 1"))["rows"] == [[1]]
         first = alice.access_token
+        print("DEBUG", gateway.mode, claims_of(alice.storage.tokens.refresh_token), claims_of(first).get("scope"), alice.authorization_urls)  # type: ignore[union-attr]
         assert alice.storage.tokens is not None and alice.storage.tokens.refresh_token
         assert alice.storage.tokens.expires_in is not None
         assert alice.storage.tokens.expires_in <= short_tokens
