@@ -279,3 +279,14 @@ async def test_refreshed_token_with_fewer_rights_applies_at_once(
         response = await http.post("/mcp", json=call, headers=later)
         assert response.status_code == 200
         assert response.json()["result"]["isError"] is True
+
+
+async def test_open_paths_answer_any_host(server: tuple[str, Settings]) -> None:
+    """Kubelet probes and Prometheus send the pod IP as Host; /mcp stays guarded."""
+    url, _ = server
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            response = await http.get(path, headers={"host": "10.1.2.3:8000"})
+            assert response.status_code == 200, path
+        guarded = await http.post("/mcp", json={}, headers={"host": "10.1.2.3:8000"})
+        assert guarded.status_code == 421

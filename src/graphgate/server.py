@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 
 import httpx
 from fastmcp import FastMCP
+from fastmcp.server.http import HostOriginGuardMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from graphgate import __version__
 from graphgate.auth import AuthSetup, build_auth, current_caller
@@ -143,9 +144,10 @@ def build_http_app(parts: Parts) -> ASGIApp:
         path="/mcp",
         json_response=settings.json_response,
         stateless_http=settings.stateless_http,
-        host_origin_protection=True,
-        allowed_hosts=allowed_hosts(settings),
-        allowed_origins=[settings.public_url] if settings.public_url else None,
+        # The Host/Origin guard is applied below, around everything but the
+        # open operational paths: kubelet probes and Prometheus scrapes send
+        # the pod IP as Host, and those paths change nothing.
+        host_origin_protection=False,
     )
     manager = getattr(app, "session_manager", None)
 
@@ -154,8 +156,28 @@ def build_http_app(parts: Parts) -> ASGIApp:
         return len(getattr(manager, "_server_instances", ()))
 
     parts.observability.metrics.active_sessions.set_function(open_sessions)
+    guarded = HostOriginGuardMiddleware(
+        app,
+        allowed_hosts=allowed_hosts(settings),
+        allowed_origins=[settings.public_url] if settings.public_url else None,
+        mode="strict",
+    )
     # Outermost, so that even responses of the auth gate carry the id.
-    return RequestIdMiddleware(app)
+    return RequestIdMiddleware(OpenPathsUnguarded(app, guarded))
+
+
+class OpenPathsUnguarded:
+    """Send the open operational paths straight to the app, the rest through the guard."""
+
+    def __init__(self, app: ASGIApp, guarded: ASGIApp) -> None:
+        self.app = app
+        self.guarded = guarded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+        else:
+            await self.guarded(scope, receive, send)
 
 
 def local_caller_of(settings: Settings) -> CallerOf:
