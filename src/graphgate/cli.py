@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from graphgate.config import Settings, load_settings
 from graphgate.errors import ConfigError, GraphgateError
+from graphgate.keycloak_cli import keycloak_app
 
 app = typer.Typer(
     name="graphgate",
@@ -163,19 +164,14 @@ def token(
     from graphgate.auth.dev import mint_dev_token
 
     entries = [part.strip() for part in tenants.split(",") if part.strip()]
-    value = mint_dev_token(settings, sub=sub, tenants=entries, admin=admin, ttl=ttl)
+    try:
+        value = mint_dev_token(settings, sub=sub, tenants=entries, admin=admin, ttl=ttl)
+    except ValueError as exc:
+        _fail(str(exc))
     typer.echo(value)
 
 
-def _install_keycloak_commands() -> None:
-    try:
-        from graphgate.keycloak_cli import keycloak_app
-    except ImportError:  # pragma: no cover - present in every release
-        return
-    app.add_typer(keycloak_app, name="keycloak")
-
-
-_install_keycloak_commands()
+app.add_typer(keycloak_app, name="keycloak")
 
 
 def main() -> None:
