@@ -15,12 +15,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -127,12 +129,6 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.jwks_refreshes = Counter(
-            "graphgate_jwks_refreshes",
-            "JWKS fetches from the issuer, by result.",
-            ["result"],
-            registry=self.registry,
-        )
         self.backend_errors = Counter(
             "graphgate_backend_errors",
             "Errors raised by the database backend, by kind.",
@@ -151,8 +147,26 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_jwks_refreshes(self, count: Callable[[], int]) -> None:
+        """Expose the verifier's own count of JWKS fetches as a counter."""
+        self.registry.register(
+            _CallbackCounter("graphgate_jwks_refreshes", "JWKS fetches from the issuer.", count)
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CallbackCounter(Collector):
+    """A counter whose value is owned elsewhere (no double bookkeeping)."""
+
+    def __init__(self, name: str, documentation: str, count: Callable[[], int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._count = count
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._count())
 
 
 @dataclass(frozen=True, slots=True)

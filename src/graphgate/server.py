@@ -200,6 +200,9 @@ def build_parts(settings: Settings) -> Parts:
         open_paths=OPEN_PATHS,
         on_failure=lambda reason: observability.metrics.auth_failures.labels(reason).inc(),
     )
+    verifier = auth.verifier
+    if verifier is not None:
+        observability.metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
     return Parts(
         settings=settings,
         backend=create_backend(settings),
