@@ -25,6 +25,7 @@ typecheck: $(BIN)/.installed
 services: $(BIN)/.installed
 	$(BIN)/python scripts/neo4j_server.py download
 	$(BIN)/python scripts/keycloak.py download
+	$(BIN)/python -m tests.services.oidc_provider install
 
 test: lint typecheck services
 	$(BIN)/pytest -ra

@@ -277,11 +277,41 @@ def _neo4j(data: dict[str, Any]) -> str:
     return "\n".join(lines) if any_row else ""
 
 
+def _whatif(data: dict[str, Any]) -> str:
+    whatif = data.get("whatif")
+    if not whatif:
+        return ""
+    lines = [
+        "| variant | query | server CPU ms/call (each round) | mean | vs as-is "
+        "| DB CPU ms/call | calls/s (each round) |",
+        "|---|---|---|--:|--:|--:|---|",
+    ]
+    base: dict[str, float] = {}
+    for key, runs in whatif.items():
+        variant, kind = key.rsplit("/", 1)
+        cpus = [r["server_cpu_ms"] for r in runs if r["server_cpu_ms"]]
+        mean = sum(cpus) / len(cpus) if cpus else float("nan")
+        if variant == "as-is":
+            base[kind] = mean
+        change = _ratio(mean, base.get(kind))
+        db = [r["db_cpu_ms"] for r in runs if r["db_cpu_ms"]]
+        lines.append(
+            f"| {variant} | {kind} | {' / '.join(_num(c, 3) for c in cpus)} | {_num(mean, 3)} "
+            f"| {(f'{change - 1:+.0%}' if change is not None else '–')} "
+            f"| {_num(sum(db) / len(db) if db else None, 3)} "
+            f"| {' / '.join(_num(r['throughput'], 1) for r in runs)} |"
+        )
+    return "\n".join(lines)
+
+
 def _profile(data: dict[str, Any]) -> str:
     profile = dict(data.get("profile") or {})
     neo4j = (data.get("memgraph") or {}).get("profile")
     if neo4j:
         profile["graphgate on Neo4j, auto"] = neo4j
+    bare = data.get("bare_profile")
+    if bare:
+        profile["bare FastMCP server (the floor), auto"] = bare
     if not profile:
         return ""
     out = []
@@ -302,12 +332,23 @@ def _profile(data: dict[str, Any]) -> str:
                 + ", ".join(f"{p['function']} {p['pct']}%" for p in entries["packages"][:12])
                 + "\n"
             )
-        out.append("| self % | function | | inclusive % | function |\n|--:|---|---|--:|---|")
-        for own, inclusive in zip(entries["self"][:20], entries["inclusive"][:20], strict=False):
-            out.append(
-                f"| {own['pct']} | `{own['function']}` | | {inclusive['pct']} "
-                f"| `{inclusive['function']}` |"
-            )
+        out.append(
+            "| self % | function | | inclusive % (below the event loop) | function "
+            "| | graphgate's own, inclusive % | function |\n|--:|---|---|--:|---|---|--:|---|"
+        )
+        columns = [
+            entries["self"][:20],
+            entries["inclusive"][:20],
+            entries.get("graphgate_inclusive", [])[:20],
+        ]
+        for index in range(max(len(column) for column in columns)):
+            cells = []
+            for column in columns:
+                if index < len(column):
+                    cells.append(f"{column[index]['pct']} | `{column[index]['function']}`")
+                else:
+                    cells.append(" | ")
+            out.append("| " + " | | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
@@ -414,6 +455,16 @@ def render(data: dict[str, Any]) -> str:
                 answer = tool["answer"].replace("|", "\\|").replace("\n", " ")
                 out.append(f"| {tool['tool']} | {'yes' if tool['ok'] else 'no'} | {answer} |")
             out.append("")
+    whatif = _whatif(data)
+    if whatif:
+        out += [
+            "#### What-if: graphgate with experimental patches (bench/whatif_serve.py)",
+            "",
+            "auto, c8; each variant restarted per round, rounds alternate variants.",
+            "",
+            whatif,
+            "",
+        ]
     profile = _profile(data)
     if profile:
         out += ["#### Profile of the graphgate server (py-spy, top entries)", "", profile]

@@ -57,7 +57,8 @@ from graphgate.backends.embedded import EmbeddedFalkorDB
 from graphgate.config import Settings
 
 ALL_PARTS = ("falkordb", "bare", "auth", "scale", "sessions", "cross", "convert", "memgraph")
-PARTS = (*ALL_PARTS, "profile")
+PARTS = (*ALL_PARTS, "profile", "whatif")
+DEFAULT_PARTS = (*ALL_PARTS, "profile")
 PUBLIC_URL = "http://graphgate.bench"
 """Every graphgate instance (and mcp-memgraph) shares this issuer/audience, so one set
 of tokens fits them all."""
@@ -186,6 +187,8 @@ class Bench:
         backend: str | None = None,
         backend_user: str | None = None,
         backend_password: str | None = None,
+        argv: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Server:
         port = free_port()
         env = {
@@ -202,8 +205,12 @@ class Bench:
             env["GRAPHGATE_BACKEND_USER"] = backend_user
         if auth == "dev":
             env["GRAPHGATE_PUBLIC_URL"] = PUBLIC_URL
+        env.update(extra_env or {})
         server = self.procs.spawn(
-            name, [str(VENV_BIN / "graphgate"), "serve"], env, f"http://127.0.0.1:{port}"
+            name,
+            argv or [str(VENV_BIN / "graphgate"), "serve"],
+            env,
+            f"http://127.0.0.1:{port}",
         )
         await self.procs.wait_http(server, "/readyz")
         return server
@@ -338,6 +345,15 @@ async def part_bare(bench: Bench) -> None:
                             mode=mode,
                             query=kind,
                         )
+        if "profile" in bench.parts:
+            bench.sections["bare_profile"] = await profile_server(
+                bench,
+                server,
+                "auto",
+                [None] * 8,
+                load.bare_call("point", bench.seed, LOAD_TENANTS),
+                "bare",
+            )
     finally:
         await bench.procs.stop(server)
 
@@ -692,6 +708,44 @@ async def part_profile(bench: Bench, main: Server) -> None:
     bench.sections["profile"] = out
 
 
+async def part_whatif(bench: Bench, catalog: dict[str, str]) -> None:
+    """graphgate with experimental patches (bench/whatif_serve.py) beside graphgate as is.
+
+    Not part of the default run: the patches reach into graphgate's internals
+    to estimate what a change in src/ would save before anyone makes it.
+    Variants alternate over two rounds to spread the machine's noise.
+    """
+    from whatif_serve import VARIANTS
+
+    out: dict[str, Any] = {}
+    for round_number in range(2):
+        for variant in ("", *VARIANTS):
+            server = await bench.graphgate(
+                f"graphgate-whatif-{variant or 'asis'}-{round_number}",
+                catalog,
+                argv=[sys.executable, str(REPO / "bench" / "whatif_serve.py")],
+                extra_env={"GRAPHGATE_WHATIF": variant},
+            )
+            try:
+                for kind in ("point", "rows100"):
+                    tokens = worker_tokens(bench, 8, LOAD_TENANTS)
+                    async with mcp_workers(
+                        server.url + "/mcp", "auto", tokens, load.graphgate_call(kind, bench.seed)
+                    ) as workers:
+                        result = await bench.drive(
+                            f"whatif/{variant or 'as-is'}/r{round_number}/auto/{kind}/c8",
+                            workers,
+                            server=server,
+                            system=f"graphgate whatif {variant or 'as-is'}",
+                            mode="auto",
+                            query=kind,
+                        )
+                    out.setdefault(f"{variant or 'as-is'}/{kind}", []).append(result.as_dict())
+            finally:
+                await bench.procs.stop(server)
+    bench.sections["whatif"] = out
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -734,7 +788,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sizes.sessions = args.sessions
     if args.scale_tenants:
         sizes.scale_tenants = args.scale_tenants
-    parts = [part.strip() for part in args.only.split(",")] if args.only else list(PARTS)
+    parts = [part.strip() for part in args.only.split(",")] if args.only else list(DEFAULT_PARTS)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise SystemExit(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
@@ -759,7 +813,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         catalog = {name: name for name in catalog_names}
         await seed_graphs(bench, catalog_names, PERSONS)
         main: Server | None = None
-        if {"falkordb", "cross", "profile"} & set(parts):
+        if {"falkordb", "cross", "profile"} & set(parts):  # the shared graphgate instance
             main = await bench.graphgate("graphgate", catalog)
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("convert", lambda: part_convert(bench)),
@@ -771,6 +825,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ("sessions", lambda: part_sessions(bench, catalog)),
             ("profile", lambda: part_profile(bench, main)),  # type: ignore[arg-type]
             ("memgraph", lambda: part_memgraph(bench)),
+            ("whatif", lambda: part_whatif(bench, catalog)),
         ]
         for name, step in steps:
             if name not in parts:

@@ -154,10 +154,14 @@ def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:
             for name, value in counter.most_common(limit)
         ]
 
+    # The frames every stack shares (entry point, event loop) say nothing: drop them.
+    under_root = Counter({k: v for k, v in inclusive.items() if v < 0.97 * total})
+    ours = Counter({k: v for k, v in under_root.items() if "(graphgate/" in k})
     return {
         "samples": total,
         "idle": idle,
         "self": share(own),
-        "inclusive": share(inclusive),
+        "inclusive": share(under_root),
+        "graphgate_inclusive": share(ours),
         "packages": share(packages),
     }

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.services.redis",
     "tests.services.neo4j",
     "tests.services.keycloak",
+    "tests.services.oidc_provider",
 ]

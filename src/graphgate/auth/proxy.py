@@ -49,10 +49,11 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.fernet import Fernet
@@ -123,6 +124,7 @@ _REDIS_TIMEOUT: Final = 2.0
 _KEY_BYTES: Final = 32
 _EXACT_URL: Final = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 _SIGNING_ALGORITHM: Final = "HS256"
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def exact_url(value: str) -> AnyHttpUrl:
@@ -133,8 +135,8 @@ def exact_url(value: str) -> AnyHttpUrl:
 def redirect_patterns(settings: Settings) -> list[str]:
     """Where clients may be sent back to: loopback on any port, or an allowlisted URI.
 
-    The allowlist entries use FastMCP's pattern syntax (``*`` matches within a
-    host label, port or path); an entry without ``*`` matches that URI only.
+    The allowlist entries use FastMCP's pattern syntax (``*`` is a wildcard in
+    host, port and path); an entry without ``*`` matches that URI only.
     """
     return [*LOOPBACK_PATTERNS, *settings.redirect_uri_allowlist]
 
@@ -194,13 +196,13 @@ class ProxyStorage:
     """The proxy's key-value store and how to release what it holds open."""
 
     store: AsyncKeyValue
-    close: Callable[[], Any] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
     """The store named by ``state_url``, bounded in size and lifetime.
 
-    * ``memory://``: FastMCP's `MemoryStore`, each collection capped, so a flood
+    * ``memory://``: ``key_value.aio``'s `MemoryStore`, each collection capped, so a flood
       of registrations evicts the oldest instead of exhausting memory.
     * ``redis://``, ``rediss://``, ``unix://``: the `RedisStore` of
       ``key_value.aio``, its collections prefixed with ``graphgate-oauth`` and
@@ -211,7 +213,7 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
     after 90 days; a client whose registration expired registers again.
     """
     url = settings.state_url
-    close: Callable[[], Any] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
     base: AsyncKeyValue
     if url in {"", "memory://"}:
         base = MemoryStore(max_entries_per_collection=MAX_ENTRIES_PER_COLLECTION)
@@ -431,7 +433,6 @@ class ProxyTokenVerifier(JwtVerifier):
     ) -> None:
         super().__init__(upstream.keys, upstream.options, base_url=proxy.issuer, clock=clock)
         self._proxy = proxy
-        self._audience = proxy.settings.resource_url
 
     def _issued_here(self, token: str) -> bool:
         parts = token.split(".")
@@ -446,15 +447,14 @@ class ProxyTokenVerifier(JwtVerifier):
     async def _verify(self, token: str) -> AccessToken:
         if len(token) > self.options.max_token_bytes:
             raise TokenRejected("oversized", "the access token is too large")
-        if not self._issued_here(token):
-            return await super()._verify(token)
         fingerprint = token_fingerprint(token)
         now = self._clock()
         hit = self._cache.get(fingerprint)
-        if hit is not None:
-            if now < hit.until:
-                return hit.token
-            del self._cache[fingerprint]
+        if hit is not None and now < hit.until and hit.generation == self.keys.generation:
+            return hit.token  # a session's repeated calls: no parsing, no store lookups
+        if not self._issued_here(token):
+            return await super()._verify(token)
+        self._cache.pop(fingerprint, None)
         claims = self._decode_issued(token)
         if not self._proxy.upstream_resolved:
             # Only a transparent upstream refresh needs the endpoints; verification does not.
@@ -474,7 +474,7 @@ class ProxyTokenVerifier(JwtVerifier):
             client_id=str(claims.get("client_id") or "unknown"),
             scopes=list(upstream.scopes),
             expires_at=min(exp, upstream.expires_at or exp),
-            resource=self._audience,
+            resource=self._proxy.settings.resource_url,
             subject=str(upstream_claims["sub"]),
             claims=dict(upstream_claims),
         )
@@ -489,8 +489,9 @@ class ProxyTokenVerifier(JwtVerifier):
                 token,
                 self._proxy.signing_key,
                 algorithms=[_SIGNING_ALGORITHM],
-                audience=self._audience,
-                issuer=self._proxy.issuer,
+                # Exactly what FastMCP wrote (pydantic's rendering of <public_url>/mcp).
+                audience=self._proxy.jwt_issuer.audience,
+                issuer=self._proxy.jwt_issuer.issuer,
                 leeway=self.options.leeway,
                 options={"require": ["exp", "iat", "iss", "aud", "jti"]},
             )
@@ -533,6 +534,13 @@ def build_proxy(
     """
     if settings.public_url is None:
         raise ConfigError("public_url: required for registration = proxy")
+    public = urlsplit(settings.public_url)
+    if public.scheme != "https" and public.hostname not in _LOOPBACK_HOSTS:
+        # The MCP SDK refuses to serve OAuth endpoints otherwise (RFC 8414 §2, OAuth 2.1 §1.5).
+        raise ConfigError(
+            "public_url: with registration = proxy graphgate is an OAuth authorization "
+            "server, which must be served over https (http is allowed on loopback only)"
+        )
     if settings.issuer and settings.issuer.rstrip("/") == settings.public_url:
         raise ConfigError(
             "issuer: in registration = proxy graphgate is the authorization server clients "
