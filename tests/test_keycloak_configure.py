@@ -593,3 +593,24 @@ def test_public_url_must_be_http() -> None:
             admin_password="x",
             public_url="ftp://graphgate.example.com",
         )
+
+
+def test_proxy_callback_is_a_redirect_for_public_deployments() -> None:
+    """Keycloak must accept graphgate's own /auth/callback (registration = proxy)."""
+    import httpx
+
+    from graphgate.keycloak import LOOPBACK_REDIRECTS, KeycloakConfigurator
+
+    def configurator(public_url: str) -> KeycloakConfigurator:
+        return KeycloakConfigurator(
+            httpx.Client(),
+            base_url="http://kc",
+            realm="r",
+            admin_user="a",
+            admin_password="p",
+            public_url=public_url,
+        )
+
+    public = configurator("https://graphgate.example.com/")
+    assert public._redirects == [*LOOPBACK_REDIRECTS, "https://graphgate.example.com/auth/callback"]
+    assert configurator("http://127.0.0.1:8000")._redirects == list(LOOPBACK_REDIRECTS)

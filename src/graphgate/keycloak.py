@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -319,6 +319,11 @@ class KeycloakConfigurator:
         self._admin_password = admin_password
         self._admin_realm = admin_realm
         self._audience = audience or f"{_public_url(public_url)}/mcp"
+        # registration = proxy: Keycloak redirects back to graphgate itself
+        # (a loopback graphgate is already covered by the loopback patterns).
+        callback = f"{_public_url(public_url)}/auth/callback"
+        loopback = urlsplit(callback).hostname in {*LOOPBACK_HOSTS, "::1"}
+        self._redirects = [*LOOPBACK_REDIRECTS, *([] if loopback else [callback])]
         self._tenants = list(tenants)
         self._dry_run = dry_run
         self._token: str | None = None
@@ -567,7 +572,7 @@ class KeycloakConfigurator:
         if created:
             body = {
                 **desired,
-                "redirectUris": list(LOOPBACK_REDIRECTS),
+                "redirectUris": list(self._redirects),
                 "webOrigins": ["+"],
                 "defaultClientScopes": [],
                 "optionalClientScopes": [],
@@ -577,7 +582,7 @@ class KeycloakConfigurator:
                 return
             found = self._call("GET", f"/clients?clientId={quote(CLIENT_ID)}")
         current = found[0]
-        desired["redirectUris"] = _union(current.get("redirectUris"), LOOPBACK_REDIRECTS)
+        desired["redirectUris"] = _union(current.get("redirectUris"), self._redirects)
         desired["webOrigins"] = _union(current.get("webOrigins"), ["+"])
         differing = _differing(desired, current)
         if differing and not created:

@@ -79,6 +79,7 @@ def build_server(parts: Parts) -> FastMCP:
         finally:
             await parts.backend.close()
             await parts.store.close()
+            await parts.auth.aclose()
             await parts.http_client.aclose()
             parts.observability.close()
 

@@ -120,7 +120,7 @@ class AuthSetup:
     """What `build_auth` made. ``provider`` is None for ``auth = none``.
 
     ``oauth_proxy`` and ``proxy_storage`` are set for ``registration = proxy``;
-    `aclose` releases the store's connections (the server's lifespan calls it).
+    `aclose` releases the store's connections; call it when the server stops.
     """
 
     provider: GraphgateAuth | None
