@@ -63,6 +63,8 @@ PUBLIC_URL = "http://graphgate.bench"
 """Every graphgate instance (and mcp-memgraph) shares this issuer/audience, so one set
 of tokens fits them all."""
 RESULTS = REPO / "bench" / "results"
+PROFILES = REPO / ".cache" / "bench" / "profiles"
+"""py-spy's raw stacks (megabytes each): kept out of git; the top entries go to the results."""
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
@@ -83,6 +85,8 @@ class Sizes:
     cross_tenants: int
     convert_repeats: int
     micro_repeats: int
+    rounds: int
+    """Alternating rounds where two variants are compared (auth, cross)."""
     profile_seconds: float
 
 
@@ -99,6 +103,7 @@ FULL = Sizes(
     cross_tenants=16,
     convert_repeats=30,
     micro_repeats=15,
+    rounds=3,
     profile_seconds=12.0,
 )
 QUICK = Sizes(
@@ -114,6 +119,7 @@ QUICK = Sizes(
     cross_tenants=16,
     convert_repeats=5,
     micro_repeats=3,
+    rounds=1,
     profile_seconds=3.0,
 )
 
@@ -359,18 +365,40 @@ async def part_bare(bench: Bench) -> None:
 
 
 async def part_auth(bench: Bench, catalog: dict[str, str]) -> None:
-    """Auth and routing share: graphgate with auth=none beside auth=dev, and microbenchmarks."""
-    server = await bench.graphgate("graphgate-noauth", catalog, auth="none")
-    try:
-        await graphgate_matrix(
-            bench, server, "graphgate-noauth", ("auto", "legacy"), (8,), ("point",), auth=False
-        )
-    finally:
-        await bench.procs.stop(server)
+    """Auth and routing share: microbenchmarks, and auth=dev beside auth=none end to end.
+
+    The two servers run side by side and their measurements alternate over
+    ``rounds`` rounds (medians are compared), so a change in the machine's
+    load hits both alike.
+    """
     bench.sections["auth_micro"] = await micro.auth_and_routing(
         bench.keys_dir, PUBLIC_URL, catalog, bench.sizes.micro_repeats
     )
     print("auth micro:", json.dumps(bench.sections["auth_micro"]), flush=True)
+    dev = await bench.graphgate("graphgate-auth-dev", catalog, auth="dev")
+    none = await bench.graphgate("graphgate-noauth", catalog, auth="none")
+    out: dict[str, dict[str, list[float]]] = {}
+    try:
+        for round_number in range(bench.sizes.rounds):
+            for mode in ("auto", "legacy"):
+                for label, server in (("dev", dev), ("none", none)):
+                    tokens = worker_tokens(bench, 8, LOAD_TENANTS) if label == "dev" else [None] * 8
+                    make = load.graphgate_call("point", bench.seed)
+                    async with mcp_workers(server.url + "/mcp", mode, tokens, make) as workers:
+                        result = await bench.drive(
+                            f"graphgate-auth={label}/r{round_number}/{mode}/point/c8",
+                            workers,
+                            server=server,
+                            system=f"graphgate auth={label}",
+                            mode=mode,
+                            query="point",
+                        )
+                    if result.server_cpu_ms:
+                        out.setdefault(mode, {}).setdefault(label, []).append(result.server_cpu_ms)
+    finally:
+        await bench.procs.stop(dev)
+        await bench.procs.stop(none)
+    bench.sections["auth_e2e"] = out
 
 
 async def part_scale(bench: Bench) -> None:
@@ -505,36 +533,44 @@ async def part_sessions(bench: Bench, catalog: dict[str, str]) -> None:
 
 
 async def part_cross(bench: Bench, main: Server, catalog: dict[str, str]) -> None:
-    """query_databases over every tenant (16) against run_query on one, same caller, c1."""
+    """query_databases over every tenant (16) against run_query on one, same admin, c1.
+
+    The two alternate over ``rounds`` rounds; medians are compared.
+    """
     admin = bench.token("admin", [], admin=True)
     first = sorted(catalog)[0]
-    out: dict[str, Any] = {"databases": len(catalog)}
-    for label, tool, extra in (
-        ("single", "run_query", {"database": first}),
-        ("cross", "query_databases", {}),
-    ):
+    out: dict[str, Any] = {"databases": len(catalog), "rounds": []}
+    for round_number in range(bench.sizes.rounds):
+        entry: dict[str, Any] = {}
+        for label, tool, extra in (
+            ("single", "run_query", {"database": first}),
+            ("cross", "query_databases", {}),
+        ):
 
-        def make(conn: Conn, index: int, tool: str = tool, extra: dict[str, Any] = extra) -> Any:
-            rng = random.Random(bench.seed + index)
+            def make(
+                conn: Conn, index: int, tool: str = tool, extra: dict[str, Any] = extra
+            ) -> Any:
+                rng = random.Random(bench.seed + index)
 
-            async def call() -> None:
-                query, params = load.query_args("point", rng)
-                await load.call_checked(
-                    conn.client, tool, {"query": query, "params": params, **extra}
+                async def call() -> None:
+                    query, params = load.query_args("point", rng)
+                    await load.call_checked(
+                        conn.client, tool, {"query": query, "params": params, **extra}
+                    )
+
+                return call
+
+            async with mcp_workers(main.url + "/mcp", "auto", [admin], make) as workers:
+                result = await bench.drive(
+                    f"graphgate-cross/r{round_number}/{label}/auto/point/c1",
+                    workers,
+                    server=main,
+                    system=f"graphgate {tool}",
+                    mode="auto",
+                    query="point",
                 )
-
-            return call
-
-        async with mcp_workers(main.url + "/mcp", "auto", [admin], make) as workers:
-            result = await bench.drive(
-                f"graphgate-cross/{label}/auto/point/c1",
-                workers,
-                server=main,
-                system=f"graphgate {tool}",
-                mode="auto",
-                query="point",
-            )
-        out[label] = result.as_dict()
+            entry[label] = result.as_dict()
+        out["rounds"].append(entry)
     bench.sections["cross"] = out
 
 
@@ -591,14 +627,16 @@ async def part_memgraph(bench: Bench) -> None:
                 section["tools"] = await memgraph.probe_tools(conn.client.call_tool)
             await neo4j_matrix(bench, bolt, gg, upstream, token)
             if "profile" in bench.parts:
-                section["profile"] = await profile_server(
-                    bench,
-                    gg,
-                    "auto",
-                    [token] * 8,
-                    load.graphgate_literal_call("point", bench.seed),
-                    "neo4j",
-                )
+                for kind in ("point", "rows100"):
+                    section.setdefault("profiles", {})[kind] = await profile_server(
+                        bench,
+                        gg,
+                        "auto",
+                        [token] * 8,
+                        load.graphgate_literal_call(kind, bench.seed),
+                        f"neo4j-{kind}",
+                        query=kind,
+                    )
         finally:
             bench.db_pid_override = None
             await bench.procs.stop(upstream)
@@ -660,6 +698,7 @@ async def profile_server(
     tokens: Sequence[str | None],
     make: Callable[[Conn, int], load.Call],
     label: str,
+    query: str = "point",
 ) -> dict[str, Any]:
     """py-spy on ``server`` while ``tokens``' workers load it, after a warm-up."""
     raw = bench.work / f"profile-{label}-{mode}.txt"
@@ -681,7 +720,7 @@ async def profile_server(
             db_pid=bench.db_pid_override or bench.falkor_pid,
             system=f"{label} (under py-spy)",
             mode=mode,
-            query="point",
+            query=query,
         )
         error = await recording
     if error:
@@ -691,7 +730,8 @@ async def profile_server(
     entries["calls"] = result.calls
     entries["server_cpu_ms"] = result.server_cpu_ms
     entries["throughput"] = result.throughput
-    keep = RESULTS / f"profile-{label}-{mode}.txt"
+    entries["query"] = query
+    keep = PROFILES / f"profile-{label}-{mode}.txt"
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(raw, keep)
     print(f"profile {label} {mode}: {entries['samples']} samples", flush=True)

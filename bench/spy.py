@@ -111,7 +111,7 @@ def _package(frame: str) -> str | None:
 
 
 def top_entries(raw: Path, limit: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from a py-spy raw file.
+    """Self and inclusive sample shares per function from a py-spy raw file (kept under .cache/bench/profiles/).
 
     ``packages`` charges each sample to the innermost frame that is not the
     standard library, so a socket write that redis-py asked for counts as

@@ -518,9 +518,14 @@ async def test_configure_repairs_drift_and_reports_only_that(
     assert "https://app.example/callback" in client["redirectUris"]  # an operator's addition
 
     moved = _configure(keycloak, realm, sync_http, public_url="https://graphgate.example.com")
-    assert [str(change) for change in moved] == [
-        f"update mapper graphgate audience of {MCP_SCOPE}: included.custom.audience"
+    assert sorted(str(change) for change in moved) == [
+        f"update client {CLIENT_ID}: redirectUris",  # the proxy-mode callback
+        f"update mapper graphgate audience of {MCP_SCOPE}: included.custom.audience",
     ]
+    client = (await http.get(f"{base}/clients?clientId={CLIENT_ID}", headers=admin)).json()[0]
+    assert "https://graphgate.example.com/auth/callback" in client["redirectUris"]
+    again = _configure(keycloak, realm, sync_http, public_url="https://graphgate.example.com")
+    assert again == []
 
 
 def test_configure_reports_a_bad_admin_password(
