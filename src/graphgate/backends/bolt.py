@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -145,6 +146,7 @@ class BoltBackend:
         self.agent = ""
         self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
+        self._plans = PlanCache()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoltBackend:
@@ -439,26 +441,38 @@ class BoltBackend:
         body: str,
         params: Mapping[str, Any] | None,
     ) -> PlanFacts:
+        """The planner's facts about ``body``, remembered briefly per database and text.
+
+        A plan's kind (read or write), its operators and the procedures it calls
+        depend on the text, not on parameter values, so repeated queries skip
+        the extra planning round trip. Reads still run in read transactions and
+        have their executed query type checked, whatever the cache says.
+        """
+        key = (dialect, database, body)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
         cursor = await tx.run("EXPLAIN " + body, _params(params))
         if dialect == "memgraph":
             rows = [str(record[0]) async for record in cursor]
             await cursor.consume()
-            return memgraph_plan_facts(rows)
-        summary = await cursor.consume()
-        return neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
+            facts = memgraph_plan_facts(rows)
+        else:
+            summary = await cursor.consume()
+            facts = neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
+        self._plans.put(key, facts)
+        return facts
 
     async def _collect(self, cursor: AsyncResult, row_limit: int) -> tuple[QueryResult, str]:
         """Rows up to ``row_limit``; the rest are discarded on the server, not sent."""
         keys = cursor.keys()
         columns = [str(key) for key in keys]
-        rows: list[list[Any]] = []
-        truncated = False
+        # One fetch instead of an await per record; one row past the limit
+        # tells whether there were more.
+        records = await cursor.fetch(row_limit + 1)
+        truncated = len(records) > row_limit
         convert = self._convert
-        async for record in cursor:
-            if len(rows) >= row_limit:
-                truncated = True
-                break
-            rows.append(convert.row(record.values()))
+        rows = [convert.row(record.values()) for record in records[:row_limit]]
         summary = await cursor.consume()
         counters = summary.counters
         stats = {name: int(getattr(counters, attribute, 0)) for attribute, name in _STATS.items()}
@@ -637,3 +651,29 @@ def _translate(exc: BaseException, database: str, *, write: bool = False) -> Gra
     if isinstance(exc, DriverError):
         return QueryError(f"{type(exc).__name__}: {exc}")
     return QueryError(f"{type(exc).__name__}: {exc}")
+
+
+class PlanCache:
+    """A small LRU of plan facts with a lifetime, owned by one backend."""
+
+    def __init__(self, max_entries: int = 2048, ttl: float = 300.0) -> None:
+        self._entries: OrderedDict[tuple[str, str, str], tuple[PlanFacts, float]] = OrderedDict()
+        self._max_entries = max_entries
+        self._ttl = ttl
+
+    def get(self, key: tuple[str, str, str]) -> PlanFacts | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        facts, stored_at = entry
+        if time.monotonic() - stored_at > self._ttl:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return facts
+
+    def put(self, key: tuple[str, str, str], facts: PlanFacts) -> None:
+        self._entries[key] = (facts, time.monotonic())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
