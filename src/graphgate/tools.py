@@ -85,7 +85,7 @@ class _CallRecord:
     rows: int = 0
 
 
-def _session_id(ctx: Context) -> str | None:
+def _session_id() -> str | None:
     """The MCP session id over stateful HTTP, None where every request stands alone.
 
     Under the 2026-07-28 protocol or ``stateless_http`` there is no session
@@ -188,11 +188,11 @@ class GraphTools:
 
     # -- the tools -----------------------------------------------------------------------
 
-    async def list_databases(self, ctx: Context) -> ToolResult:
+    async def list_databases(self) -> ToolResult:
         """List the databases you may use, your access to each, and which is current."""
         caller = self._caller_of()
         async with self._call("list_databases", caller):
-            current = await self._router.current(caller, _session_id(ctx))
+            current = await self._router.current(caller, _session_id())
             current = current or caller.rights.starting
             listing = [
                 {"name": name, "access": caller.rights.tenants[name], "current": name == current}
@@ -205,19 +205,17 @@ class GraphTools:
         name: Annotated[
             str, Field(description="A database name from list_databases.", max_length=256)
         ],
-        ctx: Context,
     ) -> ToolResult:
         """Make `name` the current database for the following calls of this session."""
         caller = self._caller_of()
         async with self._call("use_database", caller) as record:
-            target = await self._router.choose(caller, name, _session_id(ctx))
+            target = await self._router.choose(caller, name, _session_id())
             record.databases.append(target.tenant)
             return reply_json({"current": target.tenant}, self._max_bytes)
 
     async def run_query(
         self,
         query: QueryText,
-        ctx: Context,
         params: Params = None,
         database: DatabaseArg = None,
     ) -> ToolResult:
@@ -232,7 +230,7 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("run_query", caller, query) as record:
-            target = await self._router.resolve(caller, database, _session_id(ctx))
+            target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
             result = await self._backend.read(
                 target.database, query, _check_params(params), self._limits
@@ -246,7 +244,6 @@ class GraphTools:
     async def run_write_query(
         self,
         query: QueryText,
-        ctx: Context,
         params: Params = None,
         database: DatabaseArg = None,
     ) -> ToolResult:
@@ -258,7 +255,7 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("run_write_query", caller, query) as record:
-            target = await self._router.resolve(caller, database, _session_id(ctx))
+            target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
             if not caller.rights.can_write(target.tenant):
                 raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
@@ -273,7 +270,6 @@ class GraphTools:
 
     async def get_schema(
         self,
-        ctx: Context,
         database: DatabaseArg = None,
         pattern: Annotated[
             str | None,
@@ -289,7 +285,7 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("get_schema", caller) as record:
-            target = await self._router.resolve(caller, database, _session_id(ctx))
+            target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
             schema: Schema = await self._backend.schema(target.database, self._limits)
             answer = {"database": target.tenant, **schema_to_dict(schema, pattern)}
