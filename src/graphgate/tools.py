@@ -33,7 +33,7 @@ from graphgate.errors import (
 )
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
 from graphgate.ratelimit import RateLimiter
-from graphgate.replies import bounded_rows, reply, reply_json
+from graphgate.replies import bounded_rows, encode, object_of_encoded, reply, reply_json
 from graphgate.schema_view import schema_to_dict
 from graphgate.tenancy import Router, Target
 
@@ -108,15 +108,19 @@ def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(params)
 
 
-def _result_dict(target: Target, result: QueryResult, with_stats: bool) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "database": target.tenant,
-        "columns": result.columns,
-        "rows": result.rows,
-        "row_count": result.row_count,
-        "truncated": result.truncated,
-        "elapsed_ms": round(result.elapsed_ms, 3),
-    }
+def _result_dict(
+    target: Target, result: QueryResult, with_stats: bool, with_database: bool = True
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"database": target.tenant} if with_database else {}
+    answer.update(
+        {
+            "columns": result.columns,
+            "rows": result.rows,
+            "row_count": result.row_count,
+            "truncated": result.truncated,
+            "elapsed_ms": round(result.elapsed_ms, 3),
+        }
+    )
     if with_stats:
         answer["stats"] = result.stats
     return answer
@@ -318,26 +322,26 @@ class GraphTools:
             share = max(1024, self._max_bytes // total)
             done = 0
 
-            async def one(target: Target) -> tuple[str, dict[str, Any]]:
+            async def one(target: Target) -> tuple[str, bytes]:
                 nonlocal done
                 async with gate:
                     try:
                         result = await self._backend.read(
                             target.database, query, checked, self._limits
                         )
-                        answer, _ = bounded_rows(
-                            _result_dict(target, result, with_stats=False), share
+                        answer, encoded = bounded_rows(
+                            _result_dict(target, result, with_stats=False, with_database=False),
+                            share,
                         )
-                        del answer["database"]
                         record.rows += answer["row_count"]
                     except GraphgateError as exc:
-                        answer = {"error": f"{exc.code}: {exc}"}
+                        encoded = encode({"error": f"{exc.code}: {exc}"})
                 done += 1
                 await ctx.report_progress(done, total, f"{target.tenant} done")
-                return target.tenant, answer
+                return target.tenant, encoded
 
-            pairs = await asyncio.gather(*(one(target) for target in targets))
-            return reply_json({"results": dict(pairs)}, self._max_bytes)
+            pieces = await asyncio.gather(*(one(target) for target in targets))
+            return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:
         mcp.tool(
