@@ -48,22 +48,19 @@ import httpx2
 import pytest
 import pytest_asyncio
 from mcp import Client
-from mcp.client.auth import OAuthClientProvider, OAuthFlowError
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import (
-    AuthorizationCodeResult,
-    OAuthClientInformationFull,
-    OAuthClientMetadata,
-    OAuthToken,
-)
+from mcp.client.auth import OAuthFlowError
 
 from graphgate.backends.base import QueryLimits
 from graphgate.config import Settings
-from tests.services._common import free_port
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import KeycloakService, demo_password
 from tests.services.keycloak_login import authorization_origin, browser_login
+from tests.services.mcp_oauth import (
+    INITIALIZE,
+    MCP_HEADERS,
+    OAuthMcpUser,
+)
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.falkordb]
 
@@ -72,17 +69,6 @@ STATIC_CLIENT = "graphgate-mcp"
 EXCLUDE_ISS = "exclude.issuer.from.auth.response"
 UNGRANTED_SCOPE = "graphgate:everything"
 SHORT_LIFESPAN = 5
-MCP_HEADERS = {"accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "e2e", "version": "1"},
-    },
-}
 
 
 # -- Keycloak administration ------------------------------------------------------------
@@ -324,98 +310,8 @@ class Browser:
 # -- the MCP client ---------------------------------------------------------------------
 
 
-@dataclass
-class MemoryTokenStorage:
-    """The SDK's `TokenStorage`, in memory, remembering every token set it was given."""
-
-    tokens: OAuthToken | None = None
-    client_info: OAuthClientInformationFull | None = None
-    history: list[OAuthToken] = field(default_factory=list)
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-        self.history.append(tokens)
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-class AuthorizationRefused(Exception):
-    """The authorization server sent the browser back with ``error=...``."""
-
-
-@dataclass
-class McpUser:
-    """One user's MCP client: the SDK's OAuth provider over an httpx2 client."""
-
-    gateway: Gateway
-    username: str
-    browser: Browser
-    storage: MemoryTokenStorage = field(default_factory=MemoryTokenStorage)
-    redirect_uri: str = field(default_factory=lambda: f"http://127.0.0.1:{free_port()}/callback")
-    requests: list[str] = field(default_factory=list)
-    authorization_urls: list[str] = field(default_factory=list)
-    callbacks: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        metadata = OAuthClientMetadata(
-            redirect_uris=[self.redirect_uri],  # type: ignore[list-item]
-            client_name=f"graphgate e2e ({self.username})",
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        )
-        self.provider = OAuthClientProvider(
-            f"{self.gateway.url}/mcp",
-            metadata,
-            self.storage,
-            redirect_handler=self._open_browser,
-            callback_handler=self._callback,
-        )
-
-        async def record(request: httpx2.Request) -> None:
-            self.requests.append(f"{request.method} {request.url}")
-
-        self.http = httpx2.AsyncClient(
-            auth=self.provider, timeout=60, event_hooks={"request": [record]}
-        )
-
-    @property
-    def logins(self) -> int:
-        return len(self.callbacks)
-
-    async def _open_browser(self, url: str) -> None:
-        self.authorization_urls.append(url)
-        self.callbacks.append(await self.browser.sign_in(url, self.username, self.redirect_uri))
-
-    async def _callback(self) -> AuthorizationCodeResult:
-        query = parse_qs(urlsplit(self.callbacks[-1]).query)
-        if "error" in query:
-            raise AuthorizationRefused(query["error"][0])
-        return AuthorizationCodeResult(
-            code=query["code"][0], state=query["state"][0], iss=query.get("iss", [None])[0]
-        )
-
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Client]:
-        transport = streamable_http_client(f"{self.gateway.url}/mcp", http_client=self.http)
-        async with Client(transport) as client:
-            yield client
-
-    async def post_initialize(self) -> httpx2.Response:
-        """One raw MCP request through the OAuth provider (for answers the Client hides)."""
-        return await self.http.post(f"{self.gateway.url}/mcp", json=INITIALIZE, headers=MCP_HEADERS)
-
-    @property
-    def access_token(self) -> str:
-        assert self.storage.tokens is not None
-        return self.storage.tokens.access_token
+class McpUser(OAuthMcpUser):
+    """One user's MCP client, with the flow of requests it made named for this suite."""
 
     def flow(self) -> list[str]:
         """The requests the SDK made, as ``kind@host`` (mcp, prm, asm, register, token)."""

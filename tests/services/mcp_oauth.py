@@ -1,0 +1,141 @@
+"""The `mcp` SDK's OAuth client, driven like a user at a browser, for end-to-end tests.
+
+Shared by the Keycloak and oidc-provider suites: each supplies a ``browser``
+that signs a user in at its own authorization server, and a ``gateway`` (the
+graphgate under test, with a ``url``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
+
+from tests.services._common import free_port
+
+MCP_HEADERS = {"accept": "application/json, text/event-stream"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "e2e", "version": "1"},
+    },
+}
+
+
+class Served(Protocol):
+    url: str
+
+
+class SignsIn(Protocol):
+    async def sign_in(self, url: str, username: str, redirect_uri: str) -> str: ...
+
+
+@dataclass
+class MemoryTokenStorage:
+    """The SDK's `TokenStorage`, in memory, remembering every token set it was given."""
+
+    tokens: OAuthToken | None = None
+    client_info: OAuthClientInformationFull | None = None
+    history: list[OAuthToken] = field(default_factory=list)
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+        self.history.append(tokens)
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+class AuthorizationRefused(Exception):
+    """The authorization server sent the browser back with ``error=...``."""
+
+
+@dataclass
+class OAuthMcpUser:
+    """One user's MCP client: the SDK's OAuth provider over an httpx2 client."""
+
+    gateway: Served
+    username: str
+    browser: SignsIn
+    storage: MemoryTokenStorage = field(default_factory=MemoryTokenStorage)
+    redirect_uri: str = field(default_factory=lambda: f"http://127.0.0.1:{free_port()}/callback")
+    requests: list[str] = field(default_factory=list)
+    authorization_urls: list[str] = field(default_factory=list)
+    callbacks: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        metadata = OAuthClientMetadata(
+            redirect_uris=[self.redirect_uri],  # type: ignore[list-item]
+            client_name=f"graphgate e2e ({self.username})",
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        )
+        self.provider = OAuthClientProvider(
+            f"{self.gateway.url}/mcp",
+            metadata,
+            self.storage,
+            redirect_handler=self._open_browser,
+            callback_handler=self._callback,
+        )
+
+        async def record(request: httpx2.Request) -> None:
+            self.requests.append(f"{request.method} {request.url}")
+
+        self.http = httpx2.AsyncClient(
+            auth=self.provider, timeout=60, event_hooks={"request": [record]}
+        )
+
+    @property
+    def logins(self) -> int:
+        return len(self.callbacks)
+
+    async def _open_browser(self, url: str) -> None:
+        self.authorization_urls.append(url)
+        self.callbacks.append(await self.browser.sign_in(url, self.username, self.redirect_uri))
+
+    async def _callback(self) -> AuthorizationCodeResult:
+        query = parse_qs(urlsplit(self.callbacks[-1]).query)
+        if "error" in query:
+            raise AuthorizationRefused(query["error"][0])
+        return AuthorizationCodeResult(
+            code=query["code"][0], state=query["state"][0], iss=query.get("iss", [None])[0]
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Client]:
+        transport = streamable_http_client(f"{self.gateway.url}/mcp", http_client=self.http)
+        async with Client(transport) as client:
+            yield client
+
+    async def post_initialize(self) -> httpx2.Response:
+        """One raw MCP request through the OAuth provider (for answers the Client hides)."""
+        return await self.http.post(f"{self.gateway.url}/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+
+    @property
+    def access_token(self) -> str:
+        assert self.storage.tokens is not None
+        return self.storage.tokens.access_token
