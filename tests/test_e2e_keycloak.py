@@ -50,9 +50,8 @@ import pytest_asyncio
 from mcp import Client
 from mcp.client.auth import OAuthFlowError
 
-from graphgate.backends.base import QueryLimits
 from graphgate.config import Settings
-from tests.services.falkordb import FalkorDBService
+from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import KeycloakService, demo_password
 from tests.services.keycloak_login import authorization_origin, browser_login
@@ -404,13 +403,7 @@ async def admin(keycloak: KeycloakService) -> AsyncIterator[KeycloakAdmin]:
 async def catalog(falkordb_service: FalkorDBService) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:6]
     tenants = {"acme": f"e2e_acme_{suffix}", "globex": f"e2e_globex_{suffix}"}
-    seed = falkordb_service.backend()
-    await seed.start()
-    try:
-        for tenant, graph in tenants.items():
-            await seed.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
-    finally:
-        await seed.close()
+    await seed_tagged_tenants(falkordb_service, tenants)
     return tenants
 
 

@@ -37,9 +37,8 @@ import pytest_asyncio
 from mcp import Client
 
 from graphgate.auth.rights import rights_from_claims
-from graphgate.backends.base import QueryLimits
 from graphgate.config import Settings
-from tests.services.falkordb import FalkorDBService
+from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.mcp_oauth import (
     INITIALIZE,
@@ -147,13 +146,7 @@ class Gateway:
 async def catalog(falkordb_service: FalkorDBService) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:6]
     tenants = {"acme": f"op_acme_{suffix}", "globex": f"op_globex_{suffix}"}
-    seed = falkordb_service.backend()
-    await seed.start()
-    try:
-        for tenant, graph in tenants.items():
-            await seed.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
-    finally:
-        await seed.close()
+    await seed_tagged_tenants(falkordb_service, tenants)
     return tenants
 
 

@@ -49,9 +49,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from graphgate.backends.base import QueryLimits
 from tests.services._common import free_port, service_unavailable
-from tests.services.falkordb import FalkorDBService
+from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import KeycloakService, demo_password
 from tests.services.keycloak_login import authorization_origin, browser_login
@@ -275,13 +274,7 @@ async def public_url(admin: KeycloakAdmin) -> AsyncIterator[str]:
 async def catalog(falkordb_service: FalkorDBService) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:6]
     tenants = {"acme": f"ts_acme_{suffix}", "globex": f"ts_globex_{suffix}"}
-    seed = falkordb_service.backend()
-    await seed.start()
-    try:
-        for tenant, graph in tenants.items():
-            await seed.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
-    finally:
-        await seed.close()
+    await seed_tagged_tenants(falkordb_service, tenants)
     return tenants
 
 

@@ -21,9 +21,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from graphgate.auth.dev import mint_dev_token
-from graphgate.backends.base import QueryLimits
 from graphgate.config import Settings
-from tests.services.falkordb import FalkorDBService
+from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import http_settings, make_parts, serve_http
 
 
@@ -33,11 +32,7 @@ async def server(
 ) -> AsyncIterator[tuple[str, Settings]]:
     suffix = uuid.uuid4().hex[:6]
     catalog = {"acme": f"acme_{suffix}", "globex": f"globex_{suffix}", "initech": f"ini_{suffix}"}
-    seed = falkordb_service.backend()
-    await seed.start()
-    for tenant, graph in catalog.items():
-        await seed.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
-    await seed.close()
+    await seed_tagged_tenants(falkordb_service, catalog)
     options = http_settings(
         tenants=catalog,
         auth="dev",

@@ -26,10 +26,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from graphgate.auth.dev import mint_dev_token
-from graphgate.backends.base import QueryLimits
 from graphgate.config import Settings
 from tests.services._common import free_port
-from tests.services.falkordb import FalkorDBService
+from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.redis import RedisService
 
 GRAPHGATE = str(Path(sys.executable).with_name("graphgate"))
@@ -90,14 +89,6 @@ def replicas(
             process.wait(30)
 
 
-async def seed(falkordb_service: FalkorDBService, catalog: dict[str, str]) -> None:
-    backend = falkordb_service.backend()
-    await backend.start()
-    for tenant, graph in catalog.items():
-        await backend.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
-    await backend.close()
-
-
 async def call(url: str, bearer: str, tool: str, mode: str = "auto", **arguments: Any) -> Any:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30)
     async with Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode) as c:  # type: ignore[arg-type]
@@ -118,7 +109,7 @@ async def test_choice_follows_the_user_across_replicas(
     redis_service: RedisService,
 ) -> None:
     urls, settings, catalog = replicas
-    await seed(falkordb_service, catalog)
+    await seed_tagged_tenants(falkordb_service, catalog)
     users = {
         f"user{i}": mint_dev_token(
             settings, sub=f"user{i}", tenants=list(TENANTS), admin=False, ttl=600

@@ -8,13 +8,14 @@ apart by using their own graph names (`graph_name`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from graphgate.backends.base import QueryLimits
 from graphgate.backends.embedded import EmbeddedFalkorDB
 from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.errors import GraphgateError
@@ -106,3 +107,14 @@ async def falkordb_backend_factory(
 def graph_name() -> str:
     """A graph key no other test uses."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+async def seed_tagged_tenants(service: FalkorDBService, catalog: Mapping[str, str]) -> None:
+    """One ``(:Tag {tenant})`` node in each tenant's graph, so answers show whose data they are."""
+    backend = service.backend()
+    await backend.start()
+    try:
+        for tenant, graph in catalog.items():
+            await backend.write(graph, "CREATE (:Tag {tenant: $t})", {"t": tenant}, QueryLimits())
+    finally:
+        await backend.close()
