@@ -42,6 +42,11 @@ from typing import Any
 
 import httpx
 
+try:
+    from scripts._processes import log_tail, stop_group
+except ModuleNotFoundError:  # run as `python scripts/<name>.py`
+    from _processes import log_tail, stop_group  # type: ignore[no-redef]
+
 KEYCLOAK_VERSION = "26.7.3"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REALM_FILE = REPO_ROOT / "deploy" / "keycloak" / "realm.json"
@@ -285,27 +290,6 @@ def _save_build(home: Path, dist: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole process group (kc.sh and its java), then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, _STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5.0) as client:
@@ -313,7 +297,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, time
             if process.poll() is not None:
                 raise KeycloakUnavailable(
                     f"Keycloak exited with status {process.returncode} while starting; "
-                    f"last log lines ({log_path}):\n{_log_tail(log_path)}"
+                    f"last log lines ({log_path}):\n{log_tail(log_path)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(url).status_code == 200:
@@ -321,7 +305,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, time
             time.sleep(0.5)
     raise KeycloakUnavailable(
         f"Keycloak did not answer {url} within {timeout:.0f} s; last log lines "
-        f"({log_path}):\n{_log_tail(log_path)}"
+        f"({log_path}):\n{log_tail(log_path)}"
     )
 
 
@@ -413,7 +397,7 @@ def running_keycloak(
                 process=process,
             )
         finally:
-            _stop(process)
+            stop_group(process, _STOP_TIMEOUT)
 
 
 # -- command line ------------------------------------------------------------------------

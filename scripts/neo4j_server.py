@@ -38,6 +38,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    from scripts._processes import log_tail, stop_group
+except ModuleNotFoundError:  # run as `python scripts/<name>.py`
+    from _processes import log_tail, stop_group  # type: ignore[no-redef]
+
 NEO4J_VERSION = "5.26.30"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".cache"
@@ -218,26 +223,6 @@ def _write_config(home: Path, port: int) -> None:
     )
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, _STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _wait_ready(
     process: subprocess.Popen[bytes], uri: str, password: str, log_path: Path, timeout: float
 ) -> None:
@@ -252,7 +237,7 @@ def _wait_ready(
             if process.poll() is not None:
                 raise Neo4jUnavailable(
                     f"Neo4j exited with status {process.returncode} while starting; "
-                    f"last log lines ({log_path}):\n{_log_tail(log_path)}"
+                    f"last log lines ({log_path}):\n{log_tail(log_path)}"
                 )
             try:
                 # A plain session: execute_query would retry (and log) on its own.
@@ -264,7 +249,7 @@ def _wait_ready(
             time.sleep(0.5)
     raise Neo4jUnavailable(
         f"Neo4j did not answer on {uri} within {timeout:.0f} s ({last}); last log lines "
-        f"({log_path}):\n{_log_tail(log_path)}"
+        f"({log_path}):\n{log_tail(log_path)}"
     )
 
 
@@ -352,7 +337,7 @@ def running_neo4j(
                 started_in=time.monotonic() - started,
             )
         finally:
-            _stop(process)
+            stop_group(process, _STOP_TIMEOUT)
 
 
 # -- command line ------------------------------------------------------------------------
