@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     demo: bool = False
     stateless_http: bool = False
     json_response: bool = True
+    otel_spans: bool = False
+    """FastMCP's OpenTelemetry spans per request: off by default, because even
+    with no OpenTelemetry SDK configured they cost ~3% of a call's CPU."""
 
     # -- backend ----------------------------------------------------------------------------
     backend: str = "embedded"

@@ -11,10 +11,10 @@ import contextvars
 import hashlib
 import json
 import logging
+import secrets
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +87,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 supplied = value.decode("latin-1")
                 break
-        request_id = supplied if _plain_id(supplied) else uuid.uuid4().hex
+        request_id = supplied if _plain_id(supplied) else secrets.token_hex(12)
         token = REQUEST_ID.set(request_id)
 
         async def send_with_id(message: Message) -> None:

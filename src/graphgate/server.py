@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import fastmcp
 import httpx
 from fastmcp import FastMCP
 from fastmcp.server.http import HostOriginGuardMiddleware
@@ -68,6 +69,8 @@ def _metrics_authorized(request: Request, settings: Settings) -> bool:
 def build_server(parts: Parts) -> FastMCP:
     """A FastMCP server with graphgate's tools and open operational routes."""
     settings = parts.settings
+    # FastMCP keeps this one knob process-wide; graphgate's settings decide it.
+    fastmcp.settings.telemetry_mode = "native" if settings.otel_spans else "off"
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:

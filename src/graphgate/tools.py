@@ -25,6 +25,7 @@ from pydantic import Field
 from graphgate.auth.rights import Caller
 from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
 from graphgate.config import Settings
+from graphgate.dispatch import DirectToolCalls, ToolFunction
 from graphgate.errors import (
     GraphgateError,
     QueryError,
@@ -344,18 +345,26 @@ class GraphTools:
             return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:
-        mcp.tool(
-            self.list_databases, name="list_databases", annotations=_READ_ONLY, output_schema=None
-        )
-        mcp.tool(
-            self.use_database, name="use_database", annotations=_SESSION_STATE, output_schema=None
-        )
-        mcp.tool(self.run_query, name="run_query", annotations=_READ_ONLY, output_schema=None)
-        if self._settings.allow_writes:
-            mcp.tool(
-                self.run_write_query, name="run_write_query", annotations=_WRITE, output_schema=None
-            )
-        mcp.tool(self.get_schema, name="get_schema", annotations=_READ_ONLY, output_schema=None)
+        """Declare the tools on ``mcp`` and serve the context-free ones directly.
+
+        FastMCP owns the declarations (tools/list, schemas, annotations);
+        `DirectToolCalls` runs every tool but ``query_databases``, which uses
+        FastMCP's Context for progress, past FastMCP's per-call machinery.
+        """
+        declared: list[tuple[str, ToolFunction, ToolAnnotations]] = [
+            ("list_databases", self.list_databases, _READ_ONLY),
+            ("use_database", self.use_database, _SESSION_STATE),
+            ("run_query", self.run_query, _READ_ONLY),
+            ("run_write_query", self.run_write_query, _WRITE),
+            ("get_schema", self.get_schema, _READ_ONLY),
+        ]
+        direct: dict[str, ToolFunction] = {}
+        for name, function, hints in declared:
+            if name == "run_write_query" and not self._settings.allow_writes:
+                continue
+            mcp.tool(function, name=name, annotations=hints, output_schema=None)
+            direct[name] = function
         mcp.tool(
             self.query_databases, name="query_databases", annotations=_READ_ONLY, output_schema=None
         )
+        DirectToolCalls.install(mcp, direct)

@@ -1,0 +1,110 @@
+"""``tools/call`` served straight from graphgate's tools.
+
+FastMCP's own ``tools/call`` path builds a Context, runs its middleware chain,
+resolves the tool through its providers, opens telemetry spans and rebuilds the
+tool's argument validator on every call: about a fifth of a point read's server
+CPU (BENCHMARKS.md, "Direct dispatch"). graphgate's tools need none of it: they
+are fixed at start-up, take plain JSON arguments and turn their own errors into
+tool errors. So the low-level server's ``tools/call`` handler is pointed here:
+one pydantic validator per tool, built once, then the tool itself.
+
+What clients see does not change: ``tools/list`` (names, schemas, annotations)
+stays FastMCP's, the same validator semantics apply (pydantic over the tool's
+signature, unknown arguments refused), and errors come back as
+``isError`` results with the same text. Tools that take FastMCP's Context
+(``query_databases`` reports progress) and unknown names still go through
+FastMCP's handler unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.tools import ToolResult
+from fastmcp.utilities.types import get_cached_typeadapter
+from mcp.server.context import ServerRequestContext
+from mcp.types import CallToolRequestParams, CallToolResult, TextContent
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from graphgate.observability import REQUEST_ID
+
+logger = logging.getLogger(__name__)
+
+ToolFunction = Callable[..., Awaitable[ToolResult]]
+Handler = Callable[[ServerRequestContext[Any], CallToolRequestParams], Awaitable[Any]]
+
+
+def _error(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+class DirectToolCalls:
+    """Runs graphgate's context-free tools without FastMCP's per-call machinery.
+
+    ``tools`` maps each tool name to the coroutine function FastMCP registered
+    under it; anything else is handed to ``fallback``, FastMCP's own handler.
+    """
+
+    def __init__(self, tools: Mapping[str, ToolFunction], fallback: Handler) -> None:
+        # A TypeAdapter over a function validates a dict of keyword arguments
+        # against its signature and returns the call. FastMCP's helper resolves
+        # the signature's forward references the way FastMCP's tools do.
+        self._validators: dict[str, TypeAdapter[Any]] = {
+            name: get_cached_typeadapter(function) for name, function in tools.items()
+        }
+        self._fallback = fallback
+
+    @classmethod
+    def install(cls, mcp: FastMCP, tools: Mapping[str, ToolFunction]) -> DirectToolCalls:
+        """Take over ``tools/call`` on ``mcp``'s low-level server for ``tools``."""
+        server = mcp._mcp_server
+        entry = server.get_request_handler("tools/call")
+        if entry is None:  # pragma: no cover - FastMCP registers it in its constructor
+            raise RuntimeError("FastMCP registered no tools/call handler to take over")
+        direct = cls(tools, entry.handler)
+        server.add_request_handler("tools/call", CallToolRequestParams, direct.handle)
+        return direct
+
+    def serves(self, name: str) -> bool:
+        return name in self._validators
+
+    async def handle(
+        self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
+    ) -> CallToolResult | Any:
+        validator = self._validators.get(params.name)
+        if validator is None:
+            return await self._fallback(ctx, params)
+        try:
+            call = validator.validate_python(params.arguments or {})
+        except PydanticValidationError as exc:
+            logger.info("invalid arguments for %s: %d error(s)", params.name, exc.error_count())
+            return _error(str(exc))
+        try:
+            result = await call
+        except ToolError as exc:
+            return _error(str(exc))
+        except Exception:
+            # The tools map their own errors; this is a defect, so it is masked
+            # like FastMCP's mask_error_details would, and logged in full.
+            logger.exception("unexpected error in tool %s", params.name)
+            return _error(
+                f"internal_error: graphgate hit an unexpected error; request id "
+                f"{REQUEST_ID.get() or 'n/a'} is in the server log"
+            )
+        return _as_call_result(result)
+
+
+def _as_call_result(result: ToolResult) -> CallToolResult:
+    """The wire shape FastMCP's own handler gives the same ToolResult."""
+    shaped = result.to_mcp_result()
+    if isinstance(shaped, CallToolResult):
+        return shaped
+    if isinstance(shaped, tuple):
+        content, structured = shaped
+        return CallToolResult(content=content, structured_content=structured)
+    return CallToolResult(content=shaped)

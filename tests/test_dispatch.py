@@ -1,0 +1,95 @@
+"""Direct ``tools/call`` dispatch answers exactly what FastMCP's own path would.
+
+On a real FalkorDB server, through FastMCP's in-memory client (which speaks
+to the same low-level handlers as the HTTP transport).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastmcp import Client, FastMCP
+
+from graphgate.auth.rights import Caller
+from graphgate.dispatch import DirectToolCalls
+from graphgate.server import build_server
+from tests.services.falkordb import FalkorDBService
+from tests.services.graphgate import make_parts
+
+
+def server(falkordb_service: FalkorDBService, tmp_path: Path, **settings: Any) -> FastMCP:
+    catalog = {"acme": "dispatch_acme", "globex": "dispatch_globex"}
+    parts = make_parts(falkordb_service.backend(), tenants=catalog, data_dir=tmp_path, **settings)
+    return build_server(parts)
+
+
+def text_of(result: Any) -> str:
+    return result.content[0].text  # type: ignore[no-any-return]
+
+
+async def test_context_free_tools_are_served_directly(falkordb_service, tmp_path) -> None:
+    mcp = server(falkordb_service, tmp_path, allow_writes=True)
+    entry = mcp._mcp_server.get_request_handler("tools/call")
+    assert entry is not None
+    direct = getattr(entry.handler, "__self__", None)
+    assert isinstance(direct, DirectToolCalls)
+    for name in ("list_databases", "use_database", "run_query", "run_write_query", "get_schema"):
+        assert direct.serves(name)
+    # query_databases reports progress through FastMCP's Context: FastMCP runs it.
+    assert not direct.serves("query_databases")
+
+
+async def test_direct_answers_equal_fastmcps_own(falkordb_service, tmp_path) -> None:
+    mcp = server(falkordb_service, tmp_path)
+    async with Client(mcp) as client:
+        direct = await client.call_tool("list_databases", {})
+        chosen = await client.call_tool("use_database", {"name": "globex"})
+    through_fastmcp = await mcp.call_tool("list_databases", {})
+    assert json.loads(text_of(direct)) == json.loads(text_of(through_fastmcp))
+    assert json.loads(text_of(chosen)) == {"current": "globex"}
+    assert direct.structured_content is None and not direct.is_error
+
+
+async def test_argument_errors_are_tool_errors(falkordb_service, tmp_path) -> None:
+    async with Client(server(falkordb_service, tmp_path)) as client:
+        extra = await client.call_tool(
+            "run_query", {"query": "RETURN 1", "limit": 3}, raise_on_error=False
+        )
+        assert extra.is_error and "Unexpected keyword argument" in text_of(extra)
+        assert "limit" in text_of(extra)
+
+        missing = await client.call_tool("run_query", {}, raise_on_error=False)
+        assert missing.is_error and "Missing required argument" in text_of(missing)
+
+        wrong = await client.call_tool(
+            "run_query", {"query": "RETURN 1", "params": [1, 2]}, raise_on_error=False
+        )
+        assert wrong.is_error and "params" in text_of(wrong)
+
+        unknown = await client.call_tool("drop_everything", {}, raise_on_error=False)
+        assert unknown.is_error and "Unknown tool" in text_of(unknown)
+
+        # And the server keeps serving.
+        fine = await client.call_tool("list_databases", {})
+        assert [db["name"] for db in json.loads(text_of(fine))] == ["acme", "globex"]
+
+
+async def test_a_defect_outside_the_tools_error_mapping_is_masked(
+    falkordb_service, tmp_path
+) -> None:
+    parts = make_parts(
+        falkordb_service.backend(), tenants={"acme": "dispatch_acme"}, data_dir=tmp_path
+    )
+
+    def broken_caller() -> Caller:
+        raise RuntimeError("secret internals")
+
+    parts.caller_of = broken_caller
+    async with Client(build_server(parts)) as client:
+        result = await client.call_tool("list_databases", {}, raise_on_error=False)
+    assert result.is_error
+    assert text_of(result).startswith("internal_error: graphgate hit an unexpected error")
+    assert "secret internals" not in text_of(result)
+    assert "Traceback" not in text_of(result)
