@@ -224,6 +224,34 @@ async def test_read_refuses_every_kind_of_write(
     assert neo4j_label not in {row["label"] for row in labels}
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        "CREATE (:{label})",
+        "MERGE (:{label} {{k: 1}})",
+        "UNWIND [1] AS x CALL db.createLabel('{label}') RETURN x",
+        "CREATE INDEX {label}_idx FOR (n:{label}) ON (n.x)",
+    ],
+)
+async def test_the_server_refuses_writes_on_the_read_path_even_when_the_planner_check_is_fooled(
+    neo4j_backend: BoltBackend, neo4j_service: Neo4jInstance, neo4j_label: str, write: str
+) -> None:
+    """Read-only is the database's: with the plan check defeated, Neo4j still says no."""
+    from graphgate.backends.dialects import PlanFacts
+
+    text = write.format(label=neo4j_label)
+    # Poison the plan cache with the facts of a pure read for this write's text.
+    neo4j_backend._plans.put(("neo4j", DB, text), PlanFacts(operators=["ProduceResults@neo4j"]))
+    with pytest.raises(ReadOnlyViolation) as refused:
+        await neo4j_backend.read(DB, text, None, LIMITS)
+    assert "read access mode" in str(refused.value)
+    assert await count(neo4j_service, neo4j_label) == 0
+    labels = await admin_rows(neo4j_service, "CALL db.labels()")
+    assert neo4j_label not in {row["label"] for row in labels}
+    indexes = await admin_rows(neo4j_service, "SHOW INDEXES YIELD name RETURN name")
+    assert f"{neo4j_label}_idx" not in {row["name"] for row in indexes}
+
+
 async def test_reads_allow_what_is_purely_a_read(neo4j_backend: BoltBackend) -> None:
     for query in (
         "CALL db.labels() YIELD label RETURN count(label) AS c",

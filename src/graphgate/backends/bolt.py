@@ -14,13 +14,16 @@ shapes):
 1. The text is tokenized (`cypher_scan`): one statement only, no ``USE``
    clause, no server administration, and the procedures, namespaced
    functions and ``LOAD`` clauses it names.
-2. ``EXPLAIN`` of the query, in the same transaction that then runs it:
-   operators that leave the database, administer the server, load files,
-   call procedures or write are checked against the rules and the
-   operator's procedure lists.
-3. The query runs; a read runs in a read transaction (Neo4j refuses writes in
-   it: "Writing in read access mode not allowed"), the summary's query type
-   must be ``r``, and the transaction is rolled back either way.
+2. ``EXPLAIN`` of the query, in the session that then runs it: operators
+   that leave the database, administer the server, load files, call
+   procedures or write are checked against the rules and the operator's
+   procedure lists. The facts are remembered for a few minutes per database
+   and text (they depend on the text, not on parameter values); so is step 1.
+3. The query runs and the summary's query type must be ``r`` for a read. On
+   Neo4j a read is an auto-commit transaction in read access mode, one round
+   trip: the server refuses any write in it ("Writing in read access mode
+   not allowed"). Memgraph does not enforce access modes, so there a read
+   runs in an explicit transaction that is rolled back, never committed.
 
 Timeouts are the driver's transaction timeout, enforced by the server, with
 a client-side bound one second later as a backstop. A dropped connection is
@@ -35,7 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from graphgate.backends import bolt_schema as schema_sql
@@ -69,6 +72,8 @@ if TYPE_CHECKING:
 __all__ = ["BOLT_SCHEMES", "BoltBackend"]
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 # How much longer than the server-side transaction timeout the client waits.
@@ -76,6 +81,7 @@ _CLIENT_GRACE = 1.0
 _SCHEMA_SAMPLE = 100
 _MEMGRAPH_FALLBACK_SAMPLE = 1000
 _FETCH_SIZE = 1000
+_SCAN_CACHE_MAX_CHARS = 10_000
 _METADATA: Final = {"app": "graphgate"}
 _SYSTEM_DATABASE = "system"
 
@@ -146,7 +152,8 @@ class BoltBackend:
         self.agent = ""
         self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
-        self._plans = PlanCache()
+        self._plans: RecentCache[tuple[str, str, str], PlanFacts] = RecentCache()
+        self._scans: RecentCache[str, Scan] = RecentCache(ttl=None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoltBackend:
@@ -234,7 +241,7 @@ class BoltBackend:
         from neo4j.exceptions import ServiceUnavailable, SessionExpired
 
         self._check_database(database)
-        found = _scan(query)
+        found = self._scan(query)
         started = time.perf_counter()
         for attempt in (1, 2):
             try:
@@ -261,7 +268,7 @@ class BoltBackend:
         limits: QueryLimits,
     ) -> QueryResult:
         self._check_database(database)
-        found = _scan(query)
+        found = self._scan(query)
         started = time.perf_counter()
         try:
             result = await self._bounded(
@@ -308,6 +315,18 @@ class BoltBackend:
         self._require_driver()
         assert self.dialect is not None  # set by start()
         return self.dialect
+
+    def _scan(self, query: str) -> Scan:
+        """The text's facts, remembered for texts short enough to keep."""
+        if not isinstance(query, str) or not query.strip():
+            raise QueryError("the query is empty")
+        found = self._scans.get(query)
+        if found is None:
+            found = scan(query)
+            require_single_statement(found)
+            if len(query) <= _SCAN_CACHE_MAX_CHARS:
+                self._scans.put(query, found)
+        return found
 
     @staticmethod
     def _check_database(database: str) -> None:
@@ -364,29 +383,39 @@ class BoltBackend:
                 "indexes and constraints"
             )
         async with self._session(database, read=True) as session:
-            tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
-            try:
-                facts = await self._explain(tx, dialect, database, body, params)
-                enforce(
-                    facts,
-                    found,
-                    self.policy,
-                    read_only=True,
-                    allow_file_access=limits.allow_file_access,
-                )
-                result, query_type = await self._collect(
-                    await tx.run(statement, _params(params)), limits.row_limit
-                )
-                result.stats = {}  # a read changes nothing: no counters to report
-                # EXPLAIN alone runs nothing (and Memgraph types it "rw").
-                if query_type != "r" and found.prefix != "EXPLAIN":
-                    raise ReadOnlyViolation(
-                        f"the server reported query type {query_type!r} for this query; "
-                        "the read path runs only pure reads (rolled back)"
-                    )
-                return result
-            finally:
-                await tx.close()  # never committed: a read leaves nothing behind
+            if dialect == "memgraph":
+                # Memgraph ignores the access mode: the transaction is never committed.
+                tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+                try:
+                    facts = await self._explain(tx, dialect, database, body, params)
+                    self._enforce_read(facts, found, limits)
+                    cursor = await tx.run(statement, _params(params))
+                    return self._pure_read(*await self._collect(cursor, limits.row_limit), found)
+                finally:
+                    await tx.close()
+            # Neo4j refuses writes in a read-mode transaction: one auto-commit round trip.
+            facts = await self._explain(
+                session, dialect, database, body, params, server_timeout=limits.timeout
+            )
+            self._enforce_read(facts, found, limits)
+            cursor = await session.run(_query(statement, limits.timeout), _params(params))
+            return self._pure_read(*await self._collect(cursor, limits.row_limit), found)
+
+    def _enforce_read(self, facts: PlanFacts, found: Scan, limits: QueryLimits) -> None:
+        enforce(
+            facts, found, self.policy, read_only=True, allow_file_access=limits.allow_file_access
+        )
+
+    @staticmethod
+    def _pure_read(result: QueryResult, query_type: str, found: Scan) -> QueryResult:
+        result.stats = {}  # a read changes nothing: no counters to report
+        # EXPLAIN alone runs nothing (and Memgraph types it "rw").
+        if query_type != "r" and found.prefix != "EXPLAIN":
+            raise ReadOnlyViolation(
+                f"the server reported query type {query_type!r} for this query; "
+                "the read path runs only pure reads"
+            )
+        return result
 
     async def _write_once(
         self,
@@ -435,24 +464,32 @@ class BoltBackend:
 
     async def _explain(
         self,
-        tx: AsyncTransaction,
+        runner: AsyncTransaction | AsyncSession,
         dialect: Dialect,
         database: str,
         body: str,
         params: Mapping[str, Any] | None,
+        *,
+        server_timeout: float | None = None,
     ) -> PlanFacts:
         """The planner's facts about ``body``, remembered briefly per database and text.
 
         A plan's kind (read or write), its operators and the procedures it calls
         depend on the text, not on parameter values, so repeated queries skip
-        the extra planning round trip. Reads still run in read transactions and
-        have their executed query type checked, whatever the cache says.
+        the extra planning round trip. Reads still run in read mode and have
+        their executed query type checked, whatever the cache says. In an
+        explicit transaction the transaction's timeout applies; on a session
+        the statement carries ``server_timeout``.
         """
         key = (dialect, database, body)
         cached = self._plans.get(key)
         if cached is not None:
             return cached
-        cursor = await tx.run("EXPLAIN " + body, _params(params))
+        explain = "EXPLAIN " + body
+        if server_timeout is None:
+            cursor = await runner.run(explain, _params(params))
+        else:
+            cursor = await runner.run(_query(explain, server_timeout), _params(params))  # type: ignore[arg-type]
         if dialect == "memgraph":
             rows = [str(record[0]) async for record in cursor]
             await cursor.consume()
@@ -593,14 +630,6 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(params) if params else None
 
 
-def _scan(query: str) -> Scan:
-    if not isinstance(query, str) or not query.strip():
-        raise QueryError("the query is empty")
-    found = scan(query)
-    require_single_statement(found)
-    return found
-
-
 def _refuse_text(found: Scan, policy: ProcedurePolicy, limits: QueryLimits) -> None:
     """The text-only verdict, for statements no planner will explain."""
     enforce(
@@ -653,27 +682,34 @@ def _translate(exc: BaseException, database: str, *, write: bool = False) -> Gra
     return QueryError(f"{type(exc).__name__}: {exc}")
 
 
-class PlanCache:
-    """A small LRU of plan facts with a lifetime, owned by one backend."""
+def _query(text: str, timeout: float) -> Query:
+    """An auto-commit statement with the transaction timeout the server enforces."""
+    from neo4j import Query
 
-    def __init__(self, max_entries: int = 2048, ttl: float = 300.0) -> None:
-        self._entries: OrderedDict[tuple[str, str, str], tuple[PlanFacts, float]] = OrderedDict()
+    return Query(text, metadata=_METADATA, timeout=timeout)
+
+
+class RecentCache(Generic[_K, _V]):
+    """A small LRU, optionally with a lifetime per entry, owned by one backend."""
+
+    def __init__(self, max_entries: int = 2048, ttl: float | None = 300.0) -> None:
+        self._entries: OrderedDict[_K, tuple[_V, float]] = OrderedDict()
         self._max_entries = max_entries
         self._ttl = ttl
 
-    def get(self, key: tuple[str, str, str]) -> PlanFacts | None:
+    def get(self, key: _K) -> _V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        facts, stored_at = entry
-        if time.monotonic() - stored_at > self._ttl:
+        value, stored_at = entry
+        if self._ttl is not None and time.monotonic() - stored_at > self._ttl:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return facts
+        return value
 
-    def put(self, key: tuple[str, str, str], facts: PlanFacts) -> None:
-        self._entries[key] = (facts, time.monotonic())
+    def put(self, key: _K, value: _V) -> None:
+        self._entries[key] = (value, time.monotonic())
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
