@@ -70,7 +70,9 @@ def build_server(parts: Parts) -> FastMCP:
     """A FastMCP server with graphgate's tools and open operational routes."""
     settings = parts.settings
     # FastMCP keeps this one knob process-wide; graphgate's settings decide it.
-    fastmcp.settings.telemetry_mode = "native" if settings.otel_spans else "off"
+    # Without spans, "propagation_only" is the cheaper of FastMCP's two quiet
+    # modes: its "off" still assembles every span's attributes per request.
+    fastmcp.settings.telemetry_mode = "native" if settings.otel_spans else "propagation_only"
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
@@ -245,6 +247,9 @@ async def run(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        # Nothing reads the client address or scheme: public_url alone says
+        # what is advertised, so X-Forwarded-* is neither trusted nor parsed.
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
