@@ -216,15 +216,16 @@ def build_parts(settings: Settings) -> Parts:
         observability=observability,
         http_client=http_client,
         auth=auth,
-        caller_of=caller_of(settings),
+        caller_of=caller_of(settings, auth),
     )
 
 
-def caller_of(settings: Settings) -> CallerOf:
+def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
     """How tools learn who calls: from each request's token, or the one local user."""
-    if settings.auth == "none":
+    if settings.auth == "none" or auth.provider is None:
         return local_caller_of(settings)
-    return lambda: current_caller(settings)
+    rights_of = auth.provider.rights_of
+    return lambda: current_caller(settings, rights_of)
 
 
 async def run(settings: Settings) -> None:

@@ -10,6 +10,7 @@ import pytest
 from graphgate.auth.rights import (
     Caller,
     Rights,
+    RightsOfClaims,
     claim_at,
     parse_tenant_entries,
     rights_for_local_user,
@@ -227,3 +228,20 @@ def test_parse_tenant_entries_directly() -> None:
         "y": "read",
         "p-z": "read",
     }
+
+
+# -- once per verified token -----------------------------------------------------------------
+
+
+def test_rights_are_computed_once_per_claims_object(settings: Settings) -> None:
+    rights_of = RightsOfClaims(settings, max_entries=2)
+    alice = {"tenants": ["acme"]}
+    first = rights_of(alice)
+    assert first == rights_from_claims(alice, settings)
+    assert rights_of(alice) is first  # the same verified token: the same answer object
+    # Equal claims in another object (another token) are computed on their own.
+    twin = {"tenants": ["acme"]}
+    assert rights_of(twin) == first and rights_of(twin) is not first
+    # Bounded: the oldest entry goes, and comes back correct when asked again.
+    rights_of({"tenants": ["globex"]})
+    assert rights_of(alice) == first

@@ -39,7 +39,13 @@ from graphgate.auth.discovery import (
     discovery_routes,
 )
 from graphgate.auth.proxy import GraphgateOAuthProxy, ProxyStorage, build_proxy
-from graphgate.auth.rights import Caller, Rights, rights_for_local_user, rights_from_claims
+from graphgate.auth.rights import (
+    Caller,
+    Rights,
+    RightsOfClaims,
+    rights_for_local_user,
+    rights_from_claims,
+)
 from graphgate.auth.tokens import JwtVerifier, KeySet, TokenRejected, TokenVerifierSettings
 from graphgate.config import Settings
 from graphgate.errors import AuthError
@@ -82,6 +88,7 @@ class GraphgateAuth(AuthProvider):
         )
         self.settings = settings
         self.verifier = verifier
+        self.rights_of = RightsOfClaims(settings)
         self.routes = list(routes)
         self.open_paths = frozenset(open_paths) | {route.path for route in self.routes}
         self.on_failure = on_failure
@@ -100,16 +107,12 @@ class GraphgateAuth(AuthProvider):
     def gate_middleware(self) -> Middleware:
         settings = self.settings
         challenge = Challenge(f"{settings.public_url}{PRM_PATH}/mcp", settings.required_scopes)
-
-        def rights(claims: Mapping[str, Any]) -> Rights:
-            return rights_from_claims(claims, settings)
-
         return Middleware(
             BearerGate,
             verifier=self.verifier,
             challenge=challenge,
             required_scopes=settings.required_scopes,
-            rights=rights,
+            rights=self.rights_of,
             open_paths=self.open_paths,
             on_failure=self.on_failure,
         )
@@ -216,8 +219,16 @@ def build_auth(
     return AuthSetup(provider=provider, verifier=verifier, routes=routes, issuer_metadata=metadata)
 
 
-def caller_from_token(token: AccessToken, settings: Settings) -> Caller:
-    """Who a verified token names, and what its claims allow (computed now)."""
+def caller_from_token(
+    token: AccessToken,
+    settings: Settings,
+    rights_of: Callable[[Mapping[str, Any]], Rights] | None = None,
+) -> Caller:
+    """Who a verified token names, and what its claims allow.
+
+    ``rights_of`` (the auth provider's `RightsOfClaims`) reuses what the gate
+    computed for the same token; without it the rights are computed now.
+    """
     claims = token.claims or {}
     issuer = claims.get("iss")
     subject = token.subject or claims.get("sub")
@@ -225,11 +236,13 @@ def caller_from_token(token: AccessToken, settings: Settings) -> Caller:
         issuer=issuer if isinstance(issuer, str) else "",
         subject=subject if isinstance(subject, str) else "",
         client_id=token.original_client_id or token.client_id,
-        rights=rights_from_claims(claims, settings),
+        rights=rights_of(claims) if rights_of else rights_from_claims(claims, settings),
     )
 
 
-def current_caller(settings: Settings) -> Caller:
+def current_caller(
+    settings: Settings, rights_of: Callable[[Mapping[str, Any]], Rights] | None = None
+) -> Caller:
     """The caller of the tool call in progress.
 
     ``auth = none`` has one local user holding the whole catalog. Otherwise
@@ -242,4 +255,4 @@ def current_caller(settings: Settings) -> Caller:
     token = get_access_token()
     if token is None:
         raise AuthError("no verified access token for this call")
-    return caller_from_token(token, settings)
+    return caller_from_token(token, settings, rights_of)

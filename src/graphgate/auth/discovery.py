@@ -315,12 +315,20 @@ def shim_metadata(upstream: Mapping[str, Any], settings: Settings) -> dict[str, 
     issuer for the static client (Keycloak: client → Advanced → "Exclude
     Issuer From Authentication Response"), or use ``registration = direct``
     with an issuer that supports dynamic registration.
+
+    ``client_id_metadata_document_supported`` is removed too: a client that
+    sees it (the MCP SDKs, given a client metadata URL) skips ``/register``
+    and sends its URL as ``client_id`` straight to the issuer, past the one
+    static client shim mode stands for (and, at Keycloak with
+    ``--features=cimd``, into a client of its own whose ``iss`` strict clients
+    then refuse). Client ID Metadata Documents belong to ``direct`` mode.
     """
     assert settings.public_url is not None
     served = dict(upstream)
     served["issuer"] = settings.public_url
     served["registration_endpoint"] = settings.public_url + REGISTER_PATH
     served.pop("authorization_response_iss_parameter_supported", None)
+    served.pop("client_id_metadata_document_supported", None)
     return served
 
 

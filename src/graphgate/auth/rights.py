@@ -7,6 +7,7 @@ are recomputed from the token of every request; nothing stored can widen them.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -151,6 +152,32 @@ def rights_from_claims(claims: Mapping[str, Any], settings: Settings) -> Rights:
         }
     preferred = claim_at(claims, settings.default_tenant_claim)
     return Rights(tenants=tenants, admin=admin, starting=_starting(tenants, preferred))
+
+
+class RightsOfClaims:
+    """`rights_from_claims`, once per verified token rather than per use.
+
+    The verifier hands out the same claims mapping for every request bearing
+    the same token until it expires, so the gate (which refuses a token with
+    no rights) and the tool that then runs share one computation. Entries are
+    keyed by the mapping's identity and hold the mapping itself, so an id is
+    never reused while its entry lives; the oldest entries go first.
+    """
+
+    def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
+        self._settings = settings
+        self._max_entries = max_entries
+        self._entries: OrderedDict[int, tuple[Mapping[str, Any], Rights]] = OrderedDict()
+
+    def __call__(self, claims: Mapping[str, Any]) -> Rights:
+        hit = self._entries.get(id(claims))
+        if hit is not None and hit[0] is claims:
+            return hit[1]
+        rights = rights_from_claims(claims, self._settings)
+        self._entries[id(claims)] = (claims, rights)
+        if len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return rights
 
 
 def rights_for_local_user(settings: Settings) -> Rights:
