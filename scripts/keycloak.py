@@ -15,6 +15,9 @@ Keycloak runs in dev mode on an in-memory H2 database: every start imports
 the graphgate URL under test. ``start-dev`` re-augments the Quarkus build
 (~20 s) whenever its build options differ from the last build in the tree;
 the first run saves its build back into the cache so later runs skip that.
+Feature flags (``--features``) are build options too, so the cache keeps one
+build per set of features: ``lib/quarkus`` in the unpacked tree for none, and
+``.cache/keycloak-<version>.builds/<features>/`` for each other set.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,7 @@ class KeycloakInstance:
     java_home: Path | None
     started_in: float
     process: subprocess.Popen[bytes] = field(repr=False, compare=False)
+    features: tuple[str, ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -262,31 +266,57 @@ def _sweep_abandoned() -> None:
             continue
 
 
-def _instance_home(dist: Path, scratch: Path) -> Path:
+_FEATURE = re.compile(r"^[a-z0-9][a-z0-9-]*(:v[0-9]+)?$")
+
+
+def _features(features: Sequence[str]) -> tuple[str, ...]:
+    """Feature names as ``--features`` takes them (``cimd``, ``token-exchange:v1``), sorted."""
+    names = tuple(sorted({name.strip() for name in features if name.strip()}))
+    for name in names:
+        if not _FEATURE.match(name):
+            raise ValueError(f"not a Keycloak feature name: {name!r}")
+    return names
+
+
+def _build_store(dist: Path, features: tuple[str, ...]) -> Path:
+    """Where the cache keeps the Quarkus build for ``features`` (see the module doc)."""
+    if not features:
+        return dist / "lib" / "quarkus"
+    return dist.parent / f"{dist.name}.builds" / "+".join(features).replace(":", "_") / "quarkus"
+
+
+def _instance_home(dist: Path, scratch: Path, features: tuple[str, ...] = ()) -> Path:
     home = scratch / dist.name
+    store = _build_store(dist, features)
     with _locked(dist.parent / f"{dist.name}.lock", shared=True):
         shutil.copytree(dist, home, copy_function=_link_or_copy, symlinks=True)
+        if features and store.is_dir():
+            shutil.rmtree(home / "lib" / "quarkus")
+            shutil.copytree(store, home / "lib" / "quarkus")
     shutil.rmtree(home / "data", ignore_errors=True)
     (home / "data" / "import").mkdir(parents=True)
     return home
 
 
-def _build_files(home: Path) -> dict[str, bytes]:
-    quarkus = home / "lib" / "quarkus"
+def _build_files(quarkus: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(quarkus.glob("*")) if path.is_file()}
 
 
-def _save_build(home: Path, dist: Path) -> None:
+def _save_build(home: Path, dist: Path, features: tuple[str, ...] = ()) -> None:
     """Keep the instance's Quarkus build in the cache so the next start skips augmentation."""
-    if _build_files(home) == _build_files(dist):
+    store = _build_store(dist, features)
+    built = home / "lib" / "quarkus"
+    if store.is_dir() and _build_files(built) == _build_files(store):
         return
     with _locked(dist.parent / f"{dist.name}.lock"):
-        staged = dist / "lib" / f".quarkus-{os.getpid()}"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        staged = store.parent / f".quarkus-{os.getpid()}"
         shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(home / "lib" / "quarkus", staged)
-        retired = dist / "lib" / f".quarkus-old-{os.getpid()}"
-        (dist / "lib" / "quarkus").rename(retired)
-        staged.rename(dist / "lib" / "quarkus")
+        shutil.copytree(built, staged)
+        retired = store.parent / f".quarkus-old-{os.getpid()}"
+        if store.is_dir():
+            store.rename(retired)
+        staged.rename(store)
         shutil.rmtree(retired, ignore_errors=True)
 
 
@@ -320,13 +350,21 @@ def running_keycloak(
     import_realm: bool = True,
     java_home: Path | None = None,
     ready_timeout: float = _READY_TIMEOUT,
+    features: Sequence[str] = (),
+    truststore_paths: Sequence[Path] = (),
 ) -> Iterator[KeycloakInstance]:
     """Start Keycloak in dev mode with the graphgate realm imported; stop it on exit.
+
+    ``features`` are passed as ``--features`` (e.g. ``["cimd"]``, Keycloak's
+    experimental OAuth Client ID Metadata Documents); ``truststore_paths``
+    (PEM or PKCS#12 files) as ``--truststore-paths``, the certificates
+    Keycloak trusts when it fetches https URLs itself.
 
     Raises `KeycloakUnavailable` when it cannot be fetched or does not come up
     within ``ready_timeout``; the process group is ended either way, so no
     ``java`` outlives the block.
     """
+    enabled = _features(features)
     dist = distribution(cache_dir)
     java = java_home or find_java_home()
     port = port or _free_port()
@@ -338,7 +376,7 @@ def running_keycloak(
     _sweep_abandoned()
     with tempfile.TemporaryDirectory(prefix=_SCRATCH_PREFIX) as scratch:
         (Path(scratch) / _OWNER_FILE).write_text(str(os.getpid()))
-        home = _instance_home(dist, Path(scratch))
+        home = _instance_home(dist, Path(scratch), enabled)
         # If this process dies without cleaning up (SIGKILL, a crashed test run), the
         # kernel sends kc.sh SIGTERM, which kc.sh forwards to its java.
         guard = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
@@ -350,6 +388,10 @@ def running_keycloak(
             "--http-host=127.0.0.1",
             "--db=dev-mem",
         ]
+        if enabled:
+            args.append(f"--features={','.join(enabled)}")
+        if truststore_paths:
+            args.append(f"--truststore-paths={','.join(str(path) for path in truststore_paths)}")
         if import_realm:
             realm_file = home / "data" / "import" / f"{REALM}-realm.json"
             realm_file.write_text(json.dumps(render_realm(resource_url)))
@@ -384,7 +426,7 @@ def running_keycloak(
             _wait_ready(process, ready, log_path, ready_timeout)
             elapsed = time.monotonic() - started
             with contextlib.suppress(OSError):
-                _save_build(home, dist)
+                _save_build(home, dist, enabled)
             yield KeycloakInstance(
                 base_url=f"http://127.0.0.1:{port}",
                 realm=REALM,
@@ -395,6 +437,7 @@ def running_keycloak(
                 java_home=java,
                 started_in=elapsed,
                 process=process,
+                features=enabled,
             )
         finally:
             stop_group(process, _STOP_TIMEOUT)
@@ -417,6 +460,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--admin-user", default="admin")
     run.add_argument("--admin-password", default="admin")
     run.add_argument("--java-home", default=os.environ.get("KEYCLOAK_JAVA_HOME"))
+    run.add_argument(
+        "--features",
+        default="",
+        help="Keycloak features to enable, comma-separated (e.g. cimd)",
+    )
+    run.add_argument(
+        "--truststore-path",
+        action="append",
+        default=[],
+        type=Path,
+        help="a PEM file of certificates Keycloak trusts for its own https requests; repeatable",
+    )
     options = parser.parse_args(argv)
     # SIGTERM takes the same way out as Ctrl-C, through the cleanup that stops Keycloak.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -431,9 +486,12 @@ def main(argv: list[str] | None = None) -> int:
             admin_user=options.admin_user,
             admin_password=options.admin_password,
             java_home=java,
+            features=options.features.split(","),
+            truststore_paths=options.truststore_path,
         ) as keycloak:
             print(
                 f"Keycloak {KEYCLOAK_VERSION} up in {keycloak.started_in:.1f} s\n"
+                f"  features: {', '.join(keycloak.features) or 'default'}\n"
                 f"  issuer:  {keycloak.issuer}\n"
                 f"  admin:   {keycloak.base_url}/admin/ (user {keycloak.admin_user})\n"
                 f"  log:     {keycloak.log_path}\n"

@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.services.redis",
     "tests.services.neo4j",
     "tests.services.keycloak",
+    "tests.services.cimd",
     "tests.services.oidc_provider",
 ]

@@ -22,6 +22,16 @@ authorization response against that metadata. Per mode:
   static client Keycloak leaves ``iss`` out and the flow works (the fixture
   sets it for the other shim tests).
 
+Client ID Metadata Documents (CIMD), direct mode only: the session's Keycloak
+runs with ``--features=cimd`` and, for those tests, a client policy that sends
+``https://127.0.0.1/...`` client ids to its CIMD executor
+(tests/services/cimd.py). The SDK, given a ``client_metadata_url``, sees
+``client_id_metadata_document_supported`` in Keycloak's metadata and skips
+registration; Keycloak fetches the document from the test's HTTPS server when
+the user arrives, makes a client of it and signs the user in. A missing
+document or one whose ``client_id`` is not its URL is refused on Keycloak's
+error page (asserted word for word).
+
 Keycloak is started once per session (tests/services/keycloak.py); graphgate
 serves each mode in turn at the one URL the realm's audience names.
 """
@@ -51,10 +61,19 @@ from mcp import Client
 from mcp.client.auth import OAuthFlowError
 
 from graphgate.config import Settings
+from tests.services.cimd import (
+    CACHE_EXPIRY_ATTRIBUTE,
+    ERR_CLIENT_ID_MISMATCH,
+    ERR_DOMAIN_NOT_ALLOWED,
+    ERR_FETCH_FAILED,
+    LOOPBACK_REDIRECT,
+    CimdRealm,
+    client_metadata,
+)
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import KeycloakService, demo_password
-from tests.services.keycloak_login import authorization_origin, browser_login
+from tests.services.keycloak_login import LoginError, authorization_origin, browser_login
 from tests.services.mcp_oauth import (
     INITIALIZE,
     MCP_HEADERS,
@@ -454,8 +473,10 @@ async def browser(keycloak: KeycloakService) -> AsyncIterator[Browser]:
 
 
 @contextlib.asynccontextmanager
-async def user(gateway: Gateway, browser: Browser, username: str) -> AsyncIterator[McpUser]:
-    person = McpUser(gateway, username, browser)
+async def user(
+    gateway: Gateway, browser: Browser, username: str, *, client_metadata_url: str | None = None
+) -> AsyncIterator[McpUser]:
+    person = McpUser(gateway, username, browser, client_metadata_url=client_metadata_url)
     try:
         yield person
     finally:
@@ -563,17 +584,25 @@ async def test_discovery_names_one_issuer_end_to_end(gateway: Gateway) -> None:
     if gateway.mode == "direct":
         assert metadata["registration_endpoint"] == keycloak.registration_endpoint
         assert metadata["authorization_response_iss_parameter_supported"] is True
+        # Keycloak started with --features=cimd says so (and adds "none" for public clients).
+        assert metadata["client_id_metadata_document_supported"] is True
+        assert "none" in metadata["token_endpoint_auth_methods_supported"]
     elif gateway.mode == "shim":
         assert metadata["registration_endpoint"] == f"{gateway.url}/register"
         assert metadata["authorization_endpoint"] == keycloak.authorization_endpoint
         assert metadata["token_endpoint"] == keycloak.token_endpoint
         assert "authorization_response_iss_parameter_supported" not in metadata
+        # Everyone goes through the static client: the mirror hides Keycloak's CIMD.
+        assert "client_id_metadata_document_supported" not in metadata
     else:
         for endpoint in ("authorization", "token", "registration"):
             path = {"registration": "register"}.get(endpoint, endpoint.replace("ization", "ize"))
             assert metadata[f"{endpoint}_endpoint"] == f"{gateway.url}/{path}"
         assert metadata["authorization_response_iss_parameter_supported"] is True
         assert metadata["scopes_supported"] == ["mcp:tools"]
+        # FastMCP's proxy has CIMD of its own (graphgate would fetch the documents, and
+        # refuses loopback and private addresses, so it is not exercised here).
+        assert metadata["client_id_metadata_document_supported"] is True
 
 
 # -- signing in -------------------------------------------------------------------------
@@ -832,3 +861,139 @@ async def test_forged_and_misused_graphgate_tokens(gateway: Gateway, browser: Br
             refused = await raw_call(gateway, token)
             assert refused.status_code == 401 and challenge_error(refused) == "invalid_token"
         assert (await raw_call(gateway, alice.access_token)).status_code == 200
+
+
+# -- Client ID Metadata Documents (direct mode) -----------------------------------------
+
+
+TAG_QUERY = "MATCH (t:Tag) RETURN t.tenant"
+
+
+@pytest.mark.parametrize("gateway", ["direct"], indirect=True)
+async def test_cimd_client_signs_in_without_registering(
+    gateway: Gateway, browser: Browser, cimd_realm: CimdRealm
+) -> None:
+    """The SDK's client_id is its document's URL; Keycloak fetches it and signs alice in.
+
+    Then bob with the same client id (Keycloak uses the client it made, no
+    second fetch) and carol through ordinary registration, at once: the CIMD
+    policy leaves other clients alone.
+    """
+    documents = cimd_realm.documents
+    client_id = documents.new_client_id("mcp-app")
+    documents.publish(client_id, client_metadata(client_id, client_name="graphgate e2e app"))
+    assert await cimd_realm.client(client_id) is None
+
+    async with user(gateway, browser, "alice", client_metadata_url=client_id) as alice:
+        async with alice.session() as client:
+            databases = await tool(client, "list_databases")
+            rows = await tool(client, "run_query", query=TAG_QUERY)
+            refused = await tool_error(client, "run_query", query="RETURN 1", database="globex")
+        assert databases == [{"name": "acme", "access": "read", "current": True}]
+        assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
+        assert "not available to you" in refused
+
+        assert alice.flow()[:5] == [
+            "mcp@gg",  # 401 with resource_metadata
+            "prm@gg",
+            "asm@kc",  # client_id_metadata_document_supported: no registration follows
+            "token@kc",
+            "mcp@gg",
+        ]
+        assert not any("register" in step for step in alice.flow())
+        client_info = alice.storage.client_info
+        assert client_info is not None and client_info.client_id == client_id
+        assert client_info.token_endpoint_auth_method == "none"
+        query = parse_qs(urlsplit(alice.authorization_urls[0]).query)
+        assert query["client_id"] == [client_id]
+        assert query["redirect_uri"] == [alice.redirect_uri]  # a port the document never named
+        assert query["code_challenge_method"] == ["S256"]
+        assert browser.pages[-1:] == ["keycloak-login"]
+        assert parse_qs(urlsplit(alice.callbacks[0]).query)["iss"] == [gateway.keycloak.issuer]
+        claims = claims_of(alice.access_token)
+        assert claims["azp"] == client_id
+        assert claims["aud"] == gateway.keycloak.resource_url
+        assert claims["tenants"] == ["acme"]
+
+    # Keycloak fetched the document once, itself, while alice was at its login page...
+    [fetch] = documents.fetched(client_id)
+    assert fetch.status == 200 and fetch.user_agent.startswith("Apache-HttpClient/")
+    # ...and keeps a public client made from it, with the realm's rules for strangers.
+    made = await cimd_realm.client(client_id)
+    assert made is not None
+    assert made["name"] == "graphgate e2e app"
+    assert made["publicClient"] is True
+    assert made["redirectUris"] == [LOOPBACK_REDIRECT]
+    assert made["consentRequired"] is True and made["fullScopeAllowed"] is False
+    assert made["attributes"]["pkce.code.challenge.method"] == "S256"  # graphgate-pkce policy
+    assert int(made["attributes"][CACHE_EXPIRY_ATTRIBUTE]) > time.time()
+    assert "mcp:tools" in made["defaultClientScopes"]
+
+    async def work(username: str, metadata_url: str | None) -> tuple[McpUser, Any]:
+        async with (
+            user(gateway, browser, username, client_metadata_url=metadata_url) as person,
+            person.session() as session,
+        ):
+            return person, await tool(session, "list_databases")
+
+    (bob, bob_sees), (carol, carol_sees) = await asyncio.gather(
+        work("bob", client_id), work("carol", None)
+    )
+    assert bob_sees == [{"name": "globex", "access": "read", "current": True}]
+    assert claims_of(bob.access_token)["azp"] == client_id
+    assert len(documents.fetched(client_id)) == 1  # cached: max-age 300, Keycloak's minimum
+    assert carol_sees == [{"name": "acme", "access": "write", "current": True}]
+    assert "register@kc" in carol.flow()
+    assert carol.storage.client_info is not None
+    assert carol.storage.client_info.client_id != client_id
+
+
+@pytest.mark.parametrize("gateway", ["direct"], indirect=True)
+@pytest.mark.parametrize(
+    ("fault", "fetches", "message"),
+    [
+        ("missing", [404], ERR_FETCH_FAILED),
+        ("foreign-client-id", [200], ERR_CLIENT_ID_MISMATCH),
+        ("untrusted-redirect-host", [200], ERR_DOMAIN_NOT_ALLOWED),
+        ("untrusted-client-host", [], "Client not found."),
+    ],
+    ids=["missing", "foreign-client-id", "untrusted-redirect-host", "untrusted-client-host"],
+)
+async def test_cimd_bad_documents_are_refused(
+    gateway: Gateway,
+    browser: Browser,
+    cimd_realm: CimdRealm,
+    fault: str,
+    fetches: list[int],
+    message: str,
+) -> None:
+    """Keycloak's error page, and no login, for a client id it must not accept.
+
+    No document at the URL; a document naming another ``client_id``; one whose
+    redirect URIs include a host outside the trusted domains; a client id on a
+    host the policy does not cover (``localhost``: the policy trusts
+    ``127.0.0.1`` only), which Keycloak then treats as an unknown client,
+    without fetching anything.
+    """
+    documents = cimd_realm.documents
+    client_id = documents.new_client_id(fault)
+    if fault == "foreign-client-id":
+        documents.publish(client_id, client_metadata(documents.new_client_id("someone-else")))
+    elif fault == "untrusted-redirect-host":
+        redirects = [LOOPBACK_REDIRECT, "https://elsewhere.example/callback"]
+        documents.publish(client_id, client_metadata(client_id, redirects))
+    elif fault == "untrusted-client-host":
+        client_id = client_id.replace("//127.0.0.1:", "//localhost:")
+        documents.publish(client_id, client_metadata(client_id))
+    async with user(gateway, browser, "alice", client_metadata_url=client_id) as alice:
+        with pytest.raises(BaseException) as raised:
+            async with alice.session():
+                pass
+        assert alice.storage.tokens is None
+        assert alice.flow() == ["mcp@gg", "prm@gg", "asm@kc"]  # no registration, no token
+    leaves = [leaf for leaf in flatten(raised.value) if isinstance(leaf, LoginError)]
+    assert [str(leaf) for leaf in leaves] == [
+        f"unexpected page from the authorization server (HTTP 400): {message}"
+    ]
+    assert [fetch.status for fetch in documents.fetched(client_id)] == fetches
+    assert await cimd_realm.client(client_id) is None

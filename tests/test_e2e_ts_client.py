@@ -30,6 +30,13 @@ What the TypeScript client (1.32.2) does differently from the Python SDK:
   (``/.well-known/oauth-authorization-server/realms/graphgate``), which
   Keycloak 26 serves.
 
+With a ``clientMetadataUrl`` (client.mjs ``--client-metadata-url``) the
+TypeScript SDK uses Client ID Metadata Documents like the Python one: in
+direct mode, against the session's Keycloak (``--features=cimd``, and the
+CIMD client policy of tests/services/cimd.py for the test's duration), it
+skips registration and sends the document's https URL as ``client_id``;
+Keycloak fetches the document and signs the user in.
+
 graphgate serves at a port of this module's own (the session's Keycloak test
 may still hold ``keycloak.public_url``); Keycloak's audience mapper is pointed
 at it for the module's duration and restored afterwards.
@@ -50,6 +57,7 @@ import pytest
 import pytest_asyncio
 
 from tests.services._common import free_port, service_unavailable
+from tests.services.cimd import CimdRealm, client_metadata
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import KeycloakService, demo_password
@@ -193,10 +201,13 @@ async def run_ts_client(
     gateway: Gateway,
     username: str,
     calls: list[dict[str, Any]],
+    *,
+    client_metadata_url: str | None = None,
 ) -> TsRun:
     """Run client.mjs for ``username``; sign in when it asks; collect its JSON lines."""
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     browser = gateway.browser()
+    extra = ["--client-metadata-url", client_metadata_url] if client_metadata_url else []
     process = await asyncio.create_subprocess_exec(
         "node",
         script,
@@ -206,6 +217,7 @@ async def run_ts_client(
         username,
         "--redirect-uri",
         redirect_uri,
+        *extra,
         "--calls",
         json.dumps(calls),
         "--timeout",
@@ -460,3 +472,48 @@ async def test_ts_client_user_without_tenants_gets_403(gateway: Gateway, ts_clie
     assert "grants no tenant" in error["message"]
     assert run.of("http")[-1]["status"] == 403
     assert not run.of("tool")
+
+
+@pytest.mark.parametrize("gateway", ["direct"], indirect=True)
+async def test_ts_client_with_a_client_id_metadata_document(
+    gateway: Gateway, ts_client: str, cimd_realm: CimdRealm
+) -> None:
+    """clientMetadataUrl: no registration; Keycloak fetches the document and signs alice in."""
+    documents = cimd_realm.documents
+    client_id = documents.new_client_id("ts-app")
+    documents.publish(client_id, client_metadata(client_id, client_name="graphgate e2e ts app"))
+    run = await run_ts_client(
+        ts_client,
+        gateway,
+        "alice",
+        [
+            {"name": "list_databases"},
+            {"name": "run_query", "arguments": {"query": TAG_QUERY}},
+        ],
+        client_metadata_url=client_id,
+    )
+    assert run.returncode == 0, run.describe()
+    assert run.flow(gateway.keycloak_origin) == [
+        "mcp@gg",
+        "prm@gg",
+        "asm@kc",  # client_id_metadata_document_supported: no registration follows
+        "token@kc",
+        "mcp@gg",
+    ], run.describe()
+    assert run.one("registered")["client_id"] == client_id  # saved, not registered
+    query = parse_qs(urlsplit(run.one("authorize")["url"]).query)
+    assert query["client_id"] == [client_id]
+    assert query["code_challenge_method"] == ["S256"]
+    assert run.pages == ["idp-login"]
+    assert run.one("callback")["iss"] == gateway.keycloak.issuer
+    claims = run.one("tokens")["claims"]
+    assert claims["azp"] == client_id
+    assert claims["aud"] == f"{gateway.url}/mcp"
+    assert claims["tenants"] == ["acme"]
+    assert run.tool_json("list_databases") == [{"name": "acme", "access": "read", "current": True}]
+    assert run.tool_json("run_query")["rows"] == [["acme"]]
+
+    [fetch] = documents.fetched(client_id)
+    assert fetch.status == 200 and fetch.user_agent.startswith("Apache-HttpClient/")
+    made = await cimd_realm.client(client_id)
+    assert made is not None and made["name"] == "graphgate e2e ts app"

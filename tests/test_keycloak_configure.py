@@ -5,7 +5,10 @@
    PKCE flow carry what `graphgate.auth.rights` reads, for the first-party
    client and for clients registered anonymously through RFC 7591.
 2. ``graphgate keycloak configure`` on an existing, empty realm reaches the
-   same state, and a second run changes nothing.
+   same state, and a second run changes nothing. With
+   ``--cimd-trusted-domains`` it also adds the client profile and policy for
+   Client ID Metadata Documents (the session's Keycloak runs with
+   ``--features=cimd``; tests/test_e2e_keycloak.py signs users in with them).
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from graphgate.cli import app
 from graphgate.config import Settings
 from graphgate.keycloak import (
     ADMIN_ROLE,
+    CIMD_POLICY,
+    CIMD_PROFILE,
     CLIENT_ID,
     MCP_SCOPE,
     Change,
     KeycloakAdminError,
+    cimd_policy,
+    cimd_profile,
     configure_keycloak,
     tenants_attribute,
+    validate_cimd_domains,
 )
 from tests.services._common import free_port
 from tests.services.keycloak import KeycloakService, demo_password
@@ -568,7 +576,70 @@ def test_cli_configure(keycloak: KeycloakService) -> None:
     assert "wrong-password" not in refused.output
 
 
+async def test_configure_adds_client_id_metadata_documents_on_request(
+    keycloak: KeycloakService, http: httpx.AsyncClient, sync_http: httpx.Client
+) -> None:
+    """--cimd-trusted-domains: Keycloak (with --features=cimd) takes the profile and policy."""
+    assert "cimd" in keycloak.features
+    realm = await _new_empty_realm(keycloak, http)
+    _configure(keycloak, realm, sync_http)
+    args = ["keycloak", "configure", "--url", keycloak.base_url, "--realm", realm]
+    args += [
+        "--public-url",
+        keycloak.public_url,
+        "--cimd-trusted-domains",
+        "*.example.org, Tools.Example.com",
+    ]
+    result = CliRunner().invoke(
+        app, args, env={"GRAPHGATE_KEYCLOAK_ADMIN_PASSWORD": keycloak.admin_password}
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"  create client profile {CIMD_PROFILE}",
+        f"  create client policy {CIMD_POLICY}",
+        f"realm {realm}: 2 changed",
+    ]
+    domains = ["*.example.org", "tools.example.com"]
+    assert _configure(keycloak, realm, sync_http, cimd_trusted_domains=domains) == []
+    # Without the option nothing is taken away; with other domains both are updated.
+    assert _configure(keycloak, realm, sync_http) == []
+    moved = _configure(keycloak, realm, sync_http, cimd_trusted_domains=["tools.example.net"])
+    assert [str(change) for change in moved] == [
+        f"update client profile {CIMD_PROFILE}: executors",
+        f"update client policy {CIMD_POLICY}: conditions",
+    ]
+
+    admin = await _admin_headers(keycloak, http)
+    base = keycloak.admin_url(realm)
+    profiles = (await http.get(f"{base}/client-policies/profiles", headers=admin)).json()
+    [executor] = next(p for p in profiles["profiles"] if p["name"] == CIMD_PROFILE)["executors"]
+    assert executor["executor"] == "client-id-metadata-document"
+    # Client ids on the trusted domains; redirect URIs there or on loopback (RFC 8252).
+    assert executor["configuration"]["cimd-allow-permitted-domains"] == [
+        "tools.example.net",
+        "127.0.0.1",
+        "localhost",
+    ]
+    assert executor["configuration"]["cimd-allow-http-scheme"] is False
+    policies = (await http.get(f"{base}/client-policies/policies", headers=admin)).json()
+    policy = next(p for p in policies["policies"] if p["name"] == CIMD_POLICY)
+    assert policy["enabled"] is True and policy["profiles"] == [CIMD_PROFILE]
+    assert policy["conditions"] == cimd_policy(["tools.example.net"])["conditions"]
+
+
 # -- without a server --------------------------------------------------------------------
+
+
+def test_cimd_trusted_domains_are_host_names() -> None:
+    assert validate_cimd_domains([" *.Example.org", "127.0.0.1", "", "127.0.0.1"]) == [
+        "*.example.org",
+        "127.0.0.1",
+    ]
+    for bad in ("https://example.org", "example.org/path", "*", "a..b", "*.*.example.org"):
+        with pytest.raises(ValueError, match="not a host name"):
+            validate_cimd_domains([bad])
+    with pytest.raises(ValueError, match="not a host name"):
+        cimd_profile(["example.org:8443"])
 
 
 def test_tenants_attribute_pick_list_offers_read_and_write() -> None:

@@ -25,7 +25,11 @@ What graphgate needs from the realm, and why:
 - ``mcp:tools`` as a realm default scope, so clients registered through RFC
   7591 get it, anonymous registration policies that admit loopback redirect
   URIs and the scopes MCP clients ask for, and a client policy that makes
-  PKCE S256 mandatory for every client registered that way.
+  PKCE S256 mandatory for every client registered that way;
+- optionally (``cimd_trusted_domains``), a client profile and policy that let
+  MCP clients use an https URL on those hosts as their ``client_id``: OAuth
+  Client ID Metadata Documents, which Keycloak 26.7 offers only when started
+  with ``--features=cimd`` (experimental).
 """
 
 from __future__ import annotations
@@ -43,14 +47,19 @@ from graphgate.errors import GraphgateError
 
 __all__ = [
     "ADMIN_ROLE",
+    "CIMD_POLICY",
+    "CIMD_PROFILE",
     "CLIENT_ID",
     "MCP_SCOPE",
     "USER_ROLE",
     "Change",
     "KeycloakAdminError",
     "KeycloakConfigurator",
+    "cimd_policy",
+    "cimd_profile",
     "configure_keycloak",
     "tenants_attribute",
+    "validate_cimd_domains",
 ]
 
 MCP_SCOPE = "mcp:tools"
@@ -249,6 +258,76 @@ def _pkce_policy() -> dict[str, Any]:
     }
 
 
+CIMD_PROFILE = "graphgate-cimd"
+CIMD_POLICY = "graphgate-cimd-clients"
+_TRUSTED_DOMAIN = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+def validate_cimd_domains(domains: Sequence[str]) -> list[str]:
+    """Host names (``tools.example.com``), wildcards (``*.example.com``) or IPv4 addresses."""
+    names = [domain.strip().lower() for domain in domains if domain.strip()]
+    for name in names:
+        if not _TRUSTED_DOMAIN.match(name):
+            raise ValueError(f"{name!r} is not a host name, *.domain or IPv4 address")
+    return list(dict.fromkeys(names))
+
+
+def cimd_profile(trusted_domains: Sequence[str]) -> dict[str, Any]:
+    """The client profile whose executor fetches and checks Client ID Metadata Documents.
+
+    Keycloak's ``client-id-metadata-document`` executor (feature ``cimd``)
+    runs on the authorization request: it accepts an https ``client_id`` on
+    one of ``trusted_domains``, fetches the document at that URL, checks it
+    (its ``client_id`` equals the URL, the request's ``redirect_uri`` is one of
+    its ``redirect_uris``, no shared-secret authentication, and every URL in
+    it on a trusted domain too) and creates or refreshes a client with that
+    ``client_id``. Plain http client ids stay refused. The executor's one
+    domain list also bounds the documents' ``redirect_uris``, so the loopback
+    hosts native MCP clients redirect to (RFC 8252) are added to it; which
+    client ids it handles at all is decided by `cimd_policy`'s condition,
+    which lists ``trusted_domains`` alone.
+    """
+    domains = validate_cimd_domains([*trusted_domains, *LOOPBACK_HOSTS])
+    return {
+        "name": CIMD_PROFILE,
+        "description": "OAuth Client ID Metadata Documents: an https client_id URL on a "
+        "trusted domain is fetched and becomes a public client (Keycloak feature cimd)",
+        "executors": [
+            {
+                "executor": "client-id-metadata-document",
+                "configuration": {
+                    "cimd-allow-http-scheme": False,
+                    "cimd-allow-permitted-domains": domains,
+                    "cimd-restrict-same-domain": False,
+                    "only-allow-confidential-client": False,
+                },
+            }
+        ],
+    }
+
+
+def cimd_policy(trusted_domains: Sequence[str]) -> dict[str, Any]:
+    """The client policy applying `cimd_profile` to https client ids on those domains."""
+    return {
+        "name": CIMD_POLICY,
+        "description": "Authorization requests whose client_id is an https URL on a trusted "
+        "domain use Client ID Metadata Documents",
+        "enabled": True,
+        "conditions": [
+            {
+                "condition": "client-id-uri",
+                "configuration": {
+                    "client-id-uri-scheme": ["https"],
+                    "client-id-uri-allow-permitted-domains": validate_cimd_domains(trusted_domains),
+                },
+            }
+        ],
+        "profiles": [CIMD_PROFILE],
+    }
+
+
 def _roles() -> dict[str, str]:
     return {
         ADMIN_ROLE: "graphgate: every catalogued tenant, with write where the server allows writes",
@@ -309,6 +388,7 @@ class KeycloakConfigurator:
         tenants: Sequence[str] = (),
         admin_realm: str = "master",
         dry_run: bool = False,
+        cimd_trusted_domains: Sequence[str] = (),
     ) -> None:
         if not realm or "/" in realm:
             raise ValueError(f"realm name {realm!r} is not usable in a URL path")
@@ -325,6 +405,7 @@ class KeycloakConfigurator:
         loopback = urlsplit(callback).hostname in {*LOOPBACK_HOSTS, "::1"}
         self._redirects = [*LOOPBACK_REDIRECTS, *([] if loopback else [callback])]
         self._tenants = list(tenants)
+        self._cimd_domains = validate_cimd_domains(cimd_trusted_domains)
         self._dry_run = dry_run
         self._token: str | None = None
         self._changes: list[Change] = []
@@ -400,6 +481,8 @@ class KeycloakConfigurator:
         realm = self._ensure_realm()
         if realm is None:  # dry run on a missing realm: everything else is new too
             return list(self._changes)
+        if self._cimd_domains:
+            self._require_cimd()  # before anything is written
         self._ensure_roles(realm)
         self._ensure_user_profile()
         scope_id = self._ensure_scope()
@@ -411,6 +494,11 @@ class KeycloakConfigurator:
         self._ensure_registration_policies(realm["id"])
         self._ensure_client_policy("profiles", _pkce_profile(), "client profile")
         self._ensure_client_policy("policies", _pkce_policy(), "client policy")
+        if self._cimd_domains:
+            self._ensure_client_policy(
+                "profiles", cimd_profile(self._cimd_domains), "client profile"
+            )
+            self._ensure_client_policy("policies", cimd_policy(self._cimd_domains), "client policy")
         return list(self._changes)
 
     def _ensure_realm(self) -> dict[str, Any] | None:
@@ -680,6 +768,24 @@ class KeycloakConfigurator:
                     {**current, "config": {**current_config, **config}},
                 )
 
+    def _require_cimd(self) -> None:
+        """Refuse ``cimd_trusted_domains`` unless Keycloak runs with ``--features=cimd``.
+
+        Without the feature Keycloak knows neither the executor nor the
+        condition and answers their PUT with a 400 that does not say why; its
+        discovery document says it plainly.
+        """
+        url = f"{self._base}/realms/{quote(self._realm)}/.well-known/openid-configuration"
+        response = self._http.get(url, timeout=_TIMEOUT)
+        if response.status_code != 200:
+            raise KeycloakAdminError(f"GET {url}: HTTP {response.status_code}")
+        if response.json().get("client_id_metadata_document_supported") is not True:
+            raise KeycloakAdminError(
+                f"Keycloak at {self._base} does not offer Client ID Metadata Documents "
+                "(its discovery document lacks client_id_metadata_document_supported): "
+                "start it with --features=cimd (experimental in Keycloak 26.7)"
+            )
+
     def _ensure_client_policy(self, kind: str, desired: dict[str, Any], label: str) -> None:
         """Client profiles and policies are stored as one list per realm: PUT it whole."""
         path = f"/client-policies/{kind}"
@@ -722,6 +828,7 @@ def configure_keycloak(
     admin_realm: str = "master",
     dry_run: bool = False,
     client: httpx.Client | None = None,
+    cimd_trusted_domains: Sequence[str] = (),
 ) -> list[Change]:
     """One-shot convenience around `KeycloakConfigurator` (owns a client if none given)."""
     owned = client is None
@@ -738,6 +845,7 @@ def configure_keycloak(
             tenants=tenants,
             admin_realm=admin_realm,
             dry_run=dry_run,
+            cimd_trusted_domains=cimd_trusted_domains,
         ).configure()
     finally:
         if owned:

@@ -78,12 +78,22 @@ def configure(
             "users' tenants attribute.",
         ),
     ] = None,
+    cimd_trusted_domains: Annotated[
+        str | None,
+        typer.Option(
+            "--cimd-trusted-domains",
+            help="Comma list of hosts (tools.example.com, *.example.com) whose https URLs "
+            "MCP clients may use as client_id (Client ID Metadata Documents). Needs Keycloak "
+            "started with --features=cimd (experimental in 26.7).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report the changes without making them.")
     ] = False,
 ) -> None:
     """Create or update REALM so that its tokens work with graphgate (idempotent)."""
     names = [part.strip() for part in (tenants or "").split(",") if part.strip()]
+    domains = [part.strip() for part in (cimd_trusted_domains or "").split(",") if part.strip()]
     try:
         changes = configure_keycloak(
             base_url=url,
@@ -95,6 +105,7 @@ def configure(
             audience=audience,
             tenants=names,
             dry_run=dry_run,
+            cimd_trusted_domains=domains,
         )
     except (KeycloakAdminError, ValueError) as exc:
         typer.echo(f"graphgate: {exc}", err=True)

@@ -24,6 +24,7 @@ from graphgate.auth.discovery import (
     IssuerMetadata,
     authorization_server_metadata_paths,
     discovery_routes,
+    shim_metadata,
 )
 from graphgate.config import Settings
 from tests.auth._support import IssuerState, closed_port_url
@@ -161,6 +162,22 @@ async def test_shim_metadata_at_every_probed_path(
             assert document["jwks_uri"] == issuer.metadata()["jwks_uri"]
             assert "authorization_response_iss_parameter_supported" not in document
     assert issuer.hits["metadata"] == 1  # cached
+
+
+def test_shim_metadata_leaves_out_client_id_metadata_documents(tmp_path: Path) -> None:
+    """Shim mode stands for one static client: no CIMD past it, even if the issuer has it."""
+    settings = shim_settings(tmp_path, "https://sso.example.com/realms/graphgate")
+    upstream = {
+        "issuer": "https://sso.example.com/realms/graphgate",
+        "authorization_endpoint": "https://sso.example.com/realms/graphgate/auth",
+        "client_id_metadata_document_supported": True,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+    }
+    served = shim_metadata(upstream, settings)
+    assert "client_id_metadata_document_supported" not in served
+    assert served["authorization_endpoint"] == upstream["authorization_endpoint"]
+    assert served["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
+    assert upstream["client_id_metadata_document_supported"] is True  # the input is not changed
 
 
 async def test_mcp_client_discovery_finds_the_shim(

@@ -14,9 +14,15 @@
 // Every step is reported as a JSON line on stdout; tokens and secrets never are
 // (only the decoded claims of the access token).
 //
+// With --client-metadata-url (an https URL) the provider offers it as
+// `clientMetadataUrl`: where the authorization server's metadata says
+// client_id_metadata_document_supported, the SDK uses that URL as its client_id
+// (a Client ID Metadata Document) instead of registering.
+//
 // Usage:
 //   node client.mjs --server http://127.0.0.1:8000/mcp --user alice \
 //     --redirect-uri http://127.0.0.1:33418/callback \
+//     [--client-metadata-url https://app.example/client.json] \
 //     [--calls '[{"name": "list_databases", "arguments": {}}]'] [--timeout 120]
 // Exit status: 0 when every step ran (tool errors included), 1 when the client
 // failed (the error is reported), 2 for bad usage, 3 on timeout.
@@ -52,6 +58,7 @@ try {
       server: { type: 'string' },
       user: { type: 'string' },
       'redirect-uri': { type: 'string' },
+      'client-metadata-url': { type: 'string' },
       calls: { type: 'string' },
       timeout: { type: 'string', default: '120' },
     },
@@ -99,9 +106,10 @@ function nextLine() {
 // -- OAuthClientProvider: what the app gives the SDK ----------------------------------------
 
 class TestProvider {
-  constructor(user, redirectUri) {
+  constructor(user, redirectUri, clientMetadataUrl) {
     this.user = user;
     this._redirectUri = redirectUri;
+    this._clientMetadataUrl = clientMetadataUrl;
     this._state = randomBytes(16).toString('base64url');
     this._clientInformation = undefined;
     this._tokens = undefined;
@@ -112,6 +120,10 @@ class TestProvider {
 
   get redirectUrl() {
     return this._redirectUri;
+  }
+
+  get clientMetadataUrl() {
+    return this._clientMetadataUrl;
   }
 
   get clientMetadata() {
@@ -201,7 +213,7 @@ async function recordingFetch(input, init) {
 // -- the app --------------------------------------------------------------------------------
 
 const serverUrl = new URL(args.server);
-const provider = new TestProvider(args.user, args['redirect-uri']);
+const provider = new TestProvider(args.user, args['redirect-uri'], args['client-metadata-url']);
 
 function connect() {
   const transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: recordingFetch });

@@ -14,6 +14,19 @@ The demo users, their passwords and their claims:
     erin   no tenants                  frank tenants ["initech"] (not catalogued)
 
 Each password is ``<username>-password``.
+
+Keycloak runs with ``--features=cimd`` (OAuth Client ID Metadata Documents,
+experimental in 26.7) and trusts a throw-away test CA
+(``--truststore-paths``, fixture ``keycloak_certificates``), so that the CIMD
+tests can have it fetch client metadata documents from an https server on
+loopback (tests/services/cimd.py). Both are on for the whole session rather
+than in a second Keycloak, which would cost another ~25 s start (plus a
+~20 s Quarkus re-augmentation on a cold cache): the feature adds
+``client_id_metadata_document_supported`` (and ``none`` among the token
+endpoint's auth methods) to the discovery document, but does nothing else
+until a realm has a client policy with the CIMD executor, and only the CIMD
+tests add one, for their own duration. The harness caches the Quarkus build
+per feature set, so the flag costs nothing after the first run.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from scripts.keycloak import (
@@ -31,12 +45,15 @@ from scripts.keycloak import (
 )
 
 from tests.services._common import free_port, service_unavailable
+from tests.services.tls import LoopbackCertificates
 
 DEMO_USERS = ("alice", "bob", "carol", "dana", "erin", "frank")
 # Ready in 25-60 s on an idle two-core machine; a machine busy with other
 # services may need longer, hence the knob.
 READY_TIMEOUT = float(os.environ.get("GRAPHGATE_TEST_KEYCLOAK_TIMEOUT", "180"))
 CLIENT_ID = "graphgate-mcp"
+# Build-time feature flags of the session's Keycloak (see the module doc).
+FEATURES = ("cimd",)
 
 
 def demo_password(username: str) -> str:
@@ -55,6 +72,8 @@ class KeycloakService:
     version: str
     started_in: float
     client_id: str = CLIENT_ID
+    features: tuple[str, ...] = ()
+    trusted_ca: Path | None = None
 
     @property
     def issuer(self) -> str:
@@ -90,12 +109,22 @@ class KeycloakService:
 
 
 @pytest.fixture(scope="session")
-def keycloak() -> Iterator[KeycloakService]:
+def keycloak_certificates(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCertificates:
+    """The test CA Keycloak trusts, and a certificate it signed for 127.0.0.1."""
+    return LoopbackCertificates.create(tmp_path_factory.mktemp("keycloak-tls"))
+
+
+@pytest.fixture(scope="session")
+def keycloak(keycloak_certificates: LoopbackCertificates) -> Iterator[KeycloakService]:
     """A running Keycloak for the whole session; skipped locally, failed in CI, if absent."""
     public_url = f"http://127.0.0.1:{free_port()}"
     try:
         with running_keycloak(
-            resource_url=f"{public_url}/mcp", cache_dir=DEFAULT_CACHE, ready_timeout=READY_TIMEOUT
+            resource_url=f"{public_url}/mcp",
+            cache_dir=DEFAULT_CACHE,
+            ready_timeout=READY_TIMEOUT,
+            features=FEATURES,
+            truststore_paths=[keycloak_certificates.ca_file],
         ) as instance:
             yield KeycloakService(
                 base_url=instance.base_url,
@@ -105,6 +134,8 @@ def keycloak() -> Iterator[KeycloakService]:
                 public_url=public_url,
                 version=KEYCLOAK_VERSION,
                 started_in=instance.started_in,
+                features=instance.features,
+                trusted_ca=keycloak_certificates.ca_file,
             )
     except KeycloakUnavailable as exc:
         service_unavailable(f"Keycloak {KEYCLOAK_VERSION}: {exc}")

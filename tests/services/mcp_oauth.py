@@ -82,6 +82,10 @@ class OAuthMcpUser:
     browser: SignsIn
     storage: MemoryTokenStorage = field(default_factory=MemoryTokenStorage)
     redirect_uri: str = field(default_factory=lambda: f"http://127.0.0.1:{free_port()}/callback")
+    # An https URL: the SDK then uses it as its client_id (Client ID Metadata
+    # Document) instead of registering, where the metadata says
+    # client_id_metadata_document_supported.
+    client_metadata_url: str | None = None
     requests: list[str] = field(default_factory=list)
     authorization_urls: list[str] = field(default_factory=list)
     callbacks: list[str] = field(default_factory=list)
@@ -100,6 +104,7 @@ class OAuthMcpUser:
             self.storage,
             redirect_handler=self._open_browser,
             callback_handler=self._callback,
+            client_metadata_url=self.client_metadata_url,
         )
 
         async def record(request: httpx2.Request) -> None:
