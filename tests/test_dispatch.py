@@ -1,5 +1,8 @@
 """Direct ``tools/call`` dispatch answers exactly what FastMCP's own path would.
 
+Progress notifications through it are checked in tests/test_tools.py and, over
+HTTP, in tests/test_http.py.
+
 On a real FalkorDB server, through FastMCP's in-memory client (which speaks
 to the same low-level handlers as the HTTP transport).
 """
@@ -35,10 +38,16 @@ async def test_context_free_tools_are_served_directly(falkordb_service, tmp_path
     assert entry is not None
     direct = getattr(entry.handler, "__self__", None)
     assert isinstance(direct, DirectToolCalls)
-    for name in ("list_databases", "use_database", "run_query", "run_write_query", "get_schema"):
+    for name in (
+        "list_databases",
+        "use_database",
+        "run_query",
+        "run_write_query",
+        "get_schema",
+        "query_databases",
+    ):
         assert direct.serves(name)
-    # query_databases reports progress through FastMCP's Context: FastMCP runs it.
-    assert not direct.serves("query_databases")
+    assert not direct.serves("drop_everything")
 
 
 async def test_direct_answers_equal_fastmcps_own(falkordb_service, tmp_path) -> None:

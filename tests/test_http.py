@@ -285,3 +285,39 @@ async def test_open_paths_answer_any_host(server: tuple[str, Settings]) -> None:
             assert response.status_code == 200, path
         guarded = await http.post("/mcp", json={}, headers={"host": "10.1.2.3:8000"})
         assert guarded.status_code == 421
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_query_databases_progress_reaches_the_client(
+    falkordb_service: FalkorDBService,
+    tmp_path_factory: pytest.TempPathFactory,
+    mode: str,
+) -> None:
+    """Progress notifications over HTTP, which needs a response stream (SSE), not JSON."""
+    suffix = uuid.uuid4().hex[:6]
+    catalog = {"acme": f"pa_{suffix}", "globex": f"pg_{suffix}"}
+    await seed_tagged_tenants(falkordb_service, catalog)
+    options = http_settings(
+        tenants=catalog,
+        auth="dev",
+        json_response=False,
+        data_dir=tmp_path_factory.mktemp("progress"),
+    )
+    parts = make_parts(falkordb_service.backend(), **options)
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    admin = token(parts.settings, "root", admin=True)
+    async with serve_http(parts) as url, client_for(url, admin, mode) as root:
+        result = await root.call_tool(
+            "query_databases",
+            {"query": "MATCH (t:Tag) RETURN t.tenant"},
+            progress_callback=on_progress,
+        )
+    assert not result.is_error
+    answer = json.loads(result.content[0].text)  # type: ignore[union-attr]
+    assert set(answer["results"]) == {"acme", "globex"}
+    assert sorted(progress for progress, _, _ in seen) == [1, 2]
+    assert {message for _, _, message in seen} == {"acme done", "globex done"}

@@ -11,15 +11,16 @@ one pydantic validator per tool, built once, then the tool itself.
 What clients see does not change: ``tools/list`` (names, schemas, annotations)
 stays FastMCP's, the same validator semantics apply (pydantic over the tool's
 signature, unknown arguments refused), and errors come back as
-``isError`` results with the same text. Tools that take FastMCP's Context
-(``query_databases`` reports progress) and unknown names still go through
-FastMCP's handler unchanged.
+``isError`` results with the same text. A tool reports progress with
+`report_progress`, which sends MCP progress notifications when the client
+asked for them (a ``progressToken``). Unknown names go to FastMCP's handler.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from fastmcp import FastMCP
@@ -37,6 +38,33 @@ logger = logging.getLogger(__name__)
 
 ToolFunction = Callable[..., Awaitable[ToolResult]]
 Handler = Callable[[ServerRequestContext[Any], CallToolRequestParams], Awaitable[Any]]
+Reporter = Callable[[float, float | None, str | None], Awaitable[None]]
+
+_PROGRESS: ContextVar[Reporter | None] = ContextVar("graphgate_progress", default=None)
+
+
+async def report_progress(progress: float, total: float | None, message: str | None) -> None:
+    """Progress of the tool call in progress; nothing when its client asked for none."""
+    reporter = _PROGRESS.get()
+    if reporter is not None:
+        await reporter(progress, total, message)
+
+
+def _reporter(ctx: ServerRequestContext[Any]) -> Reporter | None:
+    token = ctx.meta.get("progress_token") if ctx.meta else None
+    if token is None:
+        return None
+
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.session.send_progress_notification(
+            progress_token=token,
+            progress=progress,
+            total=total,
+            message=message,
+            related_request_id=None if ctx.request_id is None else str(ctx.request_id),
+        )
+
+    return report
 
 
 def _error(text: str) -> CallToolResult:
@@ -44,7 +72,7 @@ def _error(text: str) -> CallToolResult:
 
 
 class DirectToolCalls:
-    """Runs graphgate's context-free tools without FastMCP's per-call machinery.
+    """Runs graphgate's tools without FastMCP's per-call machinery.
 
     ``tools`` maps each tool name to the coroutine function FastMCP registered
     under it; anything else is handed to ``fallback``, FastMCP's own handler.
@@ -84,6 +112,7 @@ class DirectToolCalls:
         except PydanticValidationError as exc:
             logger.info("invalid arguments for %s: %d error(s)", params.name, exc.error_count())
             return _error(str(exc))
+        reporting = _PROGRESS.set(_reporter(ctx))
         try:
             result = await call
         except ToolError as exc:
@@ -96,6 +125,8 @@ class DirectToolCalls:
                 f"internal_error: graphgate hit an unexpected error; request id "
                 f"{REQUEST_ID.get() or 'n/a'} is in the server log"
             )
+        finally:
+            _PROGRESS.reset(reporting)
         return _as_call_result(result)
 
 

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastmcp import Context, FastMCP
+from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_http_request
 from fastmcp.tools import ToolResult
@@ -25,7 +25,7 @@ from pydantic import Field
 from graphgate.auth.rights import Caller
 from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
 from graphgate.config import Settings
-from graphgate.dispatch import DirectToolCalls, ToolFunction
+from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
 from graphgate.errors import (
     GraphgateError,
     QueryError,
@@ -299,7 +299,6 @@ class GraphTools:
     async def query_databases(
         self,
         query: QueryText,
-        ctx: Context,
         params: Params = None,
         databases: Annotated[
             list[str] | None,
@@ -338,18 +337,17 @@ class GraphTools:
                     except GraphgateError as exc:
                         encoded = encode({"error": f"{exc.code}: {exc}"})
                 done += 1
-                await ctx.report_progress(done, total, f"{target.tenant} done")
+                await report_progress(done, total, f"{target.tenant} done")
                 return target.tenant, encoded
 
             pieces = await asyncio.gather(*(one(target) for target in targets))
             return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:
-        """Declare the tools on ``mcp`` and serve the context-free ones directly.
+        """Declare the tools on ``mcp`` and serve their calls directly.
 
         FastMCP owns the declarations (tools/list, schemas, annotations);
-        `DirectToolCalls` runs every tool but ``query_databases``, which uses
-        FastMCP's Context for progress, past FastMCP's per-call machinery.
+        `DirectToolCalls` runs the calls past FastMCP's per-call machinery.
         """
         declared: list[tuple[str, ToolFunction, ToolAnnotations]] = [
             ("list_databases", self.list_databases, _READ_ONLY),
@@ -357,6 +355,7 @@ class GraphTools:
             ("run_query", self.run_query, _READ_ONLY),
             ("run_write_query", self.run_write_query, _WRITE),
             ("get_schema", self.get_schema, _READ_ONLY),
+            ("query_databases", self.query_databases, _READ_ONLY),
         ]
         direct: dict[str, ToolFunction] = {}
         for name, function, hints in declared:
@@ -364,7 +363,4 @@ class GraphTools:
                 continue
             mcp.tool(function, name=name, annotations=hints, output_schema=None)
             direct[name] = function
-        mcp.tool(
-            self.query_databases, name="query_databases", annotations=_READ_ONLY, output_schema=None
-        )
         DirectToolCalls.install(mcp, direct)
