@@ -23,7 +23,6 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graphgate.auth.rights import Caller
@@ -90,9 +89,11 @@ class RequestIdMiddleware:
         request_id = supplied if _plain_id(supplied) else secrets.token_hex(12)
         token = REQUEST_ID.set(request_id)
 
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["x-request-id"] = request_id
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:

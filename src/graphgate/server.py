@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -169,21 +169,42 @@ def build_http_app(parts: Parts) -> ASGIApp:
         mode="strict",
     )
     # Outermost, so that even responses of the auth gate carry the id.
-    return RequestIdMiddleware(OpenPathsUnguarded(app, guarded))
+    return RequestIdMiddleware(OpenPathsUnguarded(app, guarded, allowed_hosts(settings)))
 
 
 class OpenPathsUnguarded:
-    """Send the open operational paths straight to the app, the rest through the guard."""
+    """Send the open operational paths straight to the app, the rest through the guard.
 
-    def __init__(self, app: ASGIApp, guarded: ASGIApp) -> None:
+    A request whose Host header is, to the letter, one of ``plain_hosts`` and
+    that carries no Origin (every non-browser MCP client) is one the guard
+    always lets through; it skips the guard's per-request host parsing. Any
+    other request, however close, gets the guard's full judgement.
+    """
+
+    def __init__(self, app: ASGIApp, guarded: ASGIApp, plain_hosts: Iterable[str] = ()) -> None:
         self.app = app
         self.guarded = guarded
+        self.plain_hosts = frozenset(host.encode("latin-1") for host in plain_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.guarded(scope, receive, send)
+            return
+        if scope["path"] in OPEN_PATHS or self._plainly_allowed(scope):
             await self.app(scope, receive, send)
         else:
             await self.guarded(scope, receive, send)
+
+    def _plainly_allowed(self, scope: Scope) -> bool:
+        host: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                return False
+            if name == b"host":
+                if host is not None:  # two Host headers: the guard decides
+                    return False
+                host = value
+        return host is not None and host in self.plain_hosts
 
 
 def local_caller_of(settings: Settings) -> CallerOf:
