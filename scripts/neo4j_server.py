@@ -282,7 +282,8 @@ def running_neo4j(
     classpath = download(cache_dir, version).read_text().strip()
     java = find_java(java_home)
     port = port or free_port()
-    password = password or secrets.token_urlsafe(18)
+    # Hex, never urlsafe: a password starting with "-" reads as an option to neo4j-admin.
+    password = password or secrets.token_hex(18)
     logs = cache_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"neo4j-{port}.log"
