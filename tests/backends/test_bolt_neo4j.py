@@ -472,22 +472,38 @@ async def test_one_pool_for_all_tenants(neo4j_service: Neo4jInstance) -> None:
 
 
 class CuttableProxy:
-    """A loopback TCP relay to the server whose open connections can be cut at once."""
+    """A loopback TCP relay to the server whose open connections can be cut.
+
+    `cut_on_next_request` cuts the connection that next carries a request,
+    as it arrives: the client has sent it, so it cannot have noticed anything
+    beforehand and quietly taken a fresh connection instead.
+    """
 
     def __init__(self, port: int) -> None:
         self.target = port
         self.accepted = 0
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
+        self.armed = False
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        both: tuple[asyncio.StreamWriter, asyncio.StreamWriter] | None = None,
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if both is not None and self.armed:
+                    self.armed = False
+                    for end in both:
+                        end.transport.abort()
+                    return
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -496,7 +512,12 @@ class CuttableProxy:
         self.accepted += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         self.writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, both=(writer, up_writer)), self._pipe(up_reader, writer)
+        )
+
+    def cut_on_next_request(self) -> None:
+        self.armed = True
 
     def cut(self) -> None:
         for writer in self.writers:
@@ -529,13 +550,24 @@ async def test_dropped_connections_retry_reads_once_and_writes_never(
         try:
             assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
             before = proxy.accepted
-            proxy.cut()
+            proxy.cut_on_next_request()
             assert (await backend.read(DB, "RETURN 2 AS x", None, LIMITS)).rows == [[2]]
-            assert proxy.accepted == before + 1  # the read went again on a fresh connection
-            proxy.cut()
+            assert not proxy.armed  # the read's request was cut ...
+            assert proxy.accepted == before + 1  # ... and went again on a fresh connection
+            proxy.cut_on_next_request()
             with pytest.raises(BackendUnavailable, match="not retried"):
                 await backend.write(DB, f"CREATE (:`{neo4j_label}`)", None, LIMITS)
+            assert not proxy.armed
             assert await count(neo4j_service, neo4j_label) == 0
+            # A connection dropped while idle is noticed or not; either way nothing doubles.
+            proxy.cut()
+            try:
+                await backend.write(DB, f"CREATE (:`{neo4j_label}`)", None, LIMITS)
+            except BackendUnavailable as exc:
+                assert "not retried" in str(exc)
+                assert await count(neo4j_service, neo4j_label) == 0
+            else:
+                assert await count(neo4j_service, neo4j_label) == 1
         finally:
             await backend.close()
 
