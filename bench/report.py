@@ -462,6 +462,21 @@ def render(data: dict[str, Any]) -> str:
                 "Each tool of mcp-memgraph, called once against that Neo4j:",
                 "",
             ]
+        if memgraph.get("drivers"):
+            out += [
+                "The neo4j package's two drivers in one process on that Neo4j (bench/drivers.py; "
+                "CPU of the process per read, 8 concurrent readers): the floor under any "
+                "Python server on Bolt. graphgate uses the asyncio one:",
+                "",
+                "| query | driver | reads | CPU ms per read | wall ms per read |",
+                "|---|---|--:|--:|--:|",
+            ]
+            for row in memgraph["drivers"]:
+                out.append(
+                    f"| {row['query']} | {row['driver']} | {row['reads']:,} "
+                    f"| {_num(row['cpu_ms'], 3)} | {_num(row['wall_ms'], 3)} |"
+                )
+            out.append("")
         if memgraph.get("tools"):
             out += ["| tool | ran on Neo4j | answer (start) |", "|---|---|---|"]
             for tool in memgraph["tools"]:

@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import drivers
 import httpx2
 import load
 import memgraph
@@ -603,6 +604,13 @@ async def part_memgraph(bench: Bench) -> None:
             return
         section["neo4j"] = {"url": bolt.url, "source": bolt.source}
         await memgraph.seed_neo4j(bolt, PERSONS)
+        quick = bench.sizes.duration < 5
+        section["drivers"] = await drivers.compare(
+            bolt.url,
+            bolt.user,
+            bolt.password,
+            {"point": 400 if quick else 4000, "rows100": 80 if quick else 800},
+        )
         jwks_url = bench.procs.serve_json(DevKeys.load_or_create(bench.keys_dir).jwks)
         port = free_port()
         upstream = bench.procs.spawn(

@@ -1,4 +1,4 @@
-"""Neo4j and Memgraph over Bolt: one driver, one pool, every tenant.
+"""Neo4j and Memgraph over Bolt: one async driver, one pool, every tenant.
 
 A tenant's database is chosen per session (``driver.session(database=...)``),
 never by a driver per tenant, so a catalog of 1,000 tenants costs the same
@@ -28,24 +28,16 @@ shapes):
 Timeouts are the driver's transaction timeout, enforced by the server, with
 a client-side bound one second later as a backstop. A dropped connection is
 retried once for a read, never for a write.
-
-The driver is the neo4j package's blocking one, run on a thread pool as large
-as the connection pool. Its asyncio twin wraps every socket read in a task
-with a timer while the server's receive-timeout hint is set (Neo4j sends one),
-two per record: measured on Python 3.11, a 100-row read took 3.6 ms of CPU
-through it and 2.0 ms through the blocking driver on a thread (BENCHMARKS.md).
-The caches below are only touched on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -73,7 +65,7 @@ from graphgate.errors import (
 )
 
 if TYPE_CHECKING:
-    from neo4j import Driver, Query, Result, Session, Transaction
+    from neo4j import AsyncDriver, AsyncResult, AsyncSession, AsyncTransaction, Query
 
     from graphgate.config import Settings
 
@@ -158,8 +150,7 @@ class BoltBackend:
         self.connect_timeout = connect_timeout
         self.user_agent = user_agent
         self.agent = ""
-        self._driver: Driver | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
         self._plans: RecentCache[tuple[str, str, str], PlanFacts] = RecentCache()
         self._scans: RecentCache[str, Scan] = RecentCache(ttl=None)
@@ -185,11 +176,11 @@ class BoltBackend:
         """Create the driver and learn the server's agent, which picks the dialect."""
         if self._driver is not None:
             return
-        from neo4j import GraphDatabase
+        from neo4j import AsyncGraphDatabase
         from neo4j.exceptions import AuthError, DriverError, Neo4jError
 
         auth = (self.user or "", self._password or "") if (self.user or self._password) else None
-        driver = GraphDatabase.driver(
+        driver = AsyncGraphDatabase.driver(
             self.uri,
             auth=auth,
             user_agent=self.user_agent,
@@ -199,49 +190,39 @@ class BoltBackend:
             liveness_check_timeout=30.0,
             max_transaction_retry_time=0.0,
         )
-        # One thread per pooled connection: more could only wait for a connection.
-        executor = ThreadPoolExecutor(self.max_connections, thread_name_prefix="graphgate-bolt")
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout * 2):
-                info = await loop.run_in_executor(executor, driver.get_server_info)
-        except BaseException as exc:
-            executor.submit(driver.close)
-            executor.shutdown(wait=False)
-            if isinstance(exc, TimeoutError):
-                raise BackendUnavailable(
-                    f"no answer from {self.uri} within {self.connect_timeout * 2:g} s"
-                ) from None
-            if isinstance(exc, AuthError):
-                raise BackendUnavailable(
-                    f"{self.uri} refused our credentials: {exc.message}"
-                ) from exc
-            if isinstance(exc, DriverError | Neo4jError | OSError):
-                raise BackendUnavailable(f"cannot reach {self.uri}: {exc}") from exc
-            raise
+                info = await driver.get_server_info()
+        except TimeoutError:
+            await driver.close()
+            raise BackendUnavailable(
+                f"no answer from {self.uri} within {self.connect_timeout * 2:g} s"
+            ) from None
+        except AuthError as exc:
+            await driver.close()
+            raise BackendUnavailable(f"{self.uri} refused our credentials: {exc.message}") from exc
+        except (DriverError, Neo4jError, OSError) as exc:
+            await driver.close()
+            raise BackendUnavailable(f"cannot reach {self.uri}: {exc}") from exc
         self.agent = str(info.agent)
         if self.dialect is None:
             self.dialect = guess_dialect(self.agent)
         self.name = self.dialect
         self._driver = driver
-        self._executor = executor
 
     async def close(self) -> None:
         driver, self._driver = self._driver, None
-        executor, self._executor = self._executor, None
-        if driver is None or executor is None:
-            return
-        # Closing only says goodbye on idle sockets; a dead peer must not hold up shutdown.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.connect_timeout):
-                await asyncio.get_running_loop().run_in_executor(executor, driver.close)
-        executor.shutdown(wait=False, cancel_futures=True)
+        if driver is not None:
+            # Closing only says goodbye on idle sockets; a dead peer must not hold up shutdown.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.connect_timeout):
+                    await driver.close()
 
     async def ping(self) -> None:
         driver = self._require_driver()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await self._in_thread(driver.verify_connectivity)
+                await driver.verify_connectivity()
         except TimeoutError:
             raise BackendUnavailable(
                 f"{self.uri} did not answer within {self.connect_timeout:g} s"
@@ -303,9 +284,10 @@ class BoltBackend:
     async def schema(self, database: str, limits: QueryLimits) -> Schema:
         """Labels, types, properties, counts, endpoints, indexes and constraints."""
         self._check_database(database)
-        reader = self._memgraph_schema if self._dialect() == "memgraph" else self._neo4j_schema
         try:
-            return await self._bounded(limits, self._in_thread(reader, database, limits))
+            if self._dialect() == "memgraph":
+                return await self._bounded(limits, self._memgraph_schema(database, limits))
+            return await self._bounded(limits, self._neo4j_schema(database, limits))
         except GraphgateError:
             raise
         except Exception as exc:
@@ -314,18 +296,17 @@ class BoltBackend:
     async def list_databases(self) -> list[str]:
         """Standard databases only: never ``system``, never composite (they span databases)."""
         limits = QueryLimits(timeout=self.connect_timeout * 2)
-        lister = (
-            self._memgraph_databases if self._dialect() == "memgraph" else self._neo4j_databases
-        )
         try:
-            return await self._bounded(limits, self._in_thread(lister))
+            if self._dialect() == "memgraph":
+                return await self._bounded(limits, self._memgraph_databases())
+            return await self._bounded(limits, self._neo4j_databases())
         except GraphgateError:
             raise
         except Exception as exc:
             raise _translate(exc, "") from exc
 
     # -- internals: running -------------------------------------------------------------------
-    def _require_driver(self) -> Driver:
+    def _require_driver(self) -> AsyncDriver:
         if self._driver is None:
             raise BackendUnavailable("the Bolt backend is not started")
         return self._driver
@@ -334,15 +315,6 @@ class BoltBackend:
         self._require_driver()
         assert self.dialect is not None  # set by start()
         return self.dialect
-
-    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
-        """Run blocking driver work on the backend's threads, never on the event loop."""
-        executor = self._executor
-        if executor is None:
-            raise BackendUnavailable("the Bolt backend is not started")
-        return await asyncio.get_running_loop().run_in_executor(
-            executor, functools.partial(function, *args)
-        )
 
     def _scan(self, query: str) -> Scan:
         """The text's facts, remembered for texts short enough to keep."""
@@ -363,8 +335,8 @@ class BoltBackend:
         if database.casefold() == _SYSTEM_DATABASE:
             raise QueryRefused("the system database is not a tenant database")
 
-    @contextlib.contextmanager
-    def _session(self, database: str | None, *, read: bool) -> Iterator[Session]:
+    @asynccontextmanager
+    async def _session(self, database: str, *, read: bool) -> AsyncIterator[AsyncSession]:
         from neo4j import READ_ACCESS, WRITE_ACCESS
 
         driver = self._require_driver()
@@ -376,14 +348,10 @@ class BoltBackend:
         try:
             yield session
         finally:
-            session.close()
+            await session.close()
 
     async def _bounded(self, limits: QueryLimits, work: Awaitable[_T], *, read: bool = True) -> _T:
-        """Await ``work`` for at most the query timeout plus a grace second.
-
-        The thread that runs it cannot be stopped from here; the server's own
-        transaction timeout (the same ``limits.timeout``) ends its work.
-        """
+        """Await ``work`` for at most the query timeout plus a grace second."""
         try:
             async with asyncio.timeout(limits.timeout + _CLIENT_GRACE):
                 return await work
@@ -402,6 +370,8 @@ class BoltBackend:
         limits: QueryLimits,
     ) -> QueryResult:
         dialect = self._dialect()
+        statement = query[: found.body_end]
+        body = query[found.body_start : found.body_end]
         # The text's verdict first: USE, administration and named procedures are
         # refused as such, even where the planner would only answer with an error.
         _refuse_text(found, self.policy, limits)
@@ -412,45 +382,24 @@ class BoltBackend:
                 "only Cypher queries run through the read path; use get_schema for "
                 "indexes and constraints"
             )
-        key = (dialect, database, query[found.body_start : found.body_end])
-        known = self._plans.get(key)
-        result, query_type, facts = await self._in_thread(
-            self._read_sync, database, query, found, params, limits, known
-        )
-        if known is None:
-            self._plans.put(key, facts)
-        return self._pure_read(result, query_type, found)
-
-    def _read_sync(
-        self,
-        database: str,
-        query: str,
-        found: Scan,
-        params: Mapping[str, Any] | None,
-        limits: QueryLimits,
-        known: PlanFacts | None,
-    ) -> tuple[QueryResult, str, PlanFacts]:
-        dialect = self._dialect()
-        statement = query[: found.body_end]
-        body = query[found.body_start : found.body_end]
-        with self._session(database, read=True) as session:
+        async with self._session(database, read=True) as session:
             if dialect == "memgraph":
                 # Memgraph ignores the access mode: the transaction is never committed.
-                tx = session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+                tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
                 try:
-                    facts = known or self._explain(tx, dialect, database, body, params)
+                    facts = await self._explain(tx, dialect, database, body, params)
                     self._enforce_read(facts, found, limits)
-                    cursor = tx.run(statement, _params(params))
-                    return (*self._collect(cursor, limits.row_limit), facts)
+                    cursor = await tx.run(statement, _params(params))
+                    return self._pure_read(*await self._collect(cursor, limits.row_limit), found)
                 finally:
-                    tx.close()
+                    await tx.close()
             # Neo4j refuses writes in a read-mode transaction: one auto-commit round trip.
-            facts = known or self._explain(
+            facts = await self._explain(
                 session, dialect, database, body, params, server_timeout=limits.timeout
             )
             self._enforce_read(facts, found, limits)
-            cursor = session.run(_query(statement, limits.timeout), _params(params))
-            return (*self._collect(cursor, limits.row_limit), facts)
+            cursor = await session.run(_query(statement, limits.timeout), _params(params))
+            return self._pure_read(*await self._collect(cursor, limits.row_limit), found)
 
     def _enforce_read(self, facts: PlanFacts, found: Scan, limits: QueryLimits) -> None:
         enforce(
@@ -476,44 +425,29 @@ class BoltBackend:
         params: Mapping[str, Any] | None,
         limits: QueryLimits,
     ) -> QueryResult:
-        dialect = self._dialect()
-        _refuse_text(found, self.policy, limits)
-        if dialect == "memgraph" and found.kind != "cypher" and found.kind != "schema":
-            raise QueryRefused(
-                "Memgraph statements other than Cypher queries and index or constraint "
-                "definitions are not available through graphgate"
-            )
-        key = (dialect, database, query[found.body_start : found.body_end])
-        known = self._plans.get(key)
-        result, facts = await self._in_thread(
-            self._write_sync, database, query, found, params, limits, known
-        )
-        if known is None and facts is not None:
-            self._plans.put(key, facts)
-        return result
+        from neo4j import Query
 
-    def _write_sync(
-        self,
-        database: str,
-        query: str,
-        found: Scan,
-        params: Mapping[str, Any] | None,
-        limits: QueryLimits,
-        known: PlanFacts | None,
-    ) -> tuple[QueryResult, PlanFacts | None]:
         dialect = self._dialect()
         statement = query[: found.body_end]
         body = query[found.body_start : found.body_end]
-        if dialect == "memgraph" and found.kind == "schema":
+        _refuse_text(found, self.policy, limits)
+        if dialect == "memgraph" and found.kind != "cypher":
+            if found.kind != "schema":
+                raise QueryRefused(
+                    "Memgraph statements other than Cypher queries and index or constraint "
+                    "definitions are not available through graphgate"
+                )
             # Memgraph allows index and constraint changes only outside explicit transactions.
-            with self._session(database, read=False) as session:
-                cursor = session.run(_query(statement, limits.timeout), _params(params))
-                result, _ = self._collect(cursor, limits.row_limit)
-                return result, None
-        with self._session(database, read=False) as session:
-            tx = session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+            async with self._session(database, read=False) as session:
+                cursor = await session.run(
+                    Query(statement, metadata=_METADATA, timeout=limits.timeout), _params(params)
+                )
+                result, _ = await self._collect(cursor, limits.row_limit)
+                return result
+        async with self._session(database, read=False) as session:
+            tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
             try:
-                facts = known or self._explain(tx, dialect, database, body, params)
+                facts = await self._explain(tx, dialect, database, body, params)
                 enforce(
                     facts,
                     found,
@@ -521,16 +455,16 @@ class BoltBackend:
                     read_only=False,
                     allow_file_access=limits.allow_file_access,
                 )
-                cursor = tx.run(statement, _params(params))
-                result, _ = self._collect(cursor, limits.row_limit)
-                tx.commit()
-                return result, facts
+                cursor = await tx.run(statement, _params(params))
+                result, _ = await self._collect(cursor, limits.row_limit)
+                await tx.commit()
+                return result
             finally:
-                tx.close()
+                await tx.close()
 
-    def _explain(
+    async def _explain(
         self,
-        runner: Transaction | Session,
+        runner: AsyncTransaction | AsyncSession,
         dialect: Dialect,
         database: str,
         body: str,
@@ -538,86 +472,94 @@ class BoltBackend:
         *,
         server_timeout: float | None = None,
     ) -> PlanFacts:
-        """The planner's facts about ``body``.
+        """The planner's facts about ``body``, remembered briefly per database and text.
 
         A plan's kind (read or write), its operators and the procedures it calls
-        depend on the text, not on parameter values, so the callers remember
-        them per database and text for a few minutes and skip this round trip
-        for repeated queries. Reads still run in read mode and have their
-        executed query type checked, whatever the cache says. In an explicit
-        transaction the transaction's timeout applies; on a session the
-        statement carries ``server_timeout``.
+        depend on the text, not on parameter values, so repeated queries skip
+        the extra planning round trip. Reads still run in read mode and have
+        their executed query type checked, whatever the cache says. In an
+        explicit transaction the transaction's timeout applies; on a session
+        the statement carries ``server_timeout``.
         """
+        key = (dialect, database, body)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
         explain = "EXPLAIN " + body
         if server_timeout is None:
-            cursor = runner.run(explain, _params(params))
+            cursor = await runner.run(explain, _params(params))
         else:
-            cursor = runner.run(_query(explain, server_timeout), _params(params))  # type: ignore[arg-type]
+            cursor = await runner.run(_query(explain, server_timeout), _params(params))  # type: ignore[arg-type]
         if dialect == "memgraph":
-            rows = [str(record[0]) for record in cursor]
-            cursor.consume()
-            return memgraph_plan_facts(rows)
-        summary = cursor.consume()
-        return neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
+            rows = [str(record[0]) async for record in cursor]
+            await cursor.consume()
+            facts = memgraph_plan_facts(rows)
+        else:
+            summary = await cursor.consume()
+            facts = neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
+        self._plans.put(key, facts)
+        return facts
 
-    def _collect(self, cursor: Result, row_limit: int) -> tuple[QueryResult, str]:
+    async def _collect(self, cursor: AsyncResult, row_limit: int) -> tuple[QueryResult, str]:
         """Rows up to ``row_limit``; the rest are discarded on the server, not sent."""
         keys = cursor.keys()
         columns = [str(key) for key in keys]
-        # One row past the limit tells whether there were more.
-        records = cursor.fetch(row_limit + 1)
+        # One fetch instead of an await per record; one row past the limit
+        # tells whether there were more.
+        records = await cursor.fetch(row_limit + 1)
         truncated = len(records) > row_limit
         convert = self._convert
         rows = [convert.row(record.values()) for record in records[:row_limit]]
-        summary = cursor.consume()
+        summary = await cursor.consume()
         counters = summary.counters
         stats = {name: int(getattr(counters, attribute, 0)) for attribute, name in _STATS.items()}
         result = QueryResult(columns=columns, rows=rows, truncated=truncated, stats=stats)
         return result, str(summary.query_type or "")
 
-    @staticmethod
-    def _rows(
-        runner: Session | Transaction, query: str | Query, params: dict[str, Any] | None = None
+    async def _rows(
+        self, runner: Any, query: str | Query, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         """Trusted internal statements (schema, catalog): plain values, no conversion."""
-        return [record.data() for record in runner.run(query, params)]  # type: ignore[arg-type]
+        cursor = await runner.run(query, params)
+        return [record.data() async for record in cursor]
 
-    # -- internals: schema and catalog (on the backend's threads) -------------------------------
-    def _neo4j_schema(self, database: str, limits: QueryLimits) -> Schema:
-        with self._session(database, read=True) as session:
-            tx = session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+    # -- internals: schema and catalog -----------------------------------------------------------
+    async def _neo4j_schema(self, database: str, limits: QueryLimits) -> Schema:
+        async with self._session(database, read=True) as session:
+            tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
             try:
-                labels = [row["label"] for row in self._rows(tx, "CALL db.labels()")]
+                labels = [row["label"] for row in await self._rows(tx, "CALL db.labels()")]
                 types = [
-                    row["relationshipType"] for row in self._rows(tx, "CALL db.relationshipTypes()")
+                    row["relationshipType"]
+                    for row in await self._rows(tx, "CALL db.relationshipTypes()")
                 ]
                 nodes, rels = schema_sql.neo4j_labels(
-                    self._rows(tx, schema_sql.NEO4J_NODE_PROPERTIES),
-                    self._rows(tx, schema_sql.NEO4J_REL_PROPERTIES),
+                    await self._rows(tx, schema_sql.NEO4J_NODE_PROPERTIES),
+                    await self._rows(tx, schema_sql.NEO4J_REL_PROPERTIES),
                     labels=labels,
                     types=types,
                 )
                 for label in labels:
                     quoted = schema_sql.quote_name(label)
-                    rows = self._rows(tx, f"MATCH (n:{quoted}) RETURN count(n) AS c")
+                    rows = await self._rows(tx, f"MATCH (n:{quoted}) RETURN count(n) AS c")
                     nodes.count(label, rows[0]["c"])
                 for rel_type in types:
                     quoted = schema_sql.quote_name(rel_type)
-                    rows = self._rows(tx, f"MATCH ()-[r:{quoted}]->() RETURN count(r) AS c")
+                    rows = await self._rows(tx, f"MATCH ()-[r:{quoted}]->() RETURN count(r) AS c")
                     rels.count(rel_type, rows[0]["c"])
-                    ends = self._rows(
+                    ends = await self._rows(
                         tx,
                         f"MATCH (a)-[:{quoted}]->(b) WITH a, b LIMIT {_SCHEMA_SAMPLE} "
                         "UNWIND labels(a) AS s UNWIND labels(b) AS e RETURN DISTINCT s, e",
                     )
                     for row in ends:
                         rels.endpoint(rel_type, row["s"], row["e"])
-                indexes = schema_sql.neo4j_indexes(self._rows(tx, schema_sql.NEO4J_INDEXES))
+                indexes = schema_sql.neo4j_indexes(await self._rows(tx, schema_sql.NEO4J_INDEXES))
                 constraints = schema_sql.neo4j_constraints(
-                    self._rows(tx, schema_sql.NEO4J_CONSTRAINTS)
+                    await self._rows(tx, schema_sql.NEO4J_CONSTRAINTS)
                 )
             finally:
-                tx.close()
+                await tx.close()
         return Schema(
             node_labels=nodes.infos(counted=True),
             relationship_types=rels.infos(counted=True),
@@ -625,34 +567,34 @@ class BoltBackend:
             constraints=constraints,
         )
 
-    def _memgraph_schema(self, database: str, limits: QueryLimits) -> Schema:
+    async def _memgraph_schema(self, database: str, limits: QueryLimits) -> Schema:
         from neo4j import Query
         from neo4j.exceptions import Neo4jError
 
         def auto(text: str) -> Query:
             return Query(text, metadata=_METADATA, timeout=limits.timeout)
 
-        with self._session(database, read=True) as session:
+        async with self._session(database, read=True) as session:
             try:
-                rows = self._rows(session, auto(schema_sql.MEMGRAPH_SCHEMA_INFO))
+                rows = await self._rows(session, auto(schema_sql.MEMGRAPH_SCHEMA_INFO))
                 node_labels, rel_types = schema_sql.memgraph_schema_info(rows[0]["schema"])
             except Neo4jError:
                 # Run-time schema tracking is off (or the server predates it): sample instead.
-                tx = session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+                tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
                 try:
                     sample = {"sample": _MEMGRAPH_FALLBACK_SAMPLE}
                     node_labels, rel_types = schema_sql.memgraph_sampled(
-                        self._rows(tx, schema_sql.MEMGRAPH_NODE_SAMPLE, sample),
-                        self._rows(tx, schema_sql.MEMGRAPH_REL_SAMPLE, sample),
-                        self._rows(tx, schema_sql.MEMGRAPH_REL_ENDPOINTS, sample),
+                        await self._rows(tx, schema_sql.MEMGRAPH_NODE_SAMPLE, sample),
+                        await self._rows(tx, schema_sql.MEMGRAPH_REL_SAMPLE, sample),
+                        await self._rows(tx, schema_sql.MEMGRAPH_REL_ENDPOINTS, sample),
                     )
                 finally:
-                    tx.close()
+                    await tx.close()
             indexes = schema_sql.memgraph_indexes(
-                self._rows(session, auto(schema_sql.MEMGRAPH_INDEXES))
+                await self._rows(session, auto(schema_sql.MEMGRAPH_INDEXES))
             )
             constraints = schema_sql.memgraph_constraints(
-                self._rows(session, auto(schema_sql.MEMGRAPH_CONSTRAINTS))
+                await self._rows(session, auto(schema_sql.MEMGRAPH_CONSTRAINTS))
             )
         return Schema(
             node_labels=node_labels,
@@ -661,22 +603,22 @@ class BoltBackend:
             constraints=constraints,
         )
 
-    def _neo4j_databases(self) -> list[str]:
-        with self._session(_SYSTEM_DATABASE, read=True) as session:
-            rows = self._rows(
+    async def _neo4j_databases(self) -> list[str]:
+        async with self._session(_SYSTEM_DATABASE, read=True) as session:
+            rows = await self._rows(
                 session,
                 "SHOW DATABASES YIELD name, type WHERE type = 'standard' "
                 "RETURN DISTINCT name ORDER BY name",
             )
         return [str(row["name"]) for row in rows]
 
-    def _memgraph_databases(self) -> list[str]:
+    async def _memgraph_databases(self) -> list[str]:
         from neo4j.exceptions import Neo4jError
 
         driver = self._require_driver()
         try:
-            with driver.session(default_access_mode="READ") as session:
-                rows = self._rows(session, "SHOW DATABASES")
+            async with driver.session(default_access_mode="READ") as session:
+                rows = await self._rows(session, "SHOW DATABASES")
         except Neo4jError:
             # Without an Enterprise licence Memgraph has exactly one database.
             return ["memgraph"]
@@ -748,10 +690,7 @@ def _query(text: str, timeout: float) -> Query:
 
 
 class RecentCache(Generic[_K, _V]):
-    """A small LRU, optionally with a lifetime per entry, owned by one backend.
-
-    Not thread-safe: the backend uses it on the event loop only.
-    """
+    """A small LRU, optionally with a lifetime per entry, owned by one backend."""
 
     def __init__(self, max_entries: int = 2048, ttl: float | None = 300.0) -> None:
         self._entries: OrderedDict[_K, tuple[_V, float]] = OrderedDict()
