@@ -74,6 +74,28 @@ def _table(results: list[dict[str, Any]]) -> str:
     return "\n".join([LOAD_HEADER, *(_load_row(r) for r in results)])
 
 
+def point_cpu(data: dict[str, Any], mode: str) -> tuple[float | None, str]:
+    """graphgate's server CPU per call, point read, c8, in ``mode``: the median window.
+
+    One 8-second window varies by 10-15% from run to run on this machine, so
+    every window of the same configuration in the run counts: the matrix's
+    (graphgate/<mode>/point/c8) and the auth part's auth=dev rounds (the same
+    settings, another instance). Returns the median and how it came about.
+    """
+    matrix = find(data, f"graphgate/{mode}/point/c8")
+    windows = [matrix["server_cpu_ms"]] if matrix and matrix["server_cpu_ms"] else []
+    rounds = list((data.get("auth_e2e") or {}).get(mode, {}).get("dev") or [])
+    windows += rounds
+    if not windows:
+        return None, "–"
+    median = statistics.median(windows)
+    if len(windows) == 1:
+        return median, f"{median:.3f} ms"
+    parts = [f"{windows[0]:.3f} matrix"] if matrix else []
+    parts += [f"{value:.3f}" for value in rounds]
+    return median, f"{median:.3f} ms (median of {len(windows)} windows: {', '.join(parts)})"
+
+
 def targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(target, measured, limit, verdict) rows."""
     rows: list[tuple[str, str, str, str]] = []
@@ -82,27 +104,32 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("legacy", CPU_LEGACY_MS, 'session protocol 2025-11-25 (`mode="legacy"`)'),
     ):
         for kind in ("point", "rows100"):
-            result = find(data, f"graphgate/{mode}/{kind}/c8")
-            cpu = result["server_cpu_ms"] if result else None
-            ok = None if cpu is None else cpu <= limit
             what = "point read" if kind == "point" else "100-row read (information)"
+            if kind == "point":
+                cpu, shown = point_cpu(data, mode)
+            else:
+                result = find(data, f"graphgate/{mode}/{kind}/c8")
+                cpu = result["server_cpu_ms"] if result else None
+                shown = f"{_num(cpu, 3)} ms"
+            ok = None if cpu is None else cpu <= limit
             rows.append(
                 (
                     f"server CPU per call, {label}, {what}, c8",
-                    f"{_num(cpu, 3)} ms",
+                    shown,
                     f"≤ {limit} ms",
                     _verdict(ok) if kind == "point" else ("within" if ok else "over"),
                 )
             )
     auth = data.get("auth_micro")
-    dev = find(data, "graphgate/auto/point/c8")
-    if auth and dev and dev["server_cpu_ms"]:
-        share = auth["per_call_us"] / 1000 / dev["server_cpu_ms"]
+    per_call, _ = point_cpu(data, "auto")
+    if auth and per_call:
+        share = auth["per_call_us"] / 1000 / per_call
         rows.append(
             (
                 "auth + routing share of a call's server CPU (microbenchmark: cached-token "
-                "gate + caller rights + Router.resolve, over graphgate/auto/point/c8)",
-                f"{share:.1%} ({auth['per_call_us']:.0f} µs of {dev['server_cpu_ms'] * 1000:.0f} µs)",
+                "gate + caller rights + Router.resolve, over graphgate's auto point c8 "
+                "server CPU per call above)",
+                f"{share:.1%} ({auth['per_call_us']:.0f} µs of {per_call * 1000:.0f} µs)",
                 f"≤ {AUTH_SHARE:.0%}",
                 _verdict(share <= AUTH_SHARE),
             )

@@ -906,12 +906,28 @@ def main() -> None:
     parser.add_argument("--scale-tenants", type=int, help="catalog size of the scale test")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: render this results file again (and, for a full run's "
+        "file, BENCHMARKS.md's generated section)",
+    )
+    parser.add_argument(
         "--update-md",
         choices=("auto", "yes", "no"),
         default="auto",
         help="rewrite the generated part of BENCHMARKS.md (auto: full runs of every part)",
     )
     args = parser.parse_args()
+    if args.render:
+        data = json.loads(args.render.read_text(encoding="utf-8"))
+        markdown = report.render(data)
+        args.render.with_suffix(".md").write_text(markdown, encoding="utf-8")
+        if not data["meta"]["quick"] and set(data["meta"]["parts"]) >= set(DEFAULT_PARTS):
+            update_benchmarks_md(markdown)
+            print(f"updated {BENCHMARKS_MD.relative_to(REPO)}")
+        print(markdown)
+        return
     try:
         import uvloop
 
