@@ -72,7 +72,7 @@ from tests.services.cimd import (
 )
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
-from tests.services.keycloak import KeycloakService, demo_password
+from tests.services.keycloak import AdminToken, KeycloakService, demo_password
 from tests.services.keycloak_login import LoginError, authorization_origin, browser_login
 from tests.services.mcp_oauth import (
     INITIALIZE,
@@ -98,25 +98,10 @@ class KeycloakAdmin:
     def __init__(self, keycloak: KeycloakService, http: httpx.AsyncClient) -> None:
         self.keycloak = keycloak
         self.http = http
-        self._token = ""
-        self._token_until = 0.0
+        self.token = AdminToken(keycloak, http)
 
     async def _headers(self) -> dict[str, str]:
-        if time.monotonic() >= self._token_until:
-            response = await self.http.post(
-                f"{self.keycloak.base_url}/realms/master/protocol/openid-connect/token",
-                data={
-                    "grant_type": "password",
-                    "client_id": "admin-cli",
-                    "username": self.keycloak.admin_user,
-                    "password": self.keycloak.admin_password,
-                },
-            )
-            response.raise_for_status()
-            body = response.json()
-            self._token = body["access_token"]
-            self._token_until = time.monotonic() + float(body["expires_in"]) - 10
-        return {"Authorization": f"Bearer {self._token}"}
+        return await self.token.headers()
 
     async def call(
         self, method: str, path: str, body: Any = None, *, realm: str | None = None

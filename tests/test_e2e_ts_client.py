@@ -60,7 +60,7 @@ from tests.services._common import free_port, service_unavailable
 from tests.services.cimd import CimdRealm, client_metadata
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
-from tests.services.keycloak import KeycloakService, demo_password
+from tests.services.keycloak import AdminToken, KeycloakService, demo_password
 from tests.services.keycloak_login import authorization_origin, browser_login
 from tests.services.oidc_provider import (
     TS_CLIENT_PROJECT,
@@ -89,19 +89,10 @@ class KeycloakAdmin:
     def __init__(self, keycloak: KeycloakService, http: httpx.AsyncClient) -> None:
         self.keycloak = keycloak
         self.http = http
+        self.token = AdminToken(keycloak, http)
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        token = await self.http.post(
-            f"{self.keycloak.base_url}/realms/master/protocol/openid-connect/token",
-            data={
-                "grant_type": "password",
-                "client_id": "admin-cli",
-                "username": self.keycloak.admin_user,
-                "password": self.keycloak.admin_password,
-            },
-        )
-        token.raise_for_status()
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        headers = await self.token.headers()
         url = f"{self.keycloak.admin_url()}{path}"
         response = await self.http.request(method, url, json=body, headers=headers)
         if response.status_code >= 400:

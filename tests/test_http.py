@@ -22,24 +22,29 @@ from mcp.client.streamable_http import streamable_http_client
 
 from graphgate.auth.dev import mint_dev_token
 from graphgate.config import Settings
+from graphgate.server import Parts
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import http_settings, make_parts, serve_http
+
+
+async def seeded_parts(
+    falkordb_service: FalkorDBService, data_dir: Path, tenants: list[str], **settings: Any
+) -> Parts:
+    """Dev-issuer parts over fresh graphs, one per tenant, each tagged with its tenant."""
+    suffix = uuid.uuid4().hex[:6]
+    catalog = {tenant: f"{tenant}_{suffix}" for tenant in tenants}
+    await seed_tagged_tenants(falkordb_service, catalog)
+    options = http_settings(tenants=catalog, auth="dev", data_dir=data_dir, **settings)
+    return make_parts(falkordb_service.backend(), **options)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def server(
     falkordb_service: FalkorDBService, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[str, Settings]]:
-    suffix = uuid.uuid4().hex[:6]
-    catalog = {"acme": f"acme_{suffix}", "globex": f"globex_{suffix}", "initech": f"ini_{suffix}"}
-    await seed_tagged_tenants(falkordb_service, catalog)
-    options = http_settings(
-        tenants=catalog,
-        auth="dev",
-        allow_writes=True,
-        data_dir=tmp_path_factory.mktemp("http"),
-    )
-    parts = make_parts(falkordb_service.backend(), **options)
+    data_dir = tmp_path_factory.mktemp("http")
+    tenants = ["acme", "globex", "initech"]
+    parts = await seeded_parts(falkordb_service, data_dir, tenants, allow_writes=True)
     async with serve_http(parts) as url:
         yield url, parts.settings
 
@@ -294,16 +299,8 @@ async def test_query_databases_progress_reaches_the_client(
     mode: str,
 ) -> None:
     """Progress notifications over HTTP, which needs a response stream (SSE), not JSON."""
-    suffix = uuid.uuid4().hex[:6]
-    catalog = {"acme": f"pa_{suffix}", "globex": f"pg_{suffix}"}
-    await seed_tagged_tenants(falkordb_service, catalog)
-    options = http_settings(
-        tenants=catalog,
-        auth="dev",
-        json_response=False,
-        data_dir=tmp_path_factory.mktemp("progress"),
-    )
-    parts = make_parts(falkordb_service.backend(), **options)
+    data_dir = tmp_path_factory.mktemp("progress")
+    parts = await seeded_parts(falkordb_service, data_dir, ["acme", "globex"], json_response=False)
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:

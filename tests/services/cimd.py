@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ import pytest
 import pytest_asyncio
 
 from graphgate.keycloak import cimd_policy, cimd_profile
-from tests.services.keycloak import KeycloakService
+from tests.services.keycloak import AdminToken, KeycloakService
 from tests.services.tls import LOOPBACK_HOST, LoopbackCertificates
 
 # What Keycloak 26.7.3's executor says (AbstractClientIdMetadataDocumentExecutor): its
@@ -184,30 +183,13 @@ class CimdRealm:
     keycloak: KeycloakService
     documents: MetadataDocuments
     http: httpx.AsyncClient
-    _token: str = ""
-    _token_until: float = 0.0
-
-    async def _headers(self) -> dict[str, str]:
-        if time.monotonic() < self._token_until:
-            return {"Authorization": f"Bearer {self._token}"}
-        response = await self.http.post(
-            f"{self.keycloak.base_url}/realms/master/protocol/openid-connect/token",
-            data={
-                "grant_type": "password",
-                "client_id": "admin-cli",
-                "username": self.keycloak.admin_user,
-                "password": self.keycloak.admin_password,
-            },
-        )
-        response.raise_for_status()
-        body = response.json()
-        self._token = str(body["access_token"])
-        self._token_until = time.monotonic() + float(body["expires_in"]) - 10
-        return {"Authorization": f"Bearer {self._token}"}
+    token: AdminToken
 
     async def admin(self, method: str, path: str, body: Any = None) -> Any:
         url = f"{self.keycloak.admin_url()}{path}"
-        response = await self.http.request(method, url, json=body, headers=await self._headers())
+        response = await self.http.request(
+            method, url, json=body, headers=await self.token.headers()
+        )
         if response.status_code >= 400:
             raise AssertionError(f"{method} {path}: HTTP {response.status_code} {response.text}")
         return response.json() if response.content else None
@@ -229,7 +211,7 @@ async def cimd_realm(
 ) -> AsyncIterator[CimdRealm]:
     """CIMD for ``https://127.0.0.1`` client ids in the session's realm, for one test."""
     async with httpx.AsyncClient(timeout=30) as http:
-        realm = CimdRealm(keycloak, cimd_documents, http)
+        realm = CimdRealm(keycloak, cimd_documents, http, AdminToken(keycloak, http))
         profiles = await realm.admin("GET", "/client-policies/profiles")
         policies = await realm.admin("GET", "/client-policies/policies")
         trusted = [LOOPBACK_HOST]

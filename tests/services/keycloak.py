@@ -32,10 +32,12 @@ per feature set, so the flag costs nothing after the first run.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from scripts.keycloak import (
     DEFAULT_CACHE,
@@ -106,6 +108,33 @@ class KeycloakService:
 
     def admin_url(self, realm: str | None = None) -> str:
         return f"{self.base_url}/admin/realms/{realm or self.realm}"
+
+
+class AdminToken:
+    """A master-realm admin token for Keycloak's admin REST API, renewed before it expires."""
+
+    def __init__(self, keycloak: KeycloakService, http: httpx.AsyncClient) -> None:
+        self.keycloak = keycloak
+        self.http = http
+        self._token = ""
+        self._until = 0.0
+
+    async def headers(self) -> dict[str, str]:
+        if time.monotonic() >= self._until:
+            response = await self.http.post(
+                f"{self.keycloak.base_url}/realms/master/protocol/openid-connect/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "admin-cli",
+                    "username": self.keycloak.admin_user,
+                    "password": self.keycloak.admin_password,
+                },
+            )
+            response.raise_for_status()
+            body = response.json()
+            self._token = str(body["access_token"])
+            self._until = time.monotonic() + float(body["expires_in"]) - 10
+        return {"Authorization": f"Bearer {self._token}"}
 
 
 @pytest.fixture(scope="session")
