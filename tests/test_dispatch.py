@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastmcp import Client, FastMCP
 
 from graphgate.auth.rights import Caller
@@ -48,6 +49,19 @@ async def test_context_free_tools_are_served_directly(falkordb_service, tmp_path
     ):
         assert direct.serves(name)
     assert not direct.serves("drop_everything")
+
+
+def test_tool_call_middleware_cannot_be_bypassed_silently() -> None:
+    from fastmcp.server.middleware import Middleware
+
+    mcp = FastMCP("probe")
+    mcp.add_middleware(Middleware())
+
+    async def ping() -> str:
+        return "pong"
+
+    with pytest.raises(RuntimeError, match="bypass FastMCP middleware: Middleware"):
+        DirectToolCalls.install(mcp, {"ping": ping})  # type: ignore[dict-item]
 
 
 async def test_direct_answers_equal_fastmcps_own(falkordb_service, tmp_path) -> None:

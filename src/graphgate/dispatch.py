@@ -14,6 +14,11 @@ signature, unknown arguments refused), and errors come back as
 ``isError`` results with the same text. A tool reports progress with
 `report_progress`, which sends MCP progress notifications when the client
 asked for them (a ``progressToken``). Unknown names go to FastMCP's handler.
+
+What the direct path skips is FastMCP's tool-call middleware: graphgate adds
+none (rights are checked in the tools), and `DirectToolCalls.install` refuses
+to start if any middleware that could act on a tool call is registered, so a
+later addition cannot be bypassed silently.
 """
 
 from __future__ import annotations
@@ -90,6 +95,14 @@ class DirectToolCalls:
     @classmethod
     def install(cls, mcp: FastMCP, tools: Mapping[str, ToolFunction]) -> DirectToolCalls:
         """Take over ``tools/call`` on ``mcp``'s low-level server for ``tools``."""
+        from fastmcp.server.middleware.dereference import DereferenceRefsMiddleware
+
+        # FastMCP's own default only rewrites listed schemas; anything else could
+        # act on tool calls, which the direct path would skip.
+        acting = [m for m in mcp.middleware if not isinstance(m, DereferenceRefsMiddleware)]
+        if acting:
+            names = ", ".join(type(m).__name__ for m in acting)
+            raise RuntimeError(f"direct tool calls would bypass FastMCP middleware: {names}")
         server = mcp._mcp_server
         entry = server.get_request_handler("tools/call")
         if entry is None:  # pragma: no cover - FastMCP registers it in its constructor
