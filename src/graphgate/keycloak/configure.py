@@ -1,40 +1,11 @@
-"""Bring a Keycloak realm to the state graphgate expects, idempotently.
+"""The reconciler: reads each piece of a realm, writes only the differences.
 
-``graphgate keycloak configure`` does with the admin REST API what importing
-``deploy/keycloak/realm.json`` does for a new realm, for realms that already
-exist and hold users: it reads each piece, compares it with what graphgate
-needs and writes only the differences, so a second run changes nothing and
-says so. Pieces an operator may have extended (redirect URIs, trusted hosts,
-allowed scopes, other mappers) are only ever added to, never pruned.
-
-What graphgate needs from the realm, and why:
-
-- client scope ``mcp:tools`` (in the token's ``scope``) carrying three mappers:
-  the audience = graphgate's resource URL (RFC 8707/9068: graphgate refuses
-  tokens minted for anyone else), the ``tenants`` user attribute as a JSON
-  array, and the realm roles as ``realm_access.roles`` (the admin role);
-- realm roles ``graphgate-admin`` and ``graphgate-user``. Keycloak applies a
-  client scope that has role scope mappings only to users holding one of
-  those roles, and clients registered anonymously get "full scope disabled",
-  so ``mcp:tools`` maps both roles and every user gets ``graphgate-user``
-  through the realm's default roles;
-- a multivalued ``tenants`` attribute declared in the user profile: Keycloak
-  24+ drops attributes the profile does not declare;
-- a public client ``graphgate-mcp``: authorization code with PKCE S256,
-  loopback redirect URIs on any port (RFC 8252 §7.3), no password grant;
-- ``mcp:tools`` as a realm default scope, so clients registered through RFC
-  7591 get it, anonymous registration policies that admit loopback redirect
-  URIs and the scopes MCP clients ask for, and a client policy that makes
-  PKCE S256 mandatory for every client registered that way;
-- optionally (``cimd_trusted_domains``), a client profile and policy that let
-  MCP clients use an https URL on those hosts as their ``client_id``: OAuth
-  Client ID Metadata Documents, which Keycloak 26.7 offers only when started
-  with ``--features=cimd`` (experimental).
+See the package docstring for what graphgate needs and why; `realm` holds the
+desired pieces.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,47 +13,35 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from graphgate.config import validate_tenant_name
 from graphgate.errors import GraphgateError
-
-__all__ = [
-    "ADMIN_ROLE",
-    "CIMD_POLICY",
-    "CIMD_PROFILE",
-    "CLIENT_ID",
-    "MCP_SCOPE",
-    "USER_ROLE",
-    "Change",
-    "KeycloakAdminError",
-    "KeycloakConfigurator",
-    "cimd_policy",
-    "cimd_profile",
-    "configure_keycloak",
-    "tenants_attribute",
-    "validate_cimd_domains",
-]
-
-MCP_SCOPE = "mcp:tools"
-CLIENT_ID = "graphgate-mcp"
-ADMIN_ROLE = "graphgate-admin"
-USER_ROLE = "graphgate-user"
-TENANTS_ATTRIBUTE = "tenants"
-LOOPBACK_REDIRECTS = ("http://127.0.0.1/*", "http://localhost/*")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-CLIENT_DEFAULT_SCOPES = ("basic", "web-origins", "acr", "roles", "profile", "email", MCP_SCOPE)
-CLIENT_OPTIONAL_SCOPES = ("offline_access",)
-REGISTRATION_SCOPES = (
+from graphgate.keycloak.realm import (
+    ADMIN_ROLE,
+    CLIENT_DEFAULT_SCOPES,
+    CLIENT_ID,
+    CLIENT_OPTIONAL_SCOPES,
+    LOOPBACK_HOSTS,
+    LOOPBACK_REDIRECTS,
     MCP_SCOPE,
-    "offline_access",
-    "basic",
-    "roles",
-    "profile",
-    "email",
-    "web-origins",
-    "acr",
+    POLICY_TYPE,
+    REGISTRATION_SCOPES,
+    TENANTS_ATTRIBUTE,
+    USER_ROLE,
+    checked_public_url,
+    cimd_policy,
+    cimd_profile,
+    differing_keys,
+    matches,
+    mcp_client,
+    mcp_mappers,
+    mcp_scope,
+    pkce_policy,
+    pkce_profile,
+    realm_roles,
+    tenants_attribute,
+    union,
+    validate_cimd_domains,
 )
-_POLICY_TYPE = "org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy"
-_TENANT_ENTRY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(:read|:write)?$"
+
 _TIMEOUT = 30.0
 
 
@@ -102,265 +61,6 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}" + (f": {self.detail}" if self.detail else "")
-
-
-# -- the desired pieces ------------------------------------------------------------------
-
-
-def tenants_attribute(tenants: Sequence[str] = ()) -> dict[str, Any]:
-    """The user-profile declaration of ``tenants``; with a catalog, a pick list.
-
-    Only admins see or edit it: a user who could edit their own tenants
-    could grant themselves any database.
-    """
-    validations: dict[str, Any] = {
-        "length": {"max": 80},
-        "pattern": {
-            "pattern": _TENANT_ENTRY,
-            "error-message": "a tenant name, optionally followed by :read or :write",
-        },
-    }
-    annotations = {"inputHelperTextBefore": "One entry per tenant: acme (read) or acme:write"}
-    if tenants:
-        names = [validate_tenant_name(name) for name in tenants]
-        validations["options"] = {
-            "options": [entry for name in names for entry in (name, f"{name}:write")]
-        }
-        annotations["inputType"] = "multiselect"
-    return {
-        "name": TENANTS_ATTRIBUTE,
-        "displayName": "graphgate tenants",
-        "multivalued": True,
-        "annotations": annotations,
-        "permissions": {"view": ["admin"], "edit": ["admin"]},
-        "validations": validations,
-    }
-
-
-def _mcp_scope() -> dict[str, Any]:
-    return {
-        "name": MCP_SCOPE,
-        "description": "graphgate: call the MCP tools; adds graphgate's audience and the "
-        "tenants claim",
-        "protocol": "openid-connect",
-        "attributes": {
-            "include.in.token.scope": "true",
-            "display.on.consent.screen": "true",
-            "consent.screen.text": "Use graphgate's graph database tools on your behalf",
-        },
-    }
-
-
-def _token_claim(**config: str) -> dict[str, str]:
-    return {
-        "access.token.claim": "true",
-        "introspection.token.claim": "true",
-        "id.token.claim": "false",
-        "lightweight.claim": "false",
-        **config,
-    }
-
-
-def _mcp_mappers(audience: str) -> list[dict[str, Any]]:
-    def mapper(name: str, kind: str, config: dict[str, str]) -> dict[str, Any]:
-        return {
-            "name": name,
-            "protocol": "openid-connect",
-            "protocolMapper": kind,
-            "consentRequired": False,
-            "config": config,
-        }
-
-    return [
-        mapper(
-            "graphgate audience",
-            "oidc-audience-mapper",
-            _token_claim(**{"included.custom.audience": audience}),
-        ),
-        mapper(
-            "graphgate roles",
-            "oidc-usermodel-realm-role-mapper",
-            _token_claim(
-                **{
-                    "claim.name": "realm_access.roles",
-                    "jsonType.label": "String",
-                    "multivalued": "true",
-                    "userinfo.token.claim": "false",
-                }
-            ),
-        ),
-        mapper(
-            "tenants",
-            "oidc-usermodel-attribute-mapper",
-            _token_claim(
-                **{
-                    "user.attribute": TENANTS_ATTRIBUTE,
-                    "claim.name": "tenants",
-                    "jsonType.label": "String",
-                    "multivalued": "true",
-                    "aggregate.attrs": "false",
-                    "userinfo.token.claim": "false",
-                }
-            ),
-        ),
-    ]
-
-
-def _client() -> dict[str, Any]:
-    return {
-        "clientId": CLIENT_ID,
-        "name": "graphgate MCP clients",
-        "description": "Public client for MCP clients (authorization code + PKCE S256, "
-        "loopback redirects on any port)",
-        "enabled": True,
-        "protocol": "openid-connect",
-        "publicClient": True,
-        "standardFlowEnabled": True,
-        "implicitFlowEnabled": False,
-        "directAccessGrantsEnabled": False,
-        "serviceAccountsEnabled": False,
-        "fullScopeAllowed": False,
-        "attributes": {
-            "pkce.code.challenge.method": "S256",
-            "oauth2.device.authorization.grant.enabled": "false",
-        },
-    }
-
-
-PKCE_PROFILE = "graphgate-pkce"
-PKCE_POLICY = "graphgate-pkce-for-registered-clients"
-
-
-def _pkce_profile() -> dict[str, Any]:
-    return {
-        "name": PKCE_PROFILE,
-        "description": "PKCE with S256 for clients that register themselves (OAuth 2.1 and "
-        "MCP require PKCE)",
-        "executors": [{"executor": "pkce-enforcer", "configuration": {"auto-configure": True}}],
-    }
-
-
-def _pkce_policy() -> dict[str, Any]:
-    # Matching on the registration event, not on "any client": the executor
-    # stamps pkce.code.challenge.method=S256 on each new client, and existing
-    # clients of a shared realm are left as they are.
-    return {
-        "name": PKCE_POLICY,
-        "description": "Clients registered anonymously through RFC 7591 get PKCE S256 required",
-        "enabled": True,
-        "conditions": [
-            {
-                "condition": "client-updater-context",
-                "configuration": {"update-client-source": ["ByAnonymous"]},
-            }
-        ],
-        "profiles": [PKCE_PROFILE],
-    }
-
-
-CIMD_PROFILE = "graphgate-cimd"
-CIMD_POLICY = "graphgate-cimd-clients"
-_TRUSTED_DOMAIN = re.compile(
-    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
-)
-
-
-def validate_cimd_domains(domains: Sequence[str]) -> list[str]:
-    """Host names (``tools.example.com``), wildcards (``*.example.com``) or IPv4 addresses."""
-    names = [domain.strip().lower() for domain in domains if domain.strip()]
-    for name in names:
-        if not _TRUSTED_DOMAIN.match(name):
-            raise ValueError(f"{name!r} is not a host name, *.domain or IPv4 address")
-    return list(dict.fromkeys(names))
-
-
-def cimd_profile(trusted_domains: Sequence[str]) -> dict[str, Any]:
-    """The client profile whose executor fetches and checks Client ID Metadata Documents.
-
-    Keycloak's ``client-id-metadata-document`` executor (feature ``cimd``)
-    runs on the authorization request: it accepts an https ``client_id`` on
-    one of ``trusted_domains``, fetches the document at that URL, checks it
-    (its ``client_id`` equals the URL, the request's ``redirect_uri`` is one of
-    its ``redirect_uris``, no shared-secret authentication, and every URL in
-    it on a trusted domain too) and creates or refreshes a client with that
-    ``client_id``. Plain http client ids stay refused. The executor's one
-    domain list also bounds the documents' ``redirect_uris``, so the loopback
-    hosts native MCP clients redirect to (RFC 8252) are added to it; which
-    client ids it handles at all is decided by `cimd_policy`'s condition,
-    which lists ``trusted_domains`` alone.
-    """
-    domains = validate_cimd_domains([*trusted_domains, *LOOPBACK_HOSTS])
-    return {
-        "name": CIMD_PROFILE,
-        "description": "OAuth Client ID Metadata Documents: an https client_id URL on a "
-        "trusted domain is fetched and becomes a public client (Keycloak feature cimd)",
-        "executors": [
-            {
-                "executor": "client-id-metadata-document",
-                "configuration": {
-                    "cimd-allow-http-scheme": False,
-                    "cimd-allow-permitted-domains": domains,
-                    "cimd-restrict-same-domain": False,
-                    "only-allow-confidential-client": False,
-                },
-            }
-        ],
-    }
-
-
-def cimd_policy(trusted_domains: Sequence[str]) -> dict[str, Any]:
-    """The client policy applying `cimd_profile` to https client ids on those domains."""
-    return {
-        "name": CIMD_POLICY,
-        "description": "Authorization requests whose client_id is an https URL on a trusted "
-        "domain use Client ID Metadata Documents",
-        "enabled": True,
-        "conditions": [
-            {
-                "condition": "client-id-uri",
-                "configuration": {
-                    "client-id-uri-scheme": ["https"],
-                    "client-id-uri-allow-permitted-domains": validate_cimd_domains(trusted_domains),
-                },
-            }
-        ],
-        "profiles": [CIMD_PROFILE],
-    }
-
-
-def _roles() -> dict[str, str]:
-    return {
-        ADMIN_ROLE: "graphgate: every catalogued tenant, with write where the server allows writes",
-        USER_ROLE: "graphgate: may obtain the mcp:tools scope (every user, through the "
-        "default roles)",
-    }
-
-
-# -- comparison --------------------------------------------------------------------------
-
-
-def _matches(desired: Any, current: Any) -> bool:
-    """Desired is contained in current: dict keys recursively, anything else equal."""
-    if isinstance(desired, Mapping):
-        return isinstance(current, Mapping) and all(
-            _matches(value, current.get(key)) for key, value in desired.items()
-        )
-    return bool(desired == current)
-
-
-def _differing(desired: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    return [key for key, value in desired.items() if not _matches(value, current.get(key))]
-
-
-def _union(current: Sequence[str] | None, required: Sequence[str]) -> list[str]:
-    kept = list(current or [])
-    return kept + [item for item in required if item not in kept]
-
-
-def _public_url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
-        raise ValueError(f"public URL {value!r} is not an http(s) URL without query or fragment")
-    return value.rstrip("/")
 
 
 # -- the configurator --------------------------------------------------------------------
@@ -398,10 +98,10 @@ class KeycloakConfigurator:
         self._admin_user = admin_user
         self._admin_password = admin_password
         self._admin_realm = admin_realm
-        self._audience = audience or f"{_public_url(public_url)}/mcp"
+        self._audience = audience or f"{checked_public_url(public_url)}/mcp"
         # registration = proxy: Keycloak redirects back to graphgate itself
         # (a loopback graphgate is already covered by the loopback patterns).
-        callback = f"{_public_url(public_url)}/auth/callback"
+        callback = f"{checked_public_url(public_url)}/auth/callback"
         loopback = urlsplit(callback).hostname in {*LOOPBACK_HOSTS, "::1"}
         self._redirects = [*LOOPBACK_REDIRECTS, *([] if loopback else [callback])]
         self._tenants = list(tenants)
@@ -492,8 +192,8 @@ class KeycloakConfigurator:
             self._ensure_realm_default_scope(scope_id)
         self._ensure_client()
         self._ensure_registration_policies(realm["id"])
-        self._ensure_client_policy("profiles", _pkce_profile(), "client profile")
-        self._ensure_client_policy("policies", _pkce_policy(), "client policy")
+        self._ensure_client_policy("profiles", pkce_profile(), "client profile")
+        self._ensure_client_policy("policies", pkce_policy(), "client policy")
         if self._cimd_domains:
             self._ensure_client_policy(
                 "profiles", cimd_profile(self._cimd_domains), "client profile"
@@ -520,7 +220,7 @@ class KeycloakConfigurator:
         return dict(realm)
 
     def _ensure_roles(self, realm: Mapping[str, Any]) -> None:
-        for name, description in _roles().items():
+        for name, description in realm_roles().items():
             role = self._call("GET", f"/roles/{quote(name)}", missing_ok=True)
             if role is None:
                 self._write(
@@ -555,7 +255,7 @@ class KeycloakConfigurator:
         current = next((a for a in attributes if a.get("name") == TENANTS_ATTRIBUTE), None)
         if (
             current is not None
-            and _matches(desired, current)
+            and matches(desired, current)
             and set(current.get("validations", {})) == set(desired["validations"])
         ):
             return
@@ -571,18 +271,18 @@ class KeycloakConfigurator:
         return {scope["name"]: scope for scope in self._call("GET", "/client-scopes") or []}
 
     def _ensure_scope(self) -> str | None:
-        desired = _mcp_scope()
+        desired = mcp_scope()
         current = self._scopes().get(MCP_SCOPE)
         if current is None:
             self._write(
                 Change("create", f"client scope {MCP_SCOPE}"), "POST", "/client-scopes", desired
             )
             if self._dry_run:
-                for mapper in _mcp_mappers(self._audience):
+                for mapper in mcp_mappers(self._audience):
                     self._changes.append(Change("create", f"mapper {mapper['name']}"))
                 return None
             return str(self._scopes()[MCP_SCOPE]["id"])
-        differing = _differing(desired, current)
+        differing = differing_keys(desired, current)
         if differing:
             merged = {
                 **current,
@@ -600,7 +300,7 @@ class KeycloakConfigurator:
     def _ensure_mappers(self, scope_id: str) -> None:
         path = f"/client-scopes/{scope_id}/protocol-mappers/models"
         current = {mapper["name"]: mapper for mapper in self._call("GET", path) or []}
-        for desired in _mcp_mappers(self._audience):
+        for desired in mcp_mappers(self._audience):
             found = current.get(desired["name"])
             target = f"mapper {desired['name']} of {MCP_SCOPE}"
             if found is None:
@@ -610,8 +310,8 @@ class KeycloakConfigurator:
                     f"{target} exists with type {found.get('protocolMapper')}; "
                     f"expected {desired['protocolMapper']}: rename or delete it and rerun"
                 )
-            elif not _matches(desired["config"], found.get("config", {})):
-                differing = _differing(desired["config"], found.get("config", {}))
+            elif not matches(desired["config"], found.get("config", {})):
+                differing = differing_keys(desired["config"], found.get("config", {}))
                 merged = {**found, "config": {**found.get("config", {}), **desired["config"]}}
                 self._write(
                     Change("update", target, ", ".join(differing)),
@@ -654,7 +354,7 @@ class KeycloakConfigurator:
         )
 
     def _ensure_client(self) -> None:
-        desired = _client()
+        desired = mcp_client()
         found = self._call("GET", f"/clients?clientId={quote(CLIENT_ID)}") or []
         created = not found
         if created:
@@ -670,9 +370,9 @@ class KeycloakConfigurator:
                 return
             found = self._call("GET", f"/clients?clientId={quote(CLIENT_ID)}")
         current = found[0]
-        desired["redirectUris"] = _union(current.get("redirectUris"), self._redirects)
-        desired["webOrigins"] = _union(current.get("webOrigins"), ["+"])
-        differing = _differing(desired, current)
+        desired["redirectUris"] = union(current.get("redirectUris"), self._redirects)
+        desired["webOrigins"] = union(current.get("webOrigins"), ["+"])
+        differing = differing_keys(desired, current)
         if differing and not created:
             merged = {
                 **current,
@@ -716,14 +416,14 @@ class KeycloakConfigurator:
                 )
 
     def _ensure_registration_policies(self, realm_id: str) -> None:
-        components = self._call("GET", f"/components?type={quote(_POLICY_TYPE)}") or []
+        components = self._call("GET", f"/components?type={quote(POLICY_TYPE)}") or []
         anonymous = {c["providerId"]: c for c in components if c.get("subType") == "anonymous"}
         wanted: dict[str, tuple[str, dict[str, list[str]]]] = {}
         hosts = anonymous.get("trusted-hosts", {}).get("config", {})
         wanted["trusted-hosts"] = (
             "Trusted Hosts",
             {
-                "trusted-hosts": _union(hosts.get("trusted-hosts"), LOOPBACK_HOSTS),
+                "trusted-hosts": union(hosts.get("trusted-hosts"), LOOPBACK_HOSTS),
                 # MCP clients register from the user's machine, wherever it is;
                 # what must be local is where the code is delivered.
                 "host-sending-registration-request-must-match": ["false"],
@@ -734,7 +434,7 @@ class KeycloakConfigurator:
         wanted["allowed-client-templates"] = (
             "Allowed Client Scopes",
             {
-                "allowed-client-scopes": _union(
+                "allowed-client-scopes": union(
                     allowed.get("allowed-client-scopes"), REGISTRATION_SCOPES
                 ),
                 "allow-default-scopes": ["true"],
@@ -751,7 +451,7 @@ class KeycloakConfigurator:
                     {
                         "name": name,
                         "providerId": provider,
-                        "providerType": _POLICY_TYPE,
+                        "providerType": POLICY_TYPE,
                         "parentId": realm_id,
                         "subType": "anonymous",
                         "config": config,
@@ -796,7 +496,7 @@ class KeycloakConfigurator:
             self._write(Change("create", target), "PUT", path, {kind: [*entries, desired]})
             return
         index = names.index(desired["name"])
-        differing = _differing(desired, entries[index])
+        differing = differing_keys(desired, entries[index])
         if differing:
             entries[index] = desired
             self._write(
