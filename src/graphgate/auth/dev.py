@@ -9,11 +9,9 @@ very checks real ones do: ``iss``, ``aud``, ``exp``, scopes and tenants.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import stat
 import time
@@ -26,6 +24,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from graphgate.auth.secret_files import create_once
 from graphgate.auth.tokens import JwtVerifier, KeySet, TokenVerifierSettings
 from graphgate.config import Settings, validate_tenant_name
 
@@ -108,17 +107,7 @@ class DevKeys:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        create_once(path, pem)
 
 
 def _set_claim(claims: dict[str, Any], path: str, value: Any) -> None:

@@ -45,7 +45,6 @@ import binascii
 import contextlib
 import json
 import logging
-import os
 import secrets
 import stat
 import time
@@ -85,6 +84,7 @@ from graphgate.auth.discovery import (
     authorization_server_metadata_paths,
     discovery_routes,
 )
+from graphgate.auth.secret_files import create_once
 from graphgate.auth.tokens import (
     MAX_HEADER_BYTES,
     JwtVerifier,
@@ -163,18 +163,7 @@ def _load_or_create_key(path: Path) -> bytes:
     """Read the key file, creating it atomically (hard link, so two starters agree)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
-        fresh = base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES))
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(fresh)
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        create_once(path, base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)))
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         logger.warning("%s was readable by others (mode %o); setting 0600", path, mode)

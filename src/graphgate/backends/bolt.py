@@ -425,8 +425,6 @@ class BoltBackend:
         params: Mapping[str, Any] | None,
         limits: QueryLimits,
     ) -> QueryResult:
-        from neo4j import Query
-
         dialect = self._dialect()
         statement = query[: found.body_end]
         body = query[found.body_start : found.body_end]
@@ -439,9 +437,7 @@ class BoltBackend:
                 )
             # Memgraph allows index and constraint changes only outside explicit transactions.
             async with self._session(database, read=False) as session:
-                cursor = await session.run(
-                    Query(statement, metadata=_METADATA, timeout=limits.timeout), _params(params)
-                )
+                cursor = await session.run(_query(statement, limits.timeout), _params(params))
                 result, _ = await self._collect(cursor, limits.row_limit)
                 return result
         async with self._session(database, read=False) as session:
@@ -568,15 +564,13 @@ class BoltBackend:
         )
 
     async def _memgraph_schema(self, database: str, limits: QueryLimits) -> Schema:
-        from neo4j import Query
         from neo4j.exceptions import Neo4jError
-
-        def auto(text: str) -> Query:
-            return Query(text, metadata=_METADATA, timeout=limits.timeout)
 
         async with self._session(database, read=True) as session:
             try:
-                rows = await self._rows(session, auto(schema_sql.MEMGRAPH_SCHEMA_INFO))
+                rows = await self._rows(
+                    session, _query(schema_sql.MEMGRAPH_SCHEMA_INFO, limits.timeout)
+                )
                 node_labels, rel_types = schema_sql.memgraph_schema_info(rows[0]["schema"])
             except Neo4jError:
                 # Run-time schema tracking is off (or the server predates it): sample instead.
@@ -591,10 +585,10 @@ class BoltBackend:
                 finally:
                     await tx.close()
             indexes = schema_sql.memgraph_indexes(
-                await self._rows(session, auto(schema_sql.MEMGRAPH_INDEXES))
+                await self._rows(session, _query(schema_sql.MEMGRAPH_INDEXES, limits.timeout))
             )
             constraints = schema_sql.memgraph_constraints(
-                await self._rows(session, auto(schema_sql.MEMGRAPH_CONSTRAINTS))
+                await self._rows(session, _query(schema_sql.MEMGRAPH_CONSTRAINTS, limits.timeout))
             )
         return Schema(
             node_labels=node_labels,

@@ -284,11 +284,7 @@ class KeycloakConfigurator:
             return str(self._scopes()[MCP_SCOPE]["id"])
         differing = differing_keys(desired, current)
         if differing:
-            merged = {
-                **current,
-                **desired,
-                "attributes": {**current.get("attributes", {}), **desired["attributes"]},
-            }
+            merged = _merged(current, desired)
             self._write(
                 Change("update", f"client scope {MCP_SCOPE}", ", ".join(differing)),
                 "PUT",
@@ -374,11 +370,7 @@ class KeycloakConfigurator:
         desired["webOrigins"] = union(current.get("webOrigins"), ["+"])
         differing = differing_keys(desired, current)
         if differing and not created:
-            merged = {
-                **current,
-                **desired,
-                "attributes": {**current.get("attributes", {}), **desired["attributes"]},
-            }
+            merged = _merged(current, desired)
             self._write(
                 Change("update", f"client {CLIENT_ID}", ", ".join(differing)),
                 "PUT",
@@ -502,6 +494,15 @@ class KeycloakConfigurator:
             self._write(
                 Change("update", target, ", ".join(differing)), "PUT", path, {kind: entries}
             )
+
+
+def _merged(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """``desired`` over ``current``, attributes merged key by key (others' are kept)."""
+    return {
+        **current,
+        **desired,
+        "attributes": {**current.get("attributes", {}), **desired["attributes"]},
+    }
 
 
 def _error_text(response: httpx.Response) -> str:
