@@ -54,10 +54,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
-import httpx2
 import pytest
 import pytest_asyncio
-from mcp import Client
 from mcp.client.auth import OAuthFlowError
 
 from graphgate.config import Settings
@@ -79,6 +77,7 @@ from tests.services.mcp_oauth import (
     MCP_HEADERS,
     OAuthMcpUser,
 )
+from tests.services.mcp_results import challenge_error, tool, tool_error
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.falkordb]
 
@@ -317,47 +316,8 @@ class McpUser(OAuthMcpUser):
     """One user's MCP client, with the flow of requests it made named for this suite."""
 
     def flow(self) -> list[str]:
-        """The requests the SDK made, as ``kind@host`` (mcp, prm, asm, register, token)."""
-        kinds: list[str] = []
-        for line in self.requests:
-            method, url = line.split(" ", 1)
-            parts = urlsplit(url)
-            if parts.path == "/mcp":
-                kind = "mcp"
-            elif "oauth-protected-resource" in parts.path:
-                kind = "prm"
-            elif "oauth-authorization-server" in parts.path or "openid-configuration" in parts.path:
-                kind = "asm"
-            elif method == "POST" and (
-                parts.path.endswith("/register") or "clients-registrations" in parts.path
-            ):
-                kind = "register"
-            elif parts.path.endswith("/token"):
-                kind = "token"
-            else:
-                kind = parts.path
-            where = "kc" if authorization_origin(url) == self.browser.keycloak_origin else "gg"
-            entry = f"{kind}@{where}"
-            if not kinds or kinds[-1] != entry:  # metadata fallbacks collapse into one step
-                kinds.append(entry)
-        return kinds
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-
-async def tool(client: Client, name: str, **arguments: Any) -> Any:
-    result = await client.call_tool(name, arguments)
-    text = result.content[0].text  # type: ignore[union-attr]
-    if result.is_error:
-        raise AssertionError(text)
-    return json.loads(text)
-
-
-async def tool_error(client: Client, name: str, **arguments: Any) -> str:
-    result = await client.call_tool(name, arguments)
-    assert result.is_error, result
-    return str(result.content[0].text)  # type: ignore[union-attr]
+        """The requests the SDK made, as ``kind@host`` (host ``kc``: Keycloak, ``gg``)."""
+        return self.flow_between(self.browser.keycloak_origin, "kc")
 
 
 def flatten(error: BaseException) -> list[BaseException]:
@@ -535,15 +495,6 @@ async def raw_call(gateway: Gateway, token: str) -> httpx.Response:
             json=INITIALIZE,
             headers={**MCP_HEADERS, "authorization": f"Bearer {token}"},
         )
-
-
-def challenge_error(response: httpx.Response | httpx2.Response) -> str | None:
-    header = response.headers.get("www-authenticate", "")
-    for part in header.removeprefix("Bearer ").split(", "):
-        name, _, value = part.partition("=")
-        if name == "error":
-            return value.strip('"')
-    return None
 
 
 # -- discovery --------------------------------------------------------------------------

@@ -31,10 +31,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import httpx2
 import pytest
 import pytest_asyncio
-from mcp import Client
 
 from graphgate.auth.rights import rights_from_claims
 from graphgate.config import Settings
@@ -44,7 +42,9 @@ from tests.services.mcp_oauth import (
     INITIALIZE,
     MCP_HEADERS,
     OAuthMcpUser,
+    origin,
 )
+from tests.services.mcp_results import challenge_error, tool, tool_error
 from tests.services.oidc_provider import (
     Browser,
     OidcProviderService,
@@ -56,11 +56,6 @@ pytestmark = [pytest.mark.falkordb]
 
 MODES = ("direct", "proxy")
 TAG_QUERY = "MATCH (t:Tag) RETURN t.tenant"
-
-
-def origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def decode_part(token: str, index: int) -> dict[str, Any]:
@@ -77,53 +72,7 @@ class McpUser(OAuthMcpUser):
 
     def flow(self) -> list[str]:
         """The requests the SDK made, as ``kind@host`` (host ``op``: the provider, ``gg``)."""
-        kinds: list[str] = []
-        provider_origin = origin(self.gateway.provider.issuer)
-        for line in self.requests:
-            method, url = line.split(" ", 1)
-            path = urlsplit(url).path
-            if path == "/mcp":
-                kind = "mcp"
-            elif "oauth-protected-resource" in path:
-                kind = "prm"
-            elif "oauth-authorization-server" in path or "openid-configuration" in path:
-                kind = "asm"
-            elif method == "POST" and path in {"/register", "/reg"}:
-                kind = "register"
-            elif path == "/token":
-                kind = "token"
-            else:
-                kind = path
-            entry = f"{kind}@{'op' if origin(url) == provider_origin else 'gg'}"
-            if not kinds or kinds[-1] != entry:  # metadata fallbacks collapse into one step
-                kinds.append(entry)
-        return kinds
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-
-async def tool(client: Client, name: str, **arguments: Any) -> Any:
-    result = await client.call_tool(name, arguments)
-    text = result.content[0].text  # type: ignore[union-attr]
-    if result.is_error:
-        raise AssertionError(text)
-    return json.loads(text)
-
-
-async def tool_error(client: Client, name: str, **arguments: Any) -> str:
-    result = await client.call_tool(name, arguments)
-    assert result.is_error, result
-    return str(result.content[0].text)  # type: ignore[union-attr]
-
-
-def challenge_error(response: httpx.Response | httpx2.Response) -> str | None:
-    header = response.headers.get("www-authenticate", "")
-    for part in header.removeprefix("Bearer ").split(", "):
-        name, _, value = part.partition("=")
-        if name == "error":
-            return value.strip('"')
-    return None
+        return self.flow_between(origin(self.gateway.provider.issuer), "op")
 
 
 # -- fixtures ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from graphgate.config import Settings
 from graphgate.server import Parts
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import http_settings, make_parts, serve_http
+from tests.services.mcp_results import tool, tool_error
 
 
 async def seeded_parts(
@@ -56,20 +57,6 @@ def token(settings: Settings, sub: str, *tenants: str, admin: bool = False) -> s
 def client_for(url: str, bearer: str, mode: str = "auto") -> Client:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30)
     return Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode)  # type: ignore[arg-type]
-
-
-async def tool(client: Client, tool_name: str, **arguments: Any) -> Any:
-    result = await client.call_tool(tool_name, arguments)
-    text = result.content[0].text  # type: ignore[union-attr]
-    if result.is_error:
-        raise AssertionError(text)
-    return json.loads(text)
-
-
-async def tool_error(client: Client, tool_name: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool_name, arguments)
-    assert result.is_error, result
-    return str(result.content[0].text)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

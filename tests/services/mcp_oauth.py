@@ -144,3 +144,41 @@ class OAuthMcpUser:
     def access_token(self) -> str:
         assert self.storage.tokens is not None
         return self.storage.tokens.access_token
+
+    def flow_between(self, issuer_origin: str, issuer_label: str) -> list[str]:
+        """The requests the SDK made, as ``kind@host`` (mcp, prm, asm, register, token).
+
+        The host is ``issuer_label`` for requests to ``issuer_origin``, ``gg``
+        for graphgate; repeated steps (metadata fallbacks) collapse into one.
+        """
+        kinds: list[str] = []
+        for line in self.requests:
+            method, url = line.split(" ", 1)
+            path = urlsplit(url).path
+            if path == "/mcp":
+                kind = "mcp"
+            elif "oauth-protected-resource" in path:
+                kind = "prm"
+            elif "oauth-authorization-server" in path or "openid-configuration" in path:
+                kind = "asm"
+            elif method == "POST" and (
+                path.endswith(("/register", "/reg")) or "clients-registrations" in path
+            ):
+                kind = "register"
+            elif path.endswith("/token"):
+                kind = "token"
+            else:
+                kind = path
+            entry = f"{kind}@{issuer_label if origin(url) == issuer_origin else 'gg'}"
+            if not kinds or kinds[-1] != entry:
+                kinds.append(entry)
+        return kinds
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower case."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
