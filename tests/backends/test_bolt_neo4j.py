@@ -477,6 +477,8 @@ class CuttableProxy:
     `cut_on_next_request` cuts the connection that next carries a request,
     as it arrives: the client has sent it, so it cannot have noticed anything
     beforehand and quietly taken a fresh connection instead.
+    `swallow_next_request` drops the next request and keeps the connection
+    open: a peer that has gone silent without closing anything.
     """
 
     def __init__(self, port: int) -> None:
@@ -485,6 +487,7 @@ class CuttableProxy:
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.armed = False
+        self.swallow = False
 
     @property
     def port(self) -> int:
@@ -504,6 +507,9 @@ class CuttableProxy:
                     for end in both:
                         end.transport.abort()
                     return
+                if both is not None and self.swallow:
+                    self.swallow = False
+                    continue
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -518,6 +524,9 @@ class CuttableProxy:
 
     def cut_on_next_request(self) -> None:
         self.armed = True
+
+    def swallow_next_request(self) -> None:
+        self.swallow = True
 
     def cut(self) -> None:
         for writer in self.writers:
@@ -568,6 +577,57 @@ async def test_dropped_connections_retry_reads_once_and_writes_never(
                 assert await count(neo4j_service, neo4j_label) == 0
             else:
                 assert await count(neo4j_service, neo4j_label) == 1
+        finally:
+            await backend.close()
+
+
+def read_timers(backend: BoltBackend) -> set[float | None]:
+    """Each pooled connection's per-read timeout (the driver's internals: the seam under test)."""
+    pool = backend._driver._pool  # type: ignore[union-attr]
+    return {conn.socket.get_read_timeout() for conns in pool.connections.values() for conn in conns}
+
+
+async def test_graphgate_deadlines_stand_in_for_the_drivers_read_timer(
+    neo4j_service: Neo4jInstance,
+) -> None:
+    """Neo4j's receive-timeout hint is dropped only where graphgate gives up sooner anyway."""
+    for query_timeout, dropped in ((30.0, True), (600.0, False)):
+        backend = make_backend(neo4j_service, query_timeout=query_timeout)
+        await backend.start()
+        try:
+            assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
+            timers = read_timers(backend)
+            assert timers, "no pooled connection to look at"
+            if dropped:
+                assert timers == {None}
+            else:  # the server's hint (120 s by default) is shorter than 600 s: it stays
+                assert all(t is not None and 0 < t < query_timeout for t in timers)
+        finally:
+            await backend.close()
+
+
+async def test_a_silent_server_is_given_up_at_graphgates_deadline(
+    neo4j_service: Neo4jInstance,
+) -> None:
+    async with CuttableProxy(neo4j_service.port).running() as proxy:
+        backend = BoltBackend(
+            f"bolt://127.0.0.1:{proxy.port}",
+            user=neo4j_service.user,
+            password=neo4j_service.password,
+            max_connections=1,
+        )
+        await backend.start()
+        try:
+            assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
+            assert read_timers(backend) == {None}
+            proxy.swallow_next_request()
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(QueryTimeout, match="abandoned"):
+                await backend.read(DB, "RETURN 2 AS x", None, QueryLimits(timeout=1.0))
+            assert 1.5 < asyncio.get_running_loop().time() - started < 5.0
+            assert not proxy.swallow
+            # The abandoned connection is not handed out again.
+            assert (await backend.read(DB, "RETURN 3 AS x", None, LIMITS)).rows == [[3]]
         finally:
             await backend.close()
 

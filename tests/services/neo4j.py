@@ -34,7 +34,11 @@ def neo4j_service() -> Iterator[Neo4jInstance]:
 
 
 def make_backend(
-    service: Neo4jInstance, *, policy: ProcedurePolicy | None = None, max_connections: int = 8
+    service: Neo4jInstance,
+    *,
+    policy: ProcedurePolicy | None = None,
+    max_connections: int = 8,
+    query_timeout: float = 30.0,
 ) -> BoltBackend:
     """A new, not yet started backend for this server."""
     return BoltBackend(
@@ -43,6 +47,7 @@ def make_backend(
         password=service.password,
         policy=policy,
         max_connections=max_connections,
+        query_timeout=query_timeout,
     )
 
 

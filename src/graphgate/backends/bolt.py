@@ -115,6 +115,7 @@ class BoltBackend:
         policy: ProcedurePolicy | None = None,
         max_connections: int = 100,
         connect_timeout: float = 5.0,
+        query_timeout: float = 30.0,
         user_agent: str = "graphgate",
     ) -> None:
         parts = urlsplit(uri)
@@ -148,6 +149,7 @@ class BoltBackend:
         self.policy = policy or ProcedurePolicy()
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.query_timeout = query_timeout
         self.user_agent = user_agent
         self.agent = ""
         self._driver: AsyncDriver | None = None
@@ -169,6 +171,7 @@ class BoltBackend:
             password=password,
             dialect=dialect,
             policy=ProcedurePolicy.from_lists(settings.allow_procedures, settings.deny_procedures),
+            query_timeout=settings.query_timeout,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -190,6 +193,7 @@ class BoltBackend:
             liveness_check_timeout=30.0,
             max_transaction_retry_time=0.0,
         )
+        _drop_read_timers_within(driver, self._longest_wait())
         try:
             async with asyncio.timeout(self.connect_timeout * 2):
                 info = await driver.get_server_info()
@@ -306,6 +310,10 @@ class BoltBackend:
             raise _translate(exc, "") from exc
 
     # -- internals: running -------------------------------------------------------------------
+    def _longest_wait(self) -> float:
+        """The longest any exchange with the server may take before graphgate gives up."""
+        return max(self.query_timeout, self.connect_timeout * 2) + _CLIENT_GRACE
+
     def _require_driver(self) -> AsyncDriver:
         if self._driver is None:
             raise BackendUnavailable("the Bolt backend is not started")
@@ -618,6 +626,35 @@ class BoltBackend:
             return ["memgraph"]
         names = [str(next(iter(row.values()))) for row in rows if row]
         return sorted(names)
+
+
+def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
+    """Let graphgate's deadlines stand in for the driver's per-read timer.
+
+    Neo4j hints a receive timeout at every connection's HELLO (120 s by
+    default). With it set, the asyncio driver runs every socket read through
+    a ``wait_for`` that, before Python 3.12, creates a task and a timer: two
+    reads per record, more than half of what a 100-row read costs the server
+    (bench/drivers.py). Every exchange graphgate has with the server already
+    runs under ``asyncio.timeout`` for at most ``longest_wait``; where the
+    hint is at least that long its timer can never fire first, so it is
+    dropped as each connection opens. A shorter hint is kept, and so is the
+    driver's behaviour if a release moves this seam (the pool's opener).
+    """
+    pool = getattr(driver, "_pool", None)
+    opener = getattr(pool, "opener", None)
+    if opener is None:
+        return
+
+    async def open_connection(*args: Any, **kwargs: Any) -> Any:
+        connection = await opener(*args, **kwargs)
+        socket = getattr(connection, "socket", None)
+        hint = socket.get_read_timeout() if socket is not None else None
+        if hint is not None and hint >= longest_wait:
+            socket.set_read_timeout(None)
+        return connection
+
+    pool.opener = open_connection
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
