@@ -641,14 +641,14 @@ def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
     dropped as each connection opens. A shorter hint is kept, and so is the
     driver's behaviour if a release moves this seam (the pool's opener).
     """
-    pool = getattr(driver, "_pool", None)
+    pool: Any = getattr(driver, "_pool", None)
     opener = getattr(pool, "opener", None)
     if opener is None:
         return
 
     async def open_connection(*args: Any, **kwargs: Any) -> Any:
         connection = await opener(*args, **kwargs)
-        socket = getattr(connection, "socket", None)
+        socket: Any = getattr(connection, "socket", None)
         hint = socket.get_read_timeout() if socket is not None else None
         if hint is not None and hint >= longest_wait:
             socket.set_read_timeout(None)
