@@ -9,7 +9,9 @@ an event loop would have to. 8 concurrent readers, on the benchmark's event
 loop (uvloop). The asyncio driver wraps each socket read in a task with a
 timer while the server's receive-timeout hint is set (Neo4j sends one), two
 reads per record; the blocking driver makes two ``recv`` system calls per
-record instead, and pays for thread switches.
+record instead, and pays for thread switches. The third row is the asyncio
+driver as graphgate runs it: the hint's timer dropped, graphgate's own
+deadline standing in for it (`graphgate.backends.bolt`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from load import POINT_QUERY, ROWS_QUERY
+
+from graphgate.backends.bolt import _drop_read_timers_within
 
 READERS = 8
 
@@ -32,6 +36,8 @@ async def compare(
 
     queries = {"point": (POINT_QUERY, {"pid": 7}), "rows100": (ROWS_QUERY, None)}
     async_driver = AsyncGraphDatabase.driver(url, auth=(user, password))
+    untimed_driver = AsyncGraphDatabase.driver(url, auth=(user, password))
+    _drop_read_timers_within(untimed_driver, 31.0)  # graphgate's default query deadline
     sync_driver = GraphDatabase.driver(url, auth=(user, password))
     threads = ThreadPoolExecutor(32)
     loop = asyncio.get_running_loop()
@@ -39,11 +45,16 @@ async def compare(
     try:
         for kind, (text, params) in queries.items():
 
-            async def via_asyncio(text: str = text, params: Any = params) -> None:
-                async with async_driver.session(database="neo4j", default_access_mode="READ") as s:
+            async def via_asyncio(
+                text: str = text, params: Any = params, driver: Any = async_driver
+            ) -> None:
+                async with driver.session(database="neo4j", default_access_mode="READ") as s:
                     cursor = await s.run(text, params)
                     await cursor.fetch(1001)
                     await cursor.consume()
+
+            async def untimed(text: str = text, params: Any = params) -> None:
+                await via_asyncio(text, params, untimed_driver)
 
             def blocking(text: str = text, params: Any = params) -> None:
                 with sync_driver.session(database="neo4j", default_access_mode="READ") as s:
@@ -57,6 +68,7 @@ async def compare(
             for name, read in (
                 ("asyncio driver", via_asyncio),
                 ("blocking driver on a thread", via_thread),
+                ("asyncio driver, read timer dropped (graphgate)", untimed),
             ):
                 total = calls[kind]
                 for _ in range(50):  # warm: connections, plans
@@ -81,6 +93,7 @@ async def compare(
                 print(f"drivers: {kind} {name}: {out[-1]['cpu_ms']} ms CPU per read", flush=True)
     finally:
         await async_driver.close()
+        await untimed_driver.close()
         sync_driver.close()
         threads.shutdown()
     return out

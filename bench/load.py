@@ -23,6 +23,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from procs import cpu_seconds
+from wire import WireClient
 
 Call = Callable[[], Awaitable[None]]
 
@@ -215,7 +216,18 @@ async def mcp_client(url: str, mode: str, token: str | None) -> AsyncIterator[Co
             yield Conn(client, http)
 
 
-async def call_checked(client: Client, tool: str, arguments: dict[str, Any]) -> str:
+@dataclass
+class WireConn:
+    """A `WireClient` where the call builders expect a `Conn`."""
+
+    client: WireClient
+
+
+async def call_checked(client: Client | WireClient, tool: str, arguments: dict[str, Any]) -> str:
+    """The text of a successful tool call, through either load generator."""
+    if isinstance(client, WireClient):
+        content = (await client.call_tool(tool, arguments)).get("content") or [{}]
+        return str(content[0].get("text", ""))
     result = await client.call_tool(tool, arguments)
     text = tool_text(result)
     if result.is_error:
@@ -236,6 +248,23 @@ async def mcp_workers(
         for token in tokens:
             clients.append(await stack.enter_async_context(mcp_client(url, mode, token)))
         yield [make_call(client, index) for index, client in enumerate(clients)]
+
+
+@contextlib.asynccontextmanager
+async def wire_workers(
+    url: str,
+    tokens: Sequence[str | None],
+    make_call: Callable[[Any, int], Call],
+) -> AsyncIterator[list[Call]]:
+    """`mcp_workers` with the lean load generator (bench/wire.py): one connection each."""
+    clients = [WireClient(url, token) for token in tokens]
+    try:
+        for client in clients:
+            await client.connect()
+        yield [make_call(WireConn(client), index) for index, client in enumerate(clients)]
+    finally:
+        for client in clients:
+            await client.close()
 
 
 def graphgate_call(kind: str, seed: int) -> Callable[[Conn, int], Call]:

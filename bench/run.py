@@ -682,21 +682,28 @@ async def neo4j_matrix(bench: Bench, bolt: Any, gg: Server, upstream: Server, to
                         await call()
 
                 await asyncio.gather(*(spin(call) for call in workers))
+    # Each scenario twice: with the SDK client (what users run) and with the lean
+    # load generator (bench/wire.py), which leaves the CPUs to the servers.
+    generators: dict[str, Callable[..., Any]] = {
+        "auto": lambda url, tokens, make: mcp_workers(url, "auto", tokens, make),
+        "wire": load.wire_workers,
+    }
     for kind in ("point", "rows100"):
         for conc in bench.sizes.side_concurrency:
-            for system, server, make in (
-                ("graphgate-neo4j", gg, load.graphgate_literal_call(kind, bench.seed)),
-                ("mcp-memgraph", upstream, load.memgraph_call(kind, bench.seed)),
-            ):
-                async with mcp_workers(server.url + "/mcp", "auto", [token] * conc, make) as w:
-                    await bench.drive(
-                        f"{system}/auto/{kind}/c{conc}",
-                        w,
-                        server=server,
-                        system=system,
-                        mode="auto",
-                        query=kind,
-                    )
+            for mode, workers in generators.items():
+                for system, server, make in (
+                    ("graphgate-neo4j", gg, load.graphgate_literal_call(kind, bench.seed)),
+                    ("mcp-memgraph", upstream, load.memgraph_call(kind, bench.seed)),
+                ):
+                    async with workers(server.url + "/mcp", [token] * conc, make) as w:
+                        await bench.drive(
+                            f"{system}/{mode}/{kind}/c{conc}",
+                            w,
+                            server=server,
+                            system=system,
+                            mode=mode,
+                            query=kind,
+                        )
 
 
 async def profile_server(
