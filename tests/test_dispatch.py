@@ -17,7 +17,7 @@ import pytest
 from fastmcp import Client, FastMCP
 
 from graphgate.auth.rights import Caller
-from graphgate.dispatch import DirectToolCalls
+from graphgate.dispatch import DirectToolCalls, schemas_with_header_marks
 from graphgate.server import build_server
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import make_parts
@@ -49,6 +49,55 @@ async def test_context_free_tools_are_served_directly(falkordb_service, tmp_path
     ):
         assert direct.serves(name)
     assert not direct.serves("drop_everything")
+
+
+async def test_graphgate_tools_skip_the_sdks_header_walk(falkordb_service, tmp_path) -> None:
+    """None of graphgate's tools marks an argument ``x-mcp-header``: nothing to compare."""
+    mcp = server(falkordb_service, tmp_path, allow_writes=True)
+    lookup = mcp._mcp_server.get_tool_input_schema
+    assert lookup is not None
+    for name in ("run_query", "run_write_query", "query_databases", "use_database"):
+        assert mcp._get_tool_input_schema(name) is not None  # FastMCP knows the schema ...
+        assert lookup(name) is None  # ... and the SDK is told there is nothing to check
+
+
+def test_header_checks_keep_every_schema_that_marks_a_header() -> None:
+    marked: dict[str, Any] = {
+        "type": "object",
+        "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+    }
+    nested: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "where": {
+                "type": "object",
+                "properties": {"zone": {"type": "integer", "x-mcp-header": "Zone"}},
+            }
+        },
+    }
+    plain: dict[str, Any] = {"type": "object", "properties": {"query": {"type": "string"}}}
+    # The SDK ignores a schema with an invalid mark (here on an object property) whole.
+    invalid: dict[str, Any] = {
+        "type": "object",
+        "properties": {"deep": {"type": "object", "x-mcp-header": "Deep"}},
+    }
+    schemas: dict[str, Any] = {
+        "marked": marked,
+        "nested": nested,
+        "plain": plain,
+        "invalid": invalid,
+    }
+    check = schemas_with_header_marks(schemas.get)
+    assert check("marked") is marked
+    assert check("nested") is nested
+    assert check("plain") is None
+    assert check("invalid") is None
+    assert check("unknown") is None
+    # A listing that changes a tool's schema is judged again.
+    schemas["plain"] = remarked = {**marked}
+    assert check("plain") is remarked
+    schemas["marked"] = {**plain}
+    assert check("marked") is None
 
 
 def test_tool_call_middleware_cannot_be_bypassed_silently() -> None:

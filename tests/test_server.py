@@ -2,7 +2,7 @@
 
 Real HTTP behaviour of the guard (421 for a foreign Host, 403 for a foreign
 Origin) is in tests/test_http.py; here, that only requests the guard would
-let through anyway take the short way.
+let through anyway take the short way, and that /mcp is the route tried first.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from graphgate.server import OpenPathsUnguarded
+from graphgate.server import OpenPathsUnguarded, build_http_app
+from tests.services.falkordb import FalkorDBService
+from tests.services.graphgate import make_parts
 
 
 class Recorder:
@@ -54,3 +56,22 @@ async def test_only_plainly_allowed_requests_skip_the_guard(
     path: str, headers: list[tuple[bytes, bytes]], expected: str
 ) -> None:
     assert await route(path, headers) == expected
+
+
+def test_the_mcp_endpoint_is_the_route_tried_first(
+    falkordb_service: FalkorDBService, tmp_path: Any
+) -> None:
+    parts = make_parts(
+        falkordb_service.backend(),
+        auth="dev",
+        data_dir=tmp_path,
+        public_url="http://127.0.0.1:8000",
+        tenants={"acme": "acme"},
+    )
+    outer: Any = build_http_app(parts)
+    starlette = outer.app.app  # RequestIdMiddleware -> OpenPathsUnguarded -> the app
+    paths = [getattr(route, "path", None) for route in starlette.router.routes]
+    assert paths[0] == "/mcp"
+    # The discovery routes the auth provider adds are all still there, after it.
+    assert "/.well-known/oauth-protected-resource/mcp" in paths[1:]
+    assert "/.well-known/oauth-authorization-server" in paths[1:]

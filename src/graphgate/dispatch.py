@@ -19,6 +19,13 @@ What the direct path skips is FastMCP's tool-call middleware: graphgate adds
 none (rights are checked in the tools), and `DirectToolCalls.install` refuses
 to start if any middleware that could act on a tool call is registered, so a
 later addition cannot be bypassed silently.
+
+Before any of this, on every ``tools/call``, the SDK compares ``Mcp-Param-*``
+headers with the arguments a tool's input schema marks ``x-mcp-header``, and
+finds those marks by walking the whole schema twice: the largest single
+self-time entry of a point read. `schemas_with_header_marks` hands the SDK
+only schemas that carry such a mark, so for graphgate's tools (none do) the
+check is skipped with the same outcome it would reach.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from fastmcp.exceptions import ToolError
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.types import get_cached_typeadapter
 from mcp.server.context import ServerRequestContext
+from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
 from mcp.types import CallToolRequestParams, CallToolResult, TextContent
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -109,6 +117,8 @@ class DirectToolCalls:
             raise RuntimeError("FastMCP registered no tools/call handler to take over")
         direct = cls(tools, entry.handler)
         server.add_request_handler("tools/call", CallToolRequestParams, direct.handle)
+        if server.get_tool_input_schema is not None:
+            server.get_tool_input_schema = schemas_with_header_marks(server.get_tool_input_schema)
         return direct
 
     def serves(self, name: str) -> bool:
@@ -141,6 +151,33 @@ class DirectToolCalls:
         finally:
             _PROGRESS.reset(reporting)
         return _as_call_result(result)
+
+
+SchemaLookup = Callable[[str], Mapping[str, Any] | None]
+
+
+def schemas_with_header_marks(lookup: SchemaLookup) -> SchemaLookup:
+    """``lookup``, answering None for a schema no ``Mcp-Param-*`` header can be checked against.
+
+    The SDK validates headers only against valid ``x-mcp-header`` marks; a
+    schema with none (or with an invalid one, which the SDK ignores whole)
+    passes every request, and None ("no schema") passes it too, without the
+    walk. The verdict is kept per tool for as long as the lookup hands out
+    the same schema object.
+    """
+    verdicts: dict[str, tuple[Mapping[str, Any], bool]] = {}
+
+    def schema_to_check(name: str) -> Mapping[str, Any] | None:
+        schema = lookup(name)
+        if schema is None:
+            return None
+        known = verdicts.get(name)
+        if known is None or known[0] is not schema:
+            marked = find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
+            known = verdicts[name] = (schema, marked)
+        return schema if known[1] else None
+
+    return schema_to_check
 
 
 def _as_call_result(result: ToolResult) -> CallToolResult:

@@ -155,6 +155,9 @@ def build_http_app(parts: Parts) -> ASGIApp:
         # the pod IP as Host, and those paths change nothing.
         host_origin_protection=False,
     )
+    # The router tries routes in order and nearly every request is for /mcp,
+    # which the auth provider's discovery routes would otherwise precede.
+    app.router.routes.sort(key=lambda route: getattr(route, "path", None) != "/mcp")
     manager = getattr(app, "session_manager", None)
 
     def open_sessions() -> int:
