@@ -337,27 +337,39 @@ def _neo4j(data: dict[str, Any]) -> str:
 
 
 def _whatif(data: dict[str, Any]) -> str:
-    whatif = data.get("whatif")
-    if not whatif:
+    return _variants(data.get("whatif") or {}, "as-is")
+
+
+def _revision(data: dict[str, Any]) -> str:
+    section = data.get("revision") or {}
+    return _variants(section.get("runs") or {}, section.get("against", ""))
+
+
+def _variants(runs_by_key: dict[str, Any], base_variant: str) -> str:
+    """Variants measured in alternating rounds: each round's server CPU, the median, the change."""
+    if not runs_by_key:
         return ""
     lines = [
-        "| variant | query | server CPU ms/call (each round) | mean | vs as-is "
-        "| DB CPU ms/call | calls/s (each round) |",
+        "| variant | query | server CPU ms/call (each round) | median | vs "
+        f"{base_variant} | DB CPU ms/call | calls/s (each round) |",
         "|---|---|---|--:|--:|--:|---|",
     ]
     base: dict[str, float] = {}
-    for key, runs in whatif.items():
+    for key, runs in runs_by_key.items():
+        variant, kind = key.rsplit("/", 1)
+        if variant == base_variant:
+            cpus = [r["server_cpu_ms"] for r in runs if r["server_cpu_ms"]]
+            base[kind] = statistics.median(cpus) if cpus else float("nan")
+    for key, runs in runs_by_key.items():
         variant, kind = key.rsplit("/", 1)
         cpus = [r["server_cpu_ms"] for r in runs if r["server_cpu_ms"]]
-        mean = sum(cpus) / len(cpus) if cpus else float("nan")
-        if variant == "as-is":
-            base[kind] = mean
-        change = _ratio(mean, base.get(kind))
+        middle = statistics.median(cpus) if cpus else float("nan")
+        change = _ratio(middle, base.get(kind))
         db = [r["db_cpu_ms"] for r in runs if r["db_cpu_ms"]]
         lines.append(
-            f"| {variant} | {kind} | {' / '.join(_num(c, 3) for c in cpus)} | {_num(mean, 3)} "
+            f"| {variant} | {kind} | {' / '.join(_num(c, 3) for c in cpus)} | {_num(middle, 3)} "
             f"| {(f'{change - 1:+.0%}' if change is not None else '–')} "
-            f"| {_num(sum(db) / len(db) if db else None, 3)} "
+            f"| {_num(statistics.median(db) if db else None, 3)} "
             f"| {' / '.join(_num(r['throughput'], 1) for r in runs)} |"
         )
     return "\n".join(lines)
@@ -542,6 +554,18 @@ def render(data: dict[str, Any]) -> str:
             "auto, c8; each variant restarted per round, rounds alternate variants.",
             "",
             whatif,
+            "",
+        ]
+    revision = _revision(data)
+    if revision:
+        section = data["revision"]
+        out += [
+            f"#### graphgate as it is beside revision {section['against']} "
+            f"({section['commit'][:12]})",
+            "",
+            "Both running at once, auto, point read, c8; the rounds alternate which goes first.",
+            "",
+            revision,
             "",
         ]
     profile = _profile(data)

@@ -58,7 +58,7 @@ from graphgate.backends.embedded import EmbeddedFalkorDB
 from graphgate.config import Settings
 
 ALL_PARTS = ("falkordb", "bare", "auth", "scale", "sessions", "cross", "convert", "memgraph")
-PARTS = (*ALL_PARTS, "profile", "whatif")
+PARTS = (*ALL_PARTS, "profile", "whatif", "revision")
 DEFAULT_PARTS = (*ALL_PARTS, "profile")
 PUBLIC_URL = "http://graphgate.bench"
 """Every graphgate instance (and mcp-memgraph) shares this issuer/audience, so one set
@@ -801,6 +801,69 @@ async def part_whatif(bench: Bench, catalog: dict[str, str]) -> None:
     bench.sections["whatif"] = out
 
 
+async def part_revision(bench: Bench, catalog: dict[str, str], against: str) -> None:
+    """graphgate as it is beside graphgate at the git revision ``against``.
+
+    Both run at once on the same FalkorDB, each from its own source tree (the
+    revision is checked out into a temporary worktree and put first on
+    ``PYTHONPATH``); the point read at c8 alternates between them over
+    ``2 x rounds`` rounds, so a change too small for one run against another
+    (the machine drifts by more) still shows in the medians.
+    """
+    tree = bench.work / "revision"
+    commit = await _git("rev-parse", "--verify", f"{against}^{{commit}}")
+    await _git("worktree", "add", "--detach", str(tree), commit)
+    servers: dict[str, Server] = {}
+    try:
+        servers["as-is"] = await bench.graphgate("graphgate-as-is", catalog)
+        servers[against] = await bench.graphgate(
+            f"graphgate-{against}",
+            catalog,
+            argv=[
+                sys.executable,
+                "-c",
+                "import sys; from graphgate.cli import main; main()",
+                "serve",
+            ],
+            extra_env={"PYTHONPATH": str(tree / "src")},
+        )
+        out: dict[str, Any] = {}
+        for round_number in range(2 * bench.sizes.rounds):
+            order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
+            for label in order:
+                tokens = worker_tokens(bench, 8, LOAD_TENANTS)
+                async with mcp_workers(
+                    servers[label].url + "/mcp",
+                    "auto",
+                    tokens,
+                    load.graphgate_call("point", bench.seed + round_number),
+                ) as workers:
+                    result = await bench.drive(
+                        f"revision/{label}/r{round_number}/auto/point/c8",
+                        workers,
+                        server=servers[label],
+                        system=f"graphgate {label}",
+                        mode="auto",
+                        query="point",
+                    )
+                out.setdefault(f"{label}/point", []).append(result.as_dict())
+        bench.sections["revision"] = {"against": against, "commit": commit, "runs": out}
+    finally:
+        for server in servers.values():
+            await bench.procs.stop(server)
+        await _git("worktree", "remove", "--force", str(tree))
+
+
+async def _git(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "git", *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"git {' '.join(args)}: {err.decode().strip()}")
+    return out.decode().strip()
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -847,6 +910,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise SystemExit(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    if "revision" in parts and not args.against:
+        raise SystemExit("the revision part needs --against REV (a git revision)")
     work = Path(tempfile.mkdtemp(prefix="graphgate-bench-"))
     started = time.time()
     meta = {
@@ -881,6 +946,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ("profile", lambda: part_profile(bench, main)),  # type: ignore[arg-type]
             ("memgraph", lambda: part_memgraph(bench)),
             ("whatif", lambda: part_whatif(bench, catalog)),
+            ("revision", lambda: part_revision(bench, catalog, args.against)),
         ]
         for name, step in steps:
             if name not in parts:
@@ -911,6 +977,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds per measured scenario")
     parser.add_argument("--sessions", type=int, help="sessions to open and close")
     parser.add_argument("--scale-tenants", type=int, help="catalog size of the scale test")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="for the revision part: the git revision graphgate as it is is compared with",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
         "--render",
