@@ -394,6 +394,31 @@ async def test_concurrent_queries_share_one_pool(
     assert [r.rows[0][0] for r in results] == list(range(50))
 
 
+async def test_a_burst_waits_for_a_connection_instead_of_failing(
+    falkordb_service: FalkorDBService, graph_name: str
+) -> None:
+    """Thirty calls at once on two connections: they queue, none fails, no third is opened."""
+    backend = FalkorDBBackend(
+        falkordb_service.host,
+        falkordb_service.port,
+        password=falkordb_service.password,
+        max_connections=2,
+    )
+    await backend.start()
+    try:
+        await seed(backend, graph_name)
+        slow = "UNWIND range(1, 20000) AS x WITH x WHERE x % 7 = $i RETURN count(x) AS n"
+        results = await asyncio.gather(
+            *(backend.read(graph_name, slow, {"i": i % 7}, LIMITS) for i in range(30))
+        )
+        assert all(r.rows[0][0] in (2857, 2858) for r in results)
+        pool: Any = backend._pool
+        opened = len(pool._available_connections) + len(pool._in_use_connections)
+        assert 1 <= opened <= 2
+    finally:
+        await backend.close()
+
+
 async def test_clients_share_one_server(
     falkordb_backend: FalkorDBBackend,
     falkordb_backend_factory: BackendFactory,

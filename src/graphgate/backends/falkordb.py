@@ -126,6 +126,7 @@ class FalkorDBBackend:
         self.connect_timeout = connect_timeout
         self._db: Any = None
         self._pool: Any = None
+        self._slots = asyncio.Semaphore(max_connections)
         self._timeout_max_ms = 0
         self._resultset_cap = 0
         self._graphs: OrderedDict[str, Any] = OrderedDict()
@@ -180,18 +181,23 @@ class FalkorDBBackend:
         if self._db is not None:
             return
         from falkordb.asyncio import FalkorDB
-        from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+        from redis.asyncio import Connection, ConnectionPool, Redis, SSLConnection
         from redis.exceptions import RedisError
 
-        # A blocking pool makes a burst of calls wait for a free connection
-        # (bounded by each query's own timeout) instead of failing with
-        # "Too many connections". No `retry` is given: the async connections'
-        # default is no retry, and an async Retry here would break the
-        # client's synchronous cluster probe, which reuses these arguments.
-        pool = BlockingConnectionPool(
+        # A burst of calls waits for one of `max_connections` slots (`_send`,
+        # bounded by each query's own timeout) instead of failing with "Too
+        # many connections". The slots, not redis-py's blocking pool, do the
+        # waiting: its checkout (a condition, a timeout scope, wait-time
+        # metrics) cost a fifth of a read's client CPU in process. The pool
+        # itself may hold twice as many connections, for the lookups the
+        # falkordb client makes on its own while it parses a reply (label and
+        # property names after a schema change), which take no slot. No
+        # `retry` is given: the async connections' default is no retry, and an
+        # async Retry here would break the client's synchronous cluster probe,
+        # which reuses these arguments.
+        pool = ConnectionPool(
             connection_class=SSLConnection if self.ssl else Connection,
-            max_connections=self.max_connections,
-            timeout=None,
+            max_connections=2 * self.max_connections,
             host=self.host,
             port=self.port,
             username=self.username,
@@ -303,12 +309,17 @@ class FalkorDBBackend:
             self._graphs.move_to_end(database)
         return graph
 
+    async def _send(self, target: Any, *args: Any) -> Any:
+        """One command through ``target`` (a graph or the client), holding a slot while it runs."""
+        async with self._slots:
+            return await target.execute_command(*args)
+
     async def _command(self, seconds: float, *args: Any) -> Any:
         if self._db is None:
             raise BackendUnavailable("the FalkorDB backend is not started")
         try:
             async with asyncio.timeout(seconds):
-                return await self._db.connection.execute_command(*args)
+                return await self._send(self._db.connection, *args)
         except TimeoutError:
             raise BackendUnavailable(
                 f"FalkorDB did not answer {args[0]} in {seconds:g} s"
@@ -334,8 +345,8 @@ class FalkorDBBackend:
             async with asyncio.timeout(timeout_ms / 1000 + _CLIENT_GRACE):
                 if not limits.allow_file_access:
                     await self._refuse_file_access(graph, database, text, read_only=read_only)
-                reply = await graph.execute_command(
-                    command, database, text, "--compact", "timeout", timeout_ms
+                reply = await self._send(
+                    graph, command, database, text, "--compact", "timeout", timeout_ms
                 )
                 result = await self._parse(graph, reply, limits.row_limit, read_only=read_only)
         except TimeoutError:
@@ -364,13 +375,13 @@ class FalkorDBBackend:
         if "load" not in text.lower():
             return
         try:
-            plan = await graph.execute_command("GRAPH.EXPLAIN", database, text)
+            plan = await self._send(graph, "GRAPH.EXPLAIN", database, text)
         except Exception as exc:
             if read_only or _EMPTY_KEY not in str(exc):
                 raise
             # A write would create the graph anyway; create it so it can be planned.
-            await graph.execute_command("GRAPH.QUERY", database, "RETURN 0", "--compact")
-            plan = await graph.execute_command("GRAPH.EXPLAIN", database, text)
+            await self._send(graph, "GRAPH.QUERY", database, "RETURN 0", "--compact")
+            plan = await self._send(graph, "GRAPH.EXPLAIN", database, text)
         if any(str(step).strip() == _LOAD_CSV_OPERATION for step in plan):
             raise QueryRefused(
                 "LOAD CSV is disabled: this server does not allow queries to read files "
@@ -400,8 +411,8 @@ class FalkorDBBackend:
         return QueryResult(columns=columns, rows=rows, truncated=truncated, stats=stats)
 
     async def _ro(self, graph: Any, database: str, query: str, timeout_ms: int) -> list[Any]:
-        reply = await graph.execute_command(
-            "GRAPH.RO_QUERY", database, query, "--compact", "timeout", timeout_ms
+        reply = await self._send(
+            graph, "GRAPH.RO_QUERY", database, query, "--compact", "timeout", timeout_ms
         )
         result = await self._parse(graph, reply, 1_000_000, read_only=True)
         return result.rows
