@@ -545,40 +545,49 @@ class CuttableProxy:
             await asyncio.wait_for(self.server.wait_closed(), 5.0)
 
 
-async def test_dropped_connections_retry_reads_once_and_writes_never(
-    neo4j_service: Neo4jInstance, neo4j_label: str
-) -> None:
-    async with CuttableProxy(neo4j_service.port).running() as proxy:
+@contextlib.asynccontextmanager
+async def through_a_proxy(
+    service: Neo4jInstance,
+) -> AsyncIterator[tuple[CuttableProxy, BoltBackend]]:
+    """A started one-connection backend that reaches ``service`` through a `CuttableProxy`."""
+    async with CuttableProxy(service.port).running() as proxy:
         backend = BoltBackend(
             f"bolt://127.0.0.1:{proxy.port}",
-            user=neo4j_service.user,
-            password=neo4j_service.password,
+            user=service.user,
+            password=service.password,
             max_connections=1,
         )
         await backend.start()
         try:
-            assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
-            before = proxy.accepted
-            proxy.cut_on_next_request()
-            assert (await backend.read(DB, "RETURN 2 AS x", None, LIMITS)).rows == [[2]]
-            assert not proxy.armed  # the read's request was cut ...
-            assert proxy.accepted == before + 1  # ... and went again on a fresh connection
-            proxy.cut_on_next_request()
-            with pytest.raises(BackendUnavailable, match="not retried"):
-                await backend.write(DB, f"CREATE (:`{neo4j_label}`)", None, LIMITS)
-            assert not proxy.armed
-            assert await count(neo4j_service, neo4j_label) == 0
-            # A connection dropped while idle is noticed or not; either way nothing doubles.
-            proxy.cut()
-            try:
-                await backend.write(DB, f"CREATE (:`{neo4j_label}`)", None, LIMITS)
-            except BackendUnavailable as exc:
-                assert "not retried" in str(exc)
-                assert await count(neo4j_service, neo4j_label) == 0
-            else:
-                assert await count(neo4j_service, neo4j_label) == 1
+            yield proxy, backend
         finally:
             await backend.close()
+
+
+async def test_dropped_connections_retry_reads_once_and_writes_never(
+    neo4j_service: Neo4jInstance, neo4j_label: str
+) -> None:
+    async with through_a_proxy(neo4j_service) as (proxy, backend):
+        assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
+        before = proxy.accepted
+        proxy.cut_on_next_request()
+        assert (await backend.read(DB, "RETURN 2 AS x", None, LIMITS)).rows == [[2]]
+        assert not proxy.armed  # the read's request was cut ...
+        assert proxy.accepted == before + 1  # ... and went again on a fresh connection
+        proxy.cut_on_next_request()
+        with pytest.raises(BackendUnavailable, match="not retried"):
+            await backend.write(DB, f"CREATE (:`{neo4j_label}`)", None, LIMITS)
+        assert not proxy.armed
+        assert await count(neo4j_service, neo4j_label) == 0
+        # A connection dropped while idle is noticed or not; either way nothing doubles.
+        proxy.cut()
+        try:
+            await backend.write(DB, f"CREATE (:`{neo4j_label}`)", None, LIMITS)
+        except BackendUnavailable as exc:
+            assert "not retried" in str(exc)
+            assert await count(neo4j_service, neo4j_label) == 0
+        else:
+            assert await count(neo4j_service, neo4j_label) == 1
 
 
 def read_timers(backend: BoltBackend) -> set[float | None]:
@@ -609,27 +618,17 @@ async def test_graphgate_deadlines_stand_in_for_the_drivers_read_timer(
 async def test_a_silent_server_is_given_up_at_graphgates_deadline(
     neo4j_service: Neo4jInstance,
 ) -> None:
-    async with CuttableProxy(neo4j_service.port).running() as proxy:
-        backend = BoltBackend(
-            f"bolt://127.0.0.1:{proxy.port}",
-            user=neo4j_service.user,
-            password=neo4j_service.password,
-            max_connections=1,
-        )
-        await backend.start()
-        try:
-            assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
-            assert read_timers(backend) == {None}
-            proxy.swallow_next_request()
-            started = asyncio.get_running_loop().time()
-            with pytest.raises(QueryTimeout, match="abandoned"):
-                await backend.read(DB, "RETURN 2 AS x", None, QueryLimits(timeout=1.0))
-            assert 1.5 < asyncio.get_running_loop().time() - started < 5.0
-            assert not proxy.swallow
-            # The abandoned connection is not handed out again.
-            assert (await backend.read(DB, "RETURN 3 AS x", None, LIMITS)).rows == [[3]]
-        finally:
-            await backend.close()
+    async with through_a_proxy(neo4j_service) as (proxy, backend):
+        assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
+        assert read_timers(backend) == {None}
+        proxy.swallow_next_request()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(QueryTimeout, match="abandoned"):
+            await backend.read(DB, "RETURN 2 AS x", None, QueryLimits(timeout=1.0))
+        assert 1.5 < asyncio.get_running_loop().time() - started < 5.0
+        assert not proxy.swallow
+        # The abandoned connection is not handed out again.
+        assert (await backend.read(DB, "RETURN 3 AS x", None, LIMITS)).rows == [[3]]
 
 
 def test_the_service_runs_on_loopback(neo4j_service: Neo4jInstance) -> None:
