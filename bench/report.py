@@ -354,20 +354,18 @@ def _variants(runs_by_key: dict[str, Any], base_variant: str) -> str:
         f"{base_variant} | DB CPU ms/call | calls/s (each round) |",
         "|---|---|---|--:|--:|--:|---|",
     ]
-    base: dict[str, float] = {}
+    cpus = {
+        key: [r["server_cpu_ms"] for r in runs if r["server_cpu_ms"]]
+        for key, runs in runs_by_key.items()
+    }
+    middles = {key: statistics.median(c) if c else float("nan") for key, c in cpus.items()}
     for key, runs in runs_by_key.items():
         variant, kind = key.rsplit("/", 1)
-        if variant == base_variant:
-            cpus = [r["server_cpu_ms"] for r in runs if r["server_cpu_ms"]]
-            base[kind] = statistics.median(cpus) if cpus else float("nan")
-    for key, runs in runs_by_key.items():
-        variant, kind = key.rsplit("/", 1)
-        cpus = [r["server_cpu_ms"] for r in runs if r["server_cpu_ms"]]
-        middle = statistics.median(cpus) if cpus else float("nan")
-        change = _ratio(middle, base.get(kind))
+        change = _ratio(middles[key], middles.get(f"{base_variant}/{kind}"))
         db = [r["db_cpu_ms"] for r in runs if r["db_cpu_ms"]]
         lines.append(
-            f"| {variant} | {kind} | {' / '.join(_num(c, 3) for c in cpus)} | {_num(middle, 3)} "
+            f"| {variant} | {kind} | {' / '.join(_num(c, 3) for c in cpus[key])} "
+            f"| {_num(middles[key], 3)} "
             f"| {(f'{change - 1:+.0%}' if change is not None else '–')} "
             f"| {_num(statistics.median(db) if db else None, 3)} "
             f"| {' / '.join(_num(r['throughput'], 1) for r in runs)} |"

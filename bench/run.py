@@ -816,16 +816,9 @@ async def part_revision(bench: Bench, catalog: dict[str, str], against: str) -> 
     servers: dict[str, Server] = {}
     try:
         servers["as-is"] = await bench.graphgate("graphgate-as-is", catalog)
+        # The same `graphgate serve`: PYTHONPATH comes before the editable install.
         servers[against] = await bench.graphgate(
-            f"graphgate-{against}",
-            catalog,
-            argv=[
-                sys.executable,
-                "-c",
-                "import sys; from graphgate.cli import main; main()",
-                "serve",
-            ],
-            extra_env={"PYTHONPATH": str(tree / "src")},
+            f"graphgate-{against}", catalog, extra_env={"PYTHONPATH": str(tree / "src")}
         )
         out: dict[str, Any] = {}
         for round_number in range(2 * bench.sizes.rounds):
