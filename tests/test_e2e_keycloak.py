@@ -59,6 +59,7 @@ import pytest_asyncio
 from mcp.client.auth import OAuthFlowError
 
 from graphgate.config import Settings
+from tests.services._common import origin
 from tests.services.cimd import (
     CACHE_EXPIRY_ATTRIBUTE,
     ERR_CLIENT_ID_MISMATCH,
@@ -71,7 +72,7 @@ from tests.services.cimd import (
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import AdminToken, KeycloakService, demo_password
-from tests.services.keycloak_login import LoginError, authorization_origin, browser_login
+from tests.services.keycloak_login import LoginError, browser_login
 from tests.services.mcp_oauth import (
     INITIALIZE,
     MCP_HEADERS,
@@ -263,7 +264,7 @@ class Browser:
         for _ in range(12):
             if url.startswith(redirect_uri):
                 return url
-            if authorization_origin(url) == self.keycloak_origin:
+            if origin(url) == self.keycloak_origin:
                 self.pages.append("keycloak-login")
                 url = await browser_login(url, username, demo_password(username), self.http)
                 continue
@@ -414,7 +415,7 @@ async def gateway(
 @pytest_asyncio.fixture(loop_scope="session")
 async def browser(keycloak: KeycloakService) -> AsyncIterator[Browser]:
     async with httpx.AsyncClient(timeout=60) as http:
-        yield Browser(http, authorization_origin(keycloak.base_url))
+        yield Browser(http, origin(keycloak.base_url))
 
 
 @contextlib.asynccontextmanager
@@ -572,7 +573,7 @@ async def test_sign_in_and_call_tools(gateway: Gateway, browser: Browser) -> Non
         assert alice.logins == 1
         authorization_url = alice.authorization_urls[0]
         expected_origin = gateway.url if gateway.mode == "proxy" else gateway.keycloak.base_url
-        assert authorization_origin(authorization_url) == authorization_origin(expected_origin)
+        assert origin(authorization_url) == origin(expected_origin)
         query = parse_qs(urlsplit(authorization_url).query)
         assert query["code_challenge_method"] == ["S256"]
         assert query["resource"] == [f"{gateway.url}/mcp"]

@@ -36,13 +36,13 @@ import pytest_asyncio
 
 from graphgate.auth.rights import rights_from_claims
 from graphgate.config import Settings
+from tests.services._common import origin
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.mcp_oauth import (
     INITIALIZE,
     MCP_HEADERS,
     OAuthMcpUser,
-    origin,
 )
 from tests.services.mcp_results import challenge_error, tool, tool_error
 from tests.services.oidc_provider import (

@@ -56,12 +56,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.services._common import free_port, service_unavailable
+from tests.services._common import free_port, origin, service_unavailable
 from tests.services.cimd import CimdRealm, client_metadata
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
 from tests.services.keycloak import AdminToken, KeycloakService, demo_password
-from tests.services.keycloak_login import authorization_origin, browser_login
+from tests.services.keycloak_login import browser_login
+from tests.services.mcp_oauth import request_flow
 from tests.services.oidc_provider import (
     TS_CLIENT_PROJECT,
     Browser,
@@ -160,28 +161,9 @@ class TsRun:
 
     def flow(self, keycloak_origin: str) -> list[str]:
         """The client's HTTP requests as ``kind@host`` (``kc`` or ``gg``), repeats collapsed."""
-        kinds: list[str] = []
-        for event in self.of("http"):
-            path = urlsplit(event["url"]).path
-            if path == "/mcp":
-                kind = "mcp"
-            elif "oauth-protected-resource" in path:
-                kind = "prm"
-            elif "oauth-authorization-server" in path or "openid-configuration" in path:
-                kind = "asm"
-            elif event["method"] == "POST" and (
-                path.endswith("/register") or "clients-registrations" in path
-            ):
-                kind = "register"
-            elif path.endswith("/token"):
-                kind = "token"
-            else:
-                kind = path
-            where = "kc" if authorization_origin(event["url"]) == keycloak_origin else "gg"
-            entry = f"{kind}@{where}"
-            if not kinds or kinds[-1] != entry:
-                kinds.append(entry)
-        return kinds
+        return request_flow(
+            ((event["method"], event["url"]) for event in self.of("http")), keycloak_origin, "kc"
+        )
 
     def describe(self) -> str:
         return f"exit {self.returncode}; events {self.events}; stderr {self.stderr[-2000:]}"
@@ -289,7 +271,7 @@ class Gateway:
 
     @property
     def keycloak_origin(self) -> str:
-        return authorization_origin(self.keycloak.base_url)
+        return origin(self.keycloak.base_url)
 
     @property
     def authorization_server(self) -> str:
@@ -387,7 +369,7 @@ async def test_ts_client_signs_in_and_calls_tools(gateway: Gateway, ts_client: s
 
     url = run.one("authorize")["url"]
     expected_origin = gateway.url if gateway.mode == "proxy" else gateway.keycloak.base_url
-    assert authorization_origin(url) == authorization_origin(expected_origin)
+    assert origin(url) == origin(expected_origin)
     query = parse_qs(urlsplit(url).query)
     assert query["client_id"] == [registered["client_id"]]
     assert query["code_challenge_method"] == ["S256"]

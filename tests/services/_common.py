@@ -1,9 +1,10 @@
-"""Shared rules for test fixtures that start real services."""
+"""Shared rules for test fixtures that start real services, and the small helpers they share."""
 
 from __future__ import annotations
 
 import os
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,3 +24,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower case."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

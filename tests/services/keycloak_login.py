@@ -27,10 +27,11 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 
+from tests.services._common import origin
+
 __all__ = [
     "LoginError",
     "Pkce",
-    "authorization_origin",
     "authorization_url",
     "browser_login",
     "login_for_tokens",
@@ -42,11 +43,6 @@ _MAX_STEPS = 12
 
 class LoginError(RuntimeError):
     """The login did not reach a redirect back to the client (bad password, error page…)."""
-
-
-def authorization_origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 @dataclass
@@ -167,14 +163,14 @@ async def browser_login(
     password, invalid ``redirect_uri``, a required action) raise `LoginError`
     with the message the page shows; the password never appears in it.
     """
-    origin = authorization_origin(authorization_url)
+    login_origin = origin(authorization_url)
     jar: dict[str, str] = {}
     response = await _send(client, "GET", authorization_url, jar)
     credentials_sent = False
     for _ in range(_MAX_STEPS):
         if response.is_redirect:
             location = urljoin(str(response.url), response.headers["location"])
-            if authorization_origin(location) != origin:
+            if origin(location) != login_origin:
                 return location
             response = await _send(client, "GET", location, jar)
             continue

@@ -8,7 +8,7 @@ graphgate under test, with a ``url``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +24,7 @@ from mcp.shared.auth import (
     OAuthToken,
 )
 
-from tests.services._common import free_port
+from tests.services._common import free_port, origin
 
 MCP_HEADERS = {"accept": "application/json, text/event-stream"}
 INITIALIZE = {
@@ -146,39 +146,48 @@ class OAuthMcpUser:
         return self.storage.tokens.access_token
 
     def flow_between(self, issuer_origin: str, issuer_label: str) -> list[str]:
-        """The requests the SDK made, as ``kind@host`` (mcp, prm, asm, register, token).
-
-        The host is ``issuer_label`` for requests to ``issuer_origin``, ``gg``
-        for graphgate; repeated steps (metadata fallbacks) collapse into one.
-        """
-        kinds: list[str] = []
-        for line in self.requests:
-            method, url = line.split(" ", 1)
-            path = urlsplit(url).path
-            if path == "/mcp":
-                kind = "mcp"
-            elif "oauth-protected-resource" in path:
-                kind = "prm"
-            elif "oauth-authorization-server" in path or "openid-configuration" in path:
-                kind = "asm"
-            elif method == "POST" and (
-                path.endswith(("/register", "/reg")) or "clients-registrations" in path
-            ):
-                kind = "register"
-            elif path.endswith("/token"):
-                kind = "token"
-            else:
-                kind = path
-            entry = f"{kind}@{issuer_label if origin(url) == issuer_origin else 'gg'}"
-            if not kinds or kinds[-1] != entry:
-                kinds.append(entry)
-        return kinds
+        """The requests the SDK made, as `request_flow` names them."""
+        return request_flow(
+            (line.split(" ", 1) for line in self.requests),
+            issuer_origin,
+            issuer_label,
+            registration=("/register", "/reg"),
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
 
-def origin(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, lower case."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+def request_flow(
+    requests: Iterable[Sequence[str]],
+    issuer_origin: str,
+    issuer_label: str,
+    *,
+    registration: tuple[str, ...] = ("/register",),
+) -> list[str]:
+    """``(method, url)`` pairs as ``kind@host`` (mcp, prm, asm, register, token).
+
+    The host is ``issuer_label`` for requests to ``issuer_origin``, ``gg``
+    for graphgate; repeated steps (metadata fallbacks) collapse into one. A
+    POST to a path ending in one of ``registration`` (or Keycloak's
+    ``clients-registrations``) is a registration.
+    """
+    kinds: list[str] = []
+    for method, url in requests:
+        path = urlsplit(url).path
+        if path == "/mcp":
+            kind = "mcp"
+        elif "oauth-protected-resource" in path:
+            kind = "prm"
+        elif "oauth-authorization-server" in path or "openid-configuration" in path:
+            kind = "asm"
+        elif method == "POST" and (path.endswith(registration) or "clients-registrations" in path):
+            kind = "register"
+        elif path.endswith("/token"):
+            kind = "token"
+        else:
+            kind = path
+        entry = f"{kind}@{issuer_label if origin(url) == issuer_origin else 'gg'}"
+        if not kinds or kinds[-1] != entry:
+            kinds.append(entry)
+    return kinds
