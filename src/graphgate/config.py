@@ -155,6 +155,20 @@ class Settings(BaseSettings):
     allow_procedures: StrList = Field(default_factory=list)
     deny_procedures: StrList = Field(default_factory=list)
     max_result_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    query_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
+    """Memory one query may use in the database (FalkorDB QUERY_MEM_CAPACITY)."""
+    embedded_memory_mb: int = Field(default=4096, ge=64, le=1024 * 1024)
+    """The embedded FalkorDB's maxmemory: past it writes are refused, never graphs evicted."""
+    backend_queue: int = Field(default=256, ge=1, le=1_000_000)
+    """Queries the embedded FalkorDB queues before refusing more (MAX_QUEUED_QUERIES)."""
+    max_query_depth: int = Field(default=12, ge=1, le=64)
+    """Deepest nesting of (), [] and {} in a query's text; deeper texts are refused."""
+    tenant_concurrency: int = Field(default=0, ge=0, le=10_000)
+    """Queries one tenant may have in flight; 0 picks half the backend's workers."""
+    subject_concurrency: int = Field(default=0, ge=0, le=10_000)
+    """Queries one caller may have in flight; 0 picks the tenant share."""
+    busy_wait: float = Field(default=2.0, ge=0, le=60)
+    """Seconds a call waits for its share before the `busy` error."""
 
     # -- auth -------------------------------------------------------------------------------
     auth: Literal["none", "dev", "oidc"] = "none"

@@ -7,12 +7,16 @@
     │   └── DatabaseNotPermitted same message whether or not the database exists
     ├── WritesNotAllowed         write attempted where the server or rights forbid it
     ├── RateLimited              per-subject budget exhausted (carries a retry hint)
+    ├── Busy                     the tenant's or caller's share of the backend is in use
     ├── QueryError               the database refused the query (its own message)
     │   ├── ReadOnlyViolation    a write reached a read-only path
     │   ├── QueryRefused         refused by graphgate's policy before execution
-    │   ├── QueryTimeout         the query ran past its time limit
+    │   │   └── QueryTooComplex  text the engine's parser cannot bound (nesting, length)
+    │   ├── QueryTimeout         the query ran past its time limit; a write was undone
+    │   │   └── WriteOutcomeUnknown  a write graphgate stopped waiting for
+    │   ├── MemoryLimitExceeded  the query needed more memory than it may use
     │   └── ResultTooLarge       the result exceeds max_result_bytes
-    └── BackendUnavailable       the database server cannot be reached
+    └── BackendUnavailable       the database server cannot be reached (retry hint)
 
 Tools raise these; `to_tool_error` turns them into MCP tool errors. Anything
 else that escapes a tool is a bug: it is logged with its traceback and the
@@ -67,12 +71,29 @@ class WritesNotAllowed(ForbiddenError):
     code = "writes_not_allowed"
 
 
+UNKNOWN_OUTCOME_HINT = "the write may still have committed; check before retrying"
+"""Said by every error after which a write's outcome is unknown, and only by those."""
+
+
 class RateLimited(GraphgateError):
     code = "rate_limited"
 
     def __init__(self, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(f"Rate limit exceeded: retry in {retry_after:.1f} s.")
+
+
+class Busy(GraphgateError):
+    """Fair share: one tenant or caller already has its share of queries in flight.
+
+    Nothing ran; the call may be retried after ``retry_after`` seconds.
+    """
+
+    code = "busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"{message} Nothing ran; retry in {retry_after:.1f} s.")
 
 
 class QueryError(GraphgateError):
@@ -87,8 +108,29 @@ class QueryRefused(QueryError):
     code = "query_refused"
 
 
+class QueryTooComplex(QueryRefused):
+    """Refused before it reached the database: parsing it could stall the server."""
+
+    code = "query_too_complex"
+
+
 class QueryTimeout(QueryError):
+    """The query ran past ``query_timeout`` and is known not to have changed anything."""
+
     code = "timeout"
+
+
+class WriteOutcomeUnknown(QueryTimeout):
+    """graphgate stopped waiting for a write: it may or may not have committed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}; {UNKNOWN_OUTCOME_HINT}")
+
+
+class MemoryLimitExceeded(QueryError):
+    """The database stopped the query at its memory bound; nothing was changed."""
+
+    code = "memory_limit"
 
 
 class ResultTooLarge(QueryError):
@@ -96,7 +138,15 @@ class ResultTooLarge(QueryError):
 
 
 class BackendUnavailable(GraphgateError):
+    """The database cannot be reached now; ``retry_after`` says when to try again."""
+
     code = "backend_unavailable"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        if retry_after is not None:
+            message = f"{message}; retry in {retry_after:.1f} s"
+        super().__init__(message)
 
 
 def to_tool_error(error: GraphgateError) -> ToolError:
