@@ -149,6 +149,7 @@ class GraphTools:
             row_limit=settings.row_limit,
             timeout=settings.query_timeout,
             allow_file_access=settings.allow_file_access,
+            max_bytes=settings.max_result_bytes,
         )
 
     @asynccontextmanager

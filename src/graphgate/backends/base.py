@@ -22,6 +22,8 @@ class QueryLimits:
     row_limit: int = 1000
     timeout: float = 30.0
     allow_file_access: bool = False
+    max_bytes: int | None = None
+    """Rough bound on a result's JSON size: backends stop converting rows past it."""
 
 
 @dataclass(slots=True)
