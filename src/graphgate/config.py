@@ -99,6 +99,39 @@ def parse_catalog(value: Any) -> dict[str, str]:
     raise ValueError("expected a comma list of tenant names or a table tenant -> database")
 
 
+def split_claim_path(path: str) -> tuple[str, ...]:
+    """``realm_access.roles`` → ``("realm_access", "roles")``; ``\\.`` is a literal dot.
+
+    A dot always means nesting, so a token cannot widen its rights by adding
+    a top-level claim literally named ``realm_access.roles``. A claim whose
+    name has dots (Auth0's namespaced ``https://example.com/tenants``) is
+    written with each of them escaped: ``https://example\\.com/tenants``.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in path:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if escaped:
+        raise ValueError(f"claim path {path!r} ends with a lone backslash")
+    parts.append("".join(current))
+    if not all(parts):
+        raise ValueError(
+            f"claim path {path!r} has an empty segment; a dot means nesting, "
+            "write a literal dot in a claim name as \\."
+        )
+    return tuple(parts)
+
+
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -187,6 +220,8 @@ class Settings(BaseSettings):
     static_client_secret: SecretStr | None = None
     redirect_uri_allowlist: StrList = Field(default_factory=list)
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    max_token_lifetime: float = Field(default=24 * 3600.0, gt=0, le=366 * 24 * 3600.0)
+    """Longest life (``exp`` after ``iat`` or now) graphgate accepts in a token."""
     clock_leeway: float = Field(default=30.0, ge=0, le=300)
 
     # -- state and operations ------------------------------------------------------------
@@ -196,6 +231,12 @@ class Settings(BaseSettings):
     audit_log: str = ""
     audit_query_text: bool = True
     rate_limit: int = Field(default=0, ge=0)
+
+    @field_validator("tenants_claim", "admin_claim", "default_tenant_claim")
+    @classmethod
+    def _claim_path(cls, value: str) -> str:
+        split_claim_path(value)
+        return value
 
     @field_validator("tenants", mode="before")
     @classmethod

@@ -271,6 +271,22 @@ CASES: list[Case] = [
     Case("exp as string", lambda ctx: bearer(ctx.token(exp="9999999999")), reason="bad_claim_type"),
     Case("exp infinite", lambda ctx: bearer(ctx.token(exp=float("inf"))), reason="malformed"),
     Case("exp as boolean", lambda ctx: bearer(ctx.token(exp=True))),
+    Case("exp 1e308", lambda ctx: bearer(ctx.token(exp=1e308)), reason="lifetime_too_long"),
+    Case(
+        "lifetime past max_token_lifetime",
+        lambda ctx: bearer(ctx.token(ttl=2 * 86400)),
+        reason="lifetime_too_long",
+    ),
+    Case(
+        "iat backdated a year, exp in an hour",
+        lambda ctx: bearer(ctx.token(iat=claims_for("", "")["iat"] - 366 * 86400)),
+        reason="lifetime_too_long",
+    ),
+    Case(
+        "scope as a JSON list (RFC 8693 says a string)",
+        lambda ctx: bearer(ctx.token(scope=["openid", "mcp:tools"])),
+        reason="bad_claim_type",
+    ),
     Case(
         "scope as list of ints",
         lambda ctx: bearer(ctx.token(scope=[1, 2])),
@@ -371,6 +387,18 @@ CASES: list[Case] = [
     Case(
         "tenant not in catalog",
         lambda ctx: bearer(ctx.token(tenants=["initech:write"])),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "admin role under a literal dotted claim name",
+        lambda ctx: bearer(ctx.token(tenants=None, **{"realm_access.roles": ["graphgate-admin"]})),
+        status=403,
+        error="access_denied",
+    ),
+    Case(
+        "tenant padded with a no-break space",
+        lambda ctx: bearer(ctx.token(tenants=["\u00a0acme\u2003"])),
         status=403,
         error="access_denied",
     ),

@@ -102,13 +102,34 @@ def test_claim_at_dotted_path(tmp_path: Path) -> None:
     assert tenants({"ext": ["graphgate"]}, settings) == {}
 
 
-def test_exact_key_with_dots_wins(tmp_path: Path) -> None:
+def test_a_dot_always_means_nesting(tmp_path: Path) -> None:
+    """A top-level claim literally named like the admin path grants nothing."""
+    settings = make_settings(tmp_path, tenants="acme,globex")
+    forged = {"realm_access.roles": ["graphgate-admin"], "tenants": []}
+    assert rights_from_claims(forged, settings).admin is False
+    assert claim_at({"a.b": 1, "a": {"b": 2}}, "a.b") == 2
+    assert claim_at({"a.b": 1}, "a.b") is None
+
+
+def test_escaped_dots_name_a_namespaced_claim(tmp_path: Path) -> None:
     settings = make_settings(
-        tmp_path, tenants="acme,globex", tenants_claim="https://example.com/tenants"
+        tmp_path, tenants="acme,globex", tenants_claim=r"https://example\.com/tenants"
     )
-    claims = {"https://example.com/tenants": ["acme"]}
-    assert tenants(claims, settings) == {"acme": "read"}
-    assert claim_at({"a.b": 1, "a": {"b": 2}}, "a.b") == 1
+    assert tenants({"https://example.com/tenants": ["acme"]}, settings) == {"acme": "read"}
+    assert tenants({"https://example": {"com/tenants": ["acme"]}}, settings) == {}
+
+
+@pytest.mark.parametrize("path", ["a..b", ".a", "a.", "a\\"])
+def test_malformed_claim_paths_stop_start_up(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ValueError, match="claim path"):
+        make_settings(tmp_path, tenants="acme", tenants_claim=path)
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u200b", "\u3000"])
+def test_unicode_spaces_are_not_trimmed(tmp_path: Path, space: str) -> None:
+    settings = make_settings(tmp_path, tenants="acme")
+    assert tenants({"tenants": [f"{space}acme", f"acme{space}"]}, settings) == {}
+    assert tenants({"tenants": [" acme\t"]}, settings) == {"acme": "read"}
 
 
 # -- look-alikes get nothing ------------------------------------------------------------------

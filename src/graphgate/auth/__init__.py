@@ -191,6 +191,7 @@ def build_auth(
                 algorithms=settings.algorithms,
                 required_scopes=settings.required_scopes,
                 leeway=settings.clock_leeway,
+                max_lifetime=settings.max_token_lifetime,
             ),
             base_url=settings.public_url,
         )

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from graphgate.auth.secret_files import create_once
 from graphgate.auth.tokens import JwtVerifier, KeySet, TokenVerifierSettings
-from graphgate.config import Settings, validate_tenant_name
+from graphgate.config import Settings, split_claim_path, validate_tenant_name
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class DevKeys:
 def _set_claim(claims: dict[str, Any], path: str, value: Any) -> None:
     """Put ``value`` at a dotted path (``realm_access.roles``), the way issuers nest it."""
     node = claims
-    *parents, last = path.split(".")
+    *parents, last = split_claim_path(path)
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
@@ -188,6 +188,7 @@ def dev_verifier(settings: Settings, keys: DevKeys | None = None) -> JwtVerifier
             algorithms=[DEV_ALGORITHM],
             required_scopes=settings.required_scopes,
             leeway=settings.clock_leeway,
+            max_lifetime=settings.max_token_lifetime,
         ),
         base_url=settings.public_url,
     )

@@ -12,13 +12,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from graphgate.config import Settings
+from graphgate.config import Settings, split_claim_path
 
 logger = logging.getLogger(__name__)
 
 Access = Literal["read", "write"]
 _WRITE_SUFFIX = ":write"
 _READ_SUFFIX = ":read"
+_ASCII_SPACE = " \t\r\n\f\v"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +66,11 @@ class Caller:
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
     """The value at a dotted path such as ``resource_access.graphgate.roles``.
 
-    An exact top-level key wins over the dotted walk, since some providers
-    use URLs (with dots) as claim names.
+    A dot always means nesting (`split_claim_path`): a claim named with
+    literal dots is reached only through an escaped path, never by accident.
     """
-    if path in claims:
-        return claims[path]
     node: Any = claims
-    for part in path.split("."):
+    for part in split_claim_path(path):
         if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
@@ -99,11 +98,13 @@ def _as_string_list(value: Any, what: str) -> list[str]:
 def parse_tenant_entries(entries: Iterable[str], prefix: str) -> dict[str, Access]:
     """``acme`` → read, ``acme:write`` → write; group paths and the prefix stripped.
 
-    When one tenant appears several times the strongest access wins.
+    When one tenant appears several times the strongest access wins. Only
+    ASCII whitespace is trimmed: the comparison with the catalog is exact, so
+    an entry padded with Unicode spaces names no tenant.
     """
     parsed: dict[str, Access] = {}
     for raw in entries:
-        entry = raw.strip()
+        entry = raw.strip(_ASCII_SPACE)
         if entry.startswith("/"):
             entry = entry[1:]
         if prefix:

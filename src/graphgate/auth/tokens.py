@@ -70,6 +70,7 @@ Reason = Literal[
     "wrong_audience",
     "missing_claim",
     "bad_claim_type",
+    "lifetime_too_long",
     "invalid",
 ]
 
@@ -302,6 +303,7 @@ class TokenVerifierSettings:
     algorithms: Sequence[str]
     required_scopes: Sequence[str] = ()
     leeway: float = 30.0
+    max_lifetime: float = 24 * 3600.0
     cache_seconds: float = 60.0
     cache_size: int = 4096
     max_token_bytes: int = MAX_TOKEN_BYTES
@@ -334,6 +336,7 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
     "issued_in_future": "The access token claims to be issued in the future.",
     "wrong_issuer": "The access token was issued by another issuer.",
     "wrong_audience": "The access token was not issued for this resource.",
+    "lifetime_too_long": "The access token lives longer than this server accepts.",
 }
 
 
@@ -460,7 +463,22 @@ class JwtVerifier(TokenVerifier):
                 raise TokenRejected("bad_claim_type", f"the {name} claim is not a number")
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise TokenRejected("missing_claim")
+        self._check_lifetime(claims)
         return claims
+
+    def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
+        """Refuse tokens that live longer than ``max_lifetime`` (``exp = 1e308``).
+
+        Measured from ``iat`` and from now, so neither a backdated ``iat`` nor
+        a far ``exp`` stretches a signed token's reach past the operator's bound.
+        """
+        bound = self.options.max_lifetime + self.options.leeway
+        exp = float(claims["exp"])
+        if exp - float(claims["iat"]) > bound or exp - self._clock() > bound:
+            raise TokenRejected(
+                "lifetime_too_long",
+                f"the access token lives longer than {self.options.max_lifetime:g} s",
+            )
 
     def _access_token(self, claims: dict[str, Any], fingerprint: str) -> AccessToken:
         client_id = claims.get("azp", claims.get("client_id"))
@@ -484,7 +502,8 @@ class JwtVerifier(TokenVerifier):
 
 
 def _scopes(claims: Mapping[str, Any]) -> list[str]:
-    """Scopes from ``scope`` (RFC 8693 §4.2: space-separated) or ``scp`` (a list, Entra/Okta).
+    """Scopes from ``scope`` (RFC 8693 §4.2: one space-separated string) or ``scp``
+    (a list or a string, as Entra ID and Okta issue it).
 
     A scope claim of any other shape makes the token unusable rather than
     silently scopeless, so the refusal names the real problem.
@@ -496,7 +515,11 @@ def _scopes(claims: Mapping[str, Any]) -> list[str]:
             continue
         if isinstance(value, str):
             found += value.split()
-        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        elif (
+            name == "scp"
+            and isinstance(value, list)
+            and all(isinstance(item, str) for item in value)
+        ):
             found += [part for item in value for part in item.split()]
         else:
             raise TokenRejected("bad_claim_type", f"the {name} claim is malformed")
