@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -135,7 +137,13 @@ async def test_demo_serve_restart_and_clean_stop(serve) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0 or process.returncode in (0, -signal.SIGTERM, 130)
     _, stderr = process.communicate()
-    assert "Bearer ey" in stderr  # the demo banner printed client commands
+    # stderr is a pipe here, the log stream a supervisor keeps: no token in it;
+    # the client commands are in a private file of the data dir instead.
+    assert "Bearer ey" not in stderr and "eyJ" not in stderr
+    tokens_file = data_dir / "demo-tokens.txt"
+    assert str(tokens_file) in stderr
+    assert tokens_file.stat().st_mode & 0o777 == 0o600
+    assert "Bearer ey" in tokens_file.read_text()
     time.sleep(0.5)
     assert processes_using(data_dir) == [], "no orphan FalkorDB after SIGTERM"
 
@@ -160,6 +168,37 @@ async def test_demo_serve_restart_and_clean_stop(serve) -> None:
     again.wait(30)
     time.sleep(0.5)
     assert processes_using(data_dir) == []
+
+
+def test_demo_prints_its_tokens_on_a_terminal(serve) -> None:
+    """On a TTY the banner with ready-to-paste commands is shown, and no file is left."""
+    port, data_dir, started = serve
+    main, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [GRAPHGATE, "serve", "--demo", "--port", port, "--data-dir", str(data_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        env=clean_env(),
+    )
+    started.append(process)  # type: ignore[arg-type]
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"Bearer ey" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 1.0)
+            if ready:
+                try:
+                    seen += os.read(main, 65536)
+                except OSError:  # EIO: the server closed its end
+                    break
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        os.close(main)
+    assert b"Bearer ey" in seen
+    assert not (data_dir / "demo-tokens.txt").exists()
 
 
 async def test_stdio_transport(tmp_path: Path) -> None:

@@ -32,6 +32,9 @@ app = typer.Typer(
 
 logger = logging.getLogger("graphgate")
 
+DEMO_TOKENS_FILE = "demo-tokens.txt"
+"""Where the demo's client commands go when stderr is not a terminal."""
+
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"graphgate: {message}", err=True)
@@ -117,7 +120,7 @@ def serve(
 
     configure_logging(settings.log_level, settings.log_format)
     if settings.demo and settings.auth == "dev" and settings.transport == "http":
-        typer.echo(_demo_banner(settings), err=True)
+        _announce_demo(settings, to_terminal=sys.stderr.isatty())
     try:
         _run_fast(run(settings))
     except GraphgateError as exc:
@@ -132,6 +135,28 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
+
+
+def _announce_demo(settings: Settings, *, to_terminal: bool) -> None:
+    """Show the demo's client commands, whose tokens are admin credentials for 24 h.
+
+    On a terminal they are printed. Otherwise stderr is the log stream a
+    supervisor collects and keeps, so they go to a private file in the data
+    dir instead, and only its path is printed.
+    """
+    banner = _demo_banner(settings)
+    if to_terminal:
+        typer.echo(banner, err=True)
+        return
+    from graphgate.auth.secret_files import replace_private
+
+    path = settings.data_dir / DEMO_TOKENS_FILE
+    replace_private(path, (banner + "\n").encode())
+    typer.echo(
+        f"graphgate demo: tenants {', '.join(sorted(settings.catalog))} at "
+        f"{settings.resource_url}; client commands with tokens are in {path} (mode 0600)",
+        err=True,
+    )
 
 
 def _demo_banner(settings: Settings) -> str:

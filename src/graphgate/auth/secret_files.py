@@ -26,3 +26,22 @@ def create_once(path: Path, content: bytes) -> None:
             os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def replace_private(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` (mode 0600), replacing any older copy atomically.
+
+    Readers see the old file or the new one, never a torn or briefly
+    world-readable one: the content goes to a private temporary file first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
