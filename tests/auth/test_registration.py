@@ -28,7 +28,10 @@ async def client(tmp_path: Path, issuer: IssuerState) -> AsyncIterator[httpx.Asy
         issuer=issuer.issuer,
         registration="shim",
         static_client_id=CLIENT_ID,
-        redirect_uri_allowlist="cursor://anysphere.cursor-retrieval/oauth/callback",
+        redirect_uri_allowlist=(
+            "cursor://anysphere.cursor-retrieval/oauth/callback,"
+            "https://app.example.com/oauth/callback"
+        ),
     )
     async with httpx.AsyncClient() as http:
         app = Starlette(routes=build_auth(settings, http).routes)
@@ -80,6 +83,8 @@ async def test_acceptable_redirect_uris(uri: str, client: httpx.AsyncClient) -> 
         "http://127.0.0.1@evil.example/cb",
         "http://evil.example@127.0.0.1/cb",
         "https://app.example.com/cb#fragment",
+        "https://evil.example/oauth/callback",  # https, but not in the allowlist
+        "https://app.example.com/oauth/callback/other",
         "javascript:alert(1)",
         "cursor://other/callback",
         "file:///etc/passwd",
@@ -94,6 +99,22 @@ async def test_refused_redirect_uris(uri: str, client: httpx.AsyncClient) -> Non
     response = await client.post("/register", json=metadata("http://127.0.0.1/ok", uri))
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_redirect_uri"
+
+
+async def test_without_an_allowlist_any_https_callback_registers(
+    tmp_path: Path, issuer: IssuerState
+) -> None:
+    settings = make_settings(
+        tmp_path, auth="oidc", issuer=issuer.issuer, registration="shim", static_client_id=CLIENT_ID
+    )
+    async with httpx.AsyncClient() as http:
+        app = Starlette(routes=build_auth(settings, http).routes)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as asgi:
+            ok = await asgi.post("/register", json=metadata("https://web.example/cb"))
+            custom = await asgi.post("/register", json=metadata("cursor://x/cb"))
+    assert ok.status_code == 201
+    assert custom.status_code == 400
 
 
 @pytest.mark.parametrize(

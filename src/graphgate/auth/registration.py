@@ -8,7 +8,9 @@ the issuer with the redirect URIs MCP clients use (loopback, any port).
 
 Redirect URIs are still checked here, so a registration cannot smuggle in a
 URI the issuer would accept through a wildcard: loopback ``http``
-(RFC 8252 §7.3), ``https``, or an exact entry of ``redirect_uri_allowlist``.
+(RFC 8252 §7.3) always; then, when ``redirect_uri_allowlist`` is set, exactly
+its entries (https ones included: the operator said which web callbacks are
+theirs), and without one any ``https`` URI.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class RegistrationPolicy:
 
 
 def check_redirect_uri(uri: Any, allowlist: frozenset[str]) -> str:
-    """Accept loopback http (any port), https, or an exact allowlist entry.
+    """Accept loopback http (any port), an exact allowlist entry, or, with no
+    allowlist, any https URI.
 
     RFC 8252 §7.3: native clients listen on a loopback port chosen at run
     time, so the port is not compared. Fragments are refused (RFC 6749
@@ -107,10 +110,16 @@ def check_redirect_uri(uri: Any, allowlist: frozenset[str]) -> str:
         raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} has a fragment")
     if "@" in parts.netloc or not host or any(ch.isspace() for ch in uri):
         raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} is not an acceptable URI")
-    if parts.scheme == "https":
-        return uri
     if parts.scheme == "http" and host in _LOOPBACK_HOSTS:
         return uri
+    if parts.scheme == "https" and not allowlist:
+        return uri
+    if allowlist:
+        raise RegistrationRefused(
+            "invalid_redirect_uri",
+            f"{shown!r} is not allowed: use http on 127.0.0.1, [::1] or localhost, or a "
+            "callback in this server's redirect_uri_allowlist",
+        )
     raise RegistrationRefused(
         "invalid_redirect_uri",
         f"{shown!r} is not allowed: use http on 127.0.0.1, [::1] or localhost, or https",
