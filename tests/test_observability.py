@@ -57,21 +57,42 @@ async def test_audit_trail_lines(falkordb_service: FalkorDBService, tmp_path: Pa
     assert "error" in lines[1]
 
 
-async def test_audit_without_query_text(falkordb_service: FalkorDBService, tmp_path: Path) -> None:
+async def test_audit_without_query_text(
+    falkordb_service: FalkorDBService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No query text anywhere, not even quoted back by the database's error message."""
     catalog = await seeded_catalog(falkordb_service)
     audit = tmp_path / "audit.log"
-    parts = make_parts(
-        falkordb_service.backend(),
-        tenants=catalog,
-        data_dir=tmp_path,
-        audit_log=str(audit),
-        audit_query_text=False,
+    options = http_settings(
+        tenants=catalog, data_dir=tmp_path, audit_log=str(audit), audit_query_text=False
     )
-    async with FastMCPClient(build_server(parts)) as client:
-        await client.call_tool("run_query", {"query": "MATCH (r:Row) RETURN count(r)"})
-    line = json.loads(audit.read_text())
-    assert "query" not in line and "count(r)" not in audit.read_text()
-    assert len(line["query_sha256"]) == 64
+    parts = make_parts(falkordb_service.backend(), **options)
+    caplog.set_level(logging.DEBUG)
+    secret = "SSN-111-22-3333"
+    async with serve_http(parts) as url:
+        http = httpx2.AsyncClient(timeout=30)
+        async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+            await client.call_tool("run_query", {"query": "MATCH (r:Row) RETURN count(r)"})
+            broken = await client.call_tool(
+                "run_query", {"query": f"MATCH (r:Row) WHERE r.x = '{secret}' RETURN r.(("}
+            )
+            assert broken.is_error  # the caller still sees the database's message
+        async with httpx.AsyncClient(base_url=url) as plain:
+            metrics = (await plain.get("/metrics")).text
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert "query" not in lines[0] and "count(r)" not in audit.read_text()
+    assert len(lines[0]["query_sha256"]) == 64
+    assert lines[1]["outcome"] == "query_error" and "error" not in lines[1]
+    assert secret not in audit.read_text()
+    assert secret not in metrics
+    # graphgate's own lines at any level, everyone's from info up (the SDK's
+    # debug lines echo whole requests, which is what debug is for).
+    logged = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("graphgate") or record.levelno >= logging.INFO
+    ]
+    assert not [line for line in logged if secret in line]
 
 
 async def test_result_byte_cap_keeps_valid_json(

@@ -224,7 +224,9 @@ class AuditTrail:
             entry["query_sha256"] = digest
             if self._include_query_text:
                 entry["query"] = record.query
-        if record.error:
+        # A database's error message may quote the query (FalkorDB's errCtx),
+        # so without query text only the stable code (`outcome`) is kept.
+        if record.error and self._include_query_text:
             entry["error"] = record.error
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
