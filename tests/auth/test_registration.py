@@ -1,4 +1,8 @@
-"""The RFC 7591 /register shim: one static public client, redirect URIs checked."""
+"""The RFC 7591 /register shim: one static public client, redirect URIs checked.
+
+Requests go to the production assembly (`build_parts` + `build_http_app`) in
+process; /register needs neither the backend nor the MCP session manager.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,18 @@ import httpx2
 import pytest
 from mcp.client.auth.utils import create_client_registration_request, handle_registration_response
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
-from starlette.applications import Starlette
 
-from graphgate.auth import build_auth
+from graphgate.config import Settings
+from graphgate.server import build_http_app, build_parts
 from tests.auth._support import IssuerState
 from tests.auth.conftest import PUBLIC_URL, make_settings
 
 CLIENT_ID = "graphgate-mcp"
+
+
+def production_client(settings: Settings) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=build_http_app(build_parts(settings)))
+    return httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL)
 
 
 @pytest.fixture
@@ -33,11 +42,8 @@ async def client(tmp_path: Path, issuer: IssuerState) -> AsyncIterator[httpx.Asy
             "https://app.example.com/oauth/callback"
         ),
     )
-    async with httpx.AsyncClient() as http:
-        app = Starlette(routes=build_auth(settings, http).routes)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as asgi:
-            yield asgi
+    async with production_client(settings) as asgi:
+        yield asgi
 
 
 def metadata(*uris: str, **extra: Any) -> dict[str, Any]:
@@ -107,12 +113,9 @@ async def test_without_an_allowlist_any_https_callback_registers(
     settings = make_settings(
         tmp_path, auth="oidc", issuer=issuer.issuer, registration="shim", static_client_id=CLIENT_ID
     )
-    async with httpx.AsyncClient() as http:
-        app = Starlette(routes=build_auth(settings, http).routes)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as asgi:
-            ok = await asgi.post("/register", json=metadata("https://web.example/cb"))
-            custom = await asgi.post("/register", json=metadata("cursor://x/cb"))
+    async with production_client(settings) as asgi:
+        ok = await asgi.post("/register", json=metadata("https://web.example/cb"))
+        custom = await asgi.post("/register", json=metadata("cursor://x/cb"))
     assert ok.status_code == 201
     assert custom.status_code == 400
 
