@@ -206,7 +206,9 @@ class Settings(BaseSettings):
     # -- auth -------------------------------------------------------------------------------
     auth: Literal["none", "dev", "oidc"] = "none"
     issuer: str | None = None
-    audience: str | None = None
+    audience: StrList = Field(default_factory=list)
+    """Accepted ``aud`` values, compared exactly: a URL, a client id, a GUID,
+    ``api://…``; default ``<public_url>/mcp``."""
     jwks_url: str | None = None
     algorithms: StrList = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
     required_scopes: StrList = Field(default_factory=lambda: ["mcp:tools"])
@@ -245,6 +247,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "algorithms",
+        "audience",
         "required_scopes",
         "redirect_uri_allowlist",
         "allow_procedures",
@@ -268,7 +271,15 @@ class Settings(BaseSettings):
             raise ValueError("at least one algorithm is required")
         return value
 
-    @field_validator("public_url", "issuer", "jwks_url", "audience")
+    @field_validator("audience")
+    @classmethod
+    def _audiences(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != entry.strip() or any(ch.isspace() for ch in entry):
+                raise ValueError(f"{entry!r} has spaces; audiences are compared exactly")
+        return list(dict.fromkeys(value))
+
+    @field_validator("public_url", "issuer", "jwks_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -351,8 +362,14 @@ class Settings(BaseSettings):
         return f"{base}/mcp"
 
     @property
+    def token_audiences(self) -> list[str]:
+        """The ``aud`` values a token may carry (one is enough), exactly as configured."""
+        return self.audience or [self.resource_url]
+
+    @property
     def token_audience(self) -> str:
-        return self.audience or self.resource_url
+        """The audience graphgate's own tokens (dev issuer) are minted for."""
+        return self.token_audiences[0]
 
     @property
     def dev_issuer(self) -> str:

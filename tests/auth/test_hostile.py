@@ -599,3 +599,37 @@ def test_case_table_is_json_safe() -> None:
         text = describe(reason)
         assert text.isascii() and '"' not in text and "\\" not in text
         json.dumps(text)
+
+
+async def test_audiences_that_are_not_urls_are_checked_exactly(
+    issuer: IssuerState,
+    keys: dict[str, SigningKey],
+    tmp_path: Path,
+    falkordb_service: FalkorDBService,
+) -> None:
+    """Entra ID, authentik and Zitadel put a client id, GUID or api:// name in ``aud``."""
+    guid = "6e1c1a39-0f3b-4d6e-9a61-2b8e1d7c5f42"
+    settings = make_settings(
+        tmp_path, auth="oidc", issuer=issuer.issuer, audience=f"{guid},api://graphgate"
+    )
+    parts = build_parts(settings)
+    parts.backend = falkordb_service.backend()
+    ctx = Ctx(issuer.issuer, keys)
+    host = {"host": PUBLIC_URL.split("://", 1)[1]}
+    with serve(build_http_app(parts)) as base:
+        async with httpx.AsyncClient(base_url=base, headers=host, timeout=30) as http:
+            for aud, status in [
+                (guid, 200),
+                ("api://graphgate", 200),
+                ([guid, "other"], 200),
+                (guid.upper(), 401),
+                ("api://graphgate/", 401),
+                (AUDIENCE, 401),  # the default no longer applies once audience is set
+            ]:
+                token = ctx.token(aud=aud)
+                response = await http.post(
+                    "/mcp",
+                    json=tool_call(),
+                    headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"},
+                )
+                assert response.status_code == status, (aud, response.text)

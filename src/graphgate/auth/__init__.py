@@ -187,7 +187,7 @@ def build_auth(
             keys_set,
             TokenVerifierSettings(
                 issuer=settings.issuer,
-                audience=settings.token_audience,
+                audience=settings.token_audiences,
                 algorithms=settings.algorithms,
                 required_scopes=settings.required_scopes,
                 leeway=settings.clock_leeway,

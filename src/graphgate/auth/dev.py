@@ -184,7 +184,7 @@ def dev_verifier(settings: Settings, keys: DevKeys | None = None) -> JwtVerifier
         key_set,
         TokenVerifierSettings(
             issuer=settings.dev_issuer,
-            audience=settings.token_audience,
+            audience=settings.token_audiences,
             algorithms=[DEV_ALGORITHM],
             required_scopes=settings.required_scopes,
             leeway=settings.clock_leeway,

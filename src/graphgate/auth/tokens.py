@@ -299,7 +299,7 @@ class KeySet:
 @dataclass(frozen=True, slots=True)
 class TokenVerifierSettings:
     issuer: str
-    audience: str
+    audience: str | Sequence[str]
     algorithms: Sequence[str]
     required_scopes: Sequence[str] = ()
     leeway: float = 30.0
@@ -487,7 +487,7 @@ class JwtVerifier(TokenVerifier):
             client_id=client_id if isinstance(client_id, str) and client_id else "unknown",
             scopes=_scopes(claims),
             expires_at=int(claims["exp"]),
-            resource=self.options.audience,
+            resource=_first(self.options.audience),
             subject=claims["sub"],
             claims=claims,
         )
@@ -499,6 +499,10 @@ class JwtVerifier(TokenVerifier):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+
+def _first(audience: str | Sequence[str]) -> str:
+    return audience if isinstance(audience, str) else audience[0]
 
 
 def _scopes(claims: Mapping[str, Any]) -> list[str]:

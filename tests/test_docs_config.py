@@ -1,0 +1,76 @@
+"""Every TOML block in the README and docs/ is a configuration graphgate accepts.
+
+Blocks are taken from the Markdown as written; placeholders (``<tenant id>``,
+``YOUR_ORG``) get realistic values, and settings a block leaves to its
+surroundings (auth, public_url, tenants) get the values the page assumes.
+A doc therefore cannot drift from the code without failing here.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graphgate.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_BLOCK = re.compile(r"^[ \t]*```toml[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
+# Realistic stand-ins: GUIDs and ids where providers put them, names elsewhere.
+_PLACEHOLDERS = [
+    (re.compile(r"<[^<>\n]*(?:id|ID)[^<>\n]*>"), "6e1c1a39-0f3b-4d6e-9a61-2b8e1d7c5f42"),
+    (re.compile(r"<[^<>\n]+>"), "example"),
+    (re.compile(r"YOUR_[A-Z_]+"), "example"),
+]
+_CONTEXT: dict[str, Any] = {
+    "public_url": "https://graphgate.example.com",
+    "tenants": {"acme": "acme", "globex": "globex"},
+}
+
+
+def toml_blocks() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in _BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            found.append((f"{page.relative_to(ROOT)}:{line}", match.group(1)))
+    return found
+
+
+def filled(block: str) -> str:
+    for pattern, value in _PLACEHOLDERS:
+        block = pattern.sub(value, block)
+    return block
+
+
+def test_the_docs_have_configuration_blocks() -> None:
+    assert len(toml_blocks()) >= 8
+
+
+@pytest.mark.parametrize(("where", "block"), toml_blocks(), ids=[w for w, _ in toml_blocks()])
+def test_each_toml_block_loads(where: str, block: str, tmp_path: Path) -> None:
+    text = filled(block)
+    values = tomllib.loads(text)  # a block must be valid TOML as printed
+    config = tmp_path / "graphgate.toml"
+    config.write_text(text, encoding="utf-8")
+    context = {key: value for key, value in _CONTEXT.items() if key not in values}
+    if "issuer" in values and "auth" not in values:
+        context["auth"] = "oidc"  # the provider pages' blocks add to an oidc set-up
+    if values.get("registration") in {"shim", "proxy"} and "static_client_id" not in values:
+        context["static_client_id"] = "graphgate-mcp"
+    settings = load_settings(config, data_dir=tmp_path / "data", **context)
+    assert isinstance(settings, Settings)
+    for key, value in values.items():
+        if key != "tenants" and isinstance(value, str | bool | int | float):
+            shown = getattr(settings, key)
+            if isinstance(shown, list):
+                assert value in shown, (where, key)
+            elif hasattr(shown, "get_secret_value"):
+                assert shown.get_secret_value() == value, (where, key)
+            elif key != "public_url":
+                assert shown == value, (where, key)
