@@ -170,6 +170,35 @@ async def test_demo_serve_restart_and_clean_stop(serve) -> None:
     assert processes_using(data_dir) == []
 
 
+async def test_token_finds_the_running_servers_issuer(serve) -> None:
+    """`graphgate token` needs only the data dir; a token of another issuer is told which."""
+    port, data_dir, started = serve
+    url = f"http://127.0.0.1:{port}"
+    process = start(port, data_dir)
+    started.append(process)
+    wait_ready(url, process)
+    minted = subprocess.run(
+        [GRAPHGATE, "token", "--sub", "alice", "--tenants", "acme", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert [d["name"] for d in await call(url, minted, "list_databases")] == ["acme"]
+
+    elsewhere = mint(data_dir, str(free_port()), "--sub", "alice", "--tenants", "acme")
+    async with httpx.AsyncClient(base_url=url) as http:
+        refused = await http.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            headers={"authorization": f"Bearer {elsewhere}"},
+        )
+    assert refused.status_code == 401
+    challenge = refused.headers["www-authenticate"]
+    assert "another issuer" in challenge and f"tokens of {url}" in challenge
+
+
 def test_demo_prints_its_tokens_on_a_terminal(serve) -> None:
     """On a TTY the banner with ready-to-paste commands is shown, and no file is left."""
     port, data_dir, started = serve

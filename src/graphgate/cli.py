@@ -119,6 +119,10 @@ def serve(
     from graphgate.server import run
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.auth == "dev":
+        from graphgate.auth.dev import record_dev_issuer
+
+        record_dev_issuer(settings)
     if settings.demo and settings.auth == "dev" and settings.transport == "http":
         _announce_demo(settings, to_terminal=sys.stderr.isatty())
     try:
@@ -193,11 +197,19 @@ def token(
     host: Annotated[str | None, typer.Option(help="The server's host.")] = None,
     port: Annotated[int | None, typer.Option(help="The server's port.")] = None,
 ) -> None:
-    """Mint a token signed by the dev issuer (auth = dev); printed on the last line."""
+    """Mint a token signed by the dev issuer (auth = dev); printed on the last line.
+
+    Without --public-url, --host, --port or --config, the issuer is the one the
+    dev server on the same data dir recorded when it started.
+    """
+    from graphgate.auth.dev import mint_dev_token, recorded_dev_issuer
+
+    if public_url is None and host is None and port is None and config is None:
+        probe = settings_from_cli(None, data_dir=data_dir, auth="dev")
+        public_url = recorded_dev_issuer(probe.data_dir)
     settings = settings_from_cli(
         config, data_dir=data_dir, public_url=public_url, host=host, port=port, auth="dev"
     )
-    from graphgate.auth.dev import mint_dev_token
 
     entries = [part.strip() for part in tenants.split(",") if part.strip()]
     try:

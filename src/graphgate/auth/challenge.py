@@ -184,7 +184,10 @@ class BearerGate:
             access = await self.verifier.verify(token)
         except TokenRejected as rejected:
             return self._fail(
-                rejected.reason, challenge.unauthorized("invalid_token", describe(rejected.reason))
+                rejected.reason,
+                challenge.unauthorized(
+                    "invalid_token", describe(rejected.reason, self.verifier.options.issuer)
+                ),
             )
         except IssuerUnavailable as unavailable:
             return self._fail("issuer_unavailable", unavailable.to_response())

@@ -30,12 +30,42 @@ from graphgate.config import Settings, split_claim_path, validate_tenant_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEV_ALGORITHM", "DevKeys", "dev_verifier", "mint_dev_token"]
+__all__ = [
+    "DEV_ALGORITHM",
+    "DevKeys",
+    "dev_verifier",
+    "mint_dev_token",
+    "record_dev_issuer",
+    "recorded_dev_issuer",
+]
 
 DEV_ALGORITHM: Final = "ES256"
 KEY_FILE: Final = "dev-signing-key.pem"
 MAX_TTL: Final = 30 * 24 * 3600
 DEV_CLIENT_ID: Final = "graphgate-cli"
+ISSUER_FILE: Final = "dev-issuer.json"
+
+
+def record_dev_issuer(settings: Settings) -> None:
+    """Note in the data dir which issuer and audience the running dev server uses.
+
+    `graphgate token` reads it, so a token minted with the same data dir
+    names the right issuer without repeating ``--port`` or ``--public-url``.
+    """
+    from graphgate.auth.secret_files import replace_private
+
+    record = {"issuer": settings.dev_issuer, "public_url": settings.dev_issuer}
+    replace_private(settings.data_dir / ISSUER_FILE, json.dumps(record).encode())
+
+
+def recorded_dev_issuer(data_dir: Path) -> str | None:
+    """The public URL a dev server on ``data_dir`` last announced, if any."""
+    try:
+        record = json.loads((data_dir / ISSUER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    url = record.get("public_url") if isinstance(record, dict) else None
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
 def _b64url(data: bytes) -> str:
@@ -141,8 +171,11 @@ def mint_dev_token(
     """
     if not sub or not isinstance(sub, str):
         raise ValueError("sub: give a subject name")
-    if not 0 < ttl <= MAX_TTL:
-        raise ValueError(f"ttl: must be between 1 and {MAX_TTL} seconds")
+    longest = min(MAX_TTL, int(settings.max_token_lifetime))
+    if not 0 < ttl <= longest:
+        raise ValueError(
+            f"ttl: must be between 1 and {longest} seconds (max_token_lifetime of the server)"
+        )
     entries: list[str] = []
     for entry in tenants:
         name, _, access = entry.strip().partition(":")

@@ -340,9 +340,18 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
 }
 
 
-def describe(reason: str) -> str:
-    """An RFC 6750 ``error_description`` for a refusal: ASCII, no quotes, no token."""
-    return _DESCRIPTIONS.get(reason, "The access token is invalid.")
+def describe(reason: str, issuer: str | None = None) -> str:
+    """An RFC 6750 ``error_description`` for a refusal: ASCII, no quotes, no token.
+
+    A token of another issuer is told which issuer this server trusts (the
+    issuer is public: protected resource metadata advertises it), because the
+    usual cause is a dev token minted for another port or data dir.
+    """
+    text = _DESCRIPTIONS.get(reason, "The access token is invalid.")
+    if reason == "wrong_issuer" and issuer:
+        shown = "".join(ch for ch in issuer if 0x20 < ord(ch) < 0x7F and ch not in '"\\')
+        text = f"{text[:-1]}; this server accepts tokens of {shown[:200]}."
+    return text
 
 
 class JwtVerifier(TokenVerifier):
