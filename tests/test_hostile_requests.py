@@ -270,3 +270,32 @@ async def test_many_concurrent_connections_are_each_answered(
         assert set(statuses) <= {200, 503}, sorted(set(statuses))
         assert statuses.count(200) >= 1
         await still_serving(http, headers)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "names"),
+    [
+        ("run_query", {}, ["query"]),
+        ("run_query", {"query": 5}, ["query"]),
+        ("run_query", {"query": "RETURN 1", "params": "x"}, ["params"]),
+        ("run_query", {"query": "x" * 100_001}, ["query"]),
+        ("use_database", {"name": ["acme"]}, ["name"]),
+        ("query_databases", {"query": "RETURN 1", "databases": "acme"}, ["databases"]),
+    ],
+)
+async def test_argument_errors_name_the_argument_and_nothing_else(
+    hostile_server: tuple[str, Settings, dict[str, str]],
+    tool: str,
+    arguments: dict[str, Any],
+    names: list[str],
+) -> None:
+    url, settings, _ = hostile_server
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        body = await tool_answer(http, bearer(settings, "alice", "acme"), call(tool, arguments))
+    result = body.get("result") or {}
+    text = result["content"][0]["text"] if result else json.dumps(body["error"])
+    assert result.get("isError", True), body
+    assert "http" not in text and "pydantic" not in text, text
+    assert "x" * 200 not in text  # the input is not echoed back
+    for name in names:
+        assert name in text, text

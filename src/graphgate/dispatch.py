@@ -80,6 +80,19 @@ def _reporter(ctx: ServerRequestContext[Any]) -> Reporter | None:
     return report
 
 
+def invalid_arguments(tool: str, error: PydanticValidationError) -> str:
+    """One line per problem, naming the argument; no library help URLs or input echoes.
+
+    The model that wrote the call reads this to fix it, so it says which
+    argument and what is wrong, in the tool's own words.
+    """
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return f"invalid_arguments: {tool}: " + "; ".join(problems)
+
+
 def _error(text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
@@ -134,7 +147,7 @@ class DirectToolCalls:
             call = validator.validate_python(params.arguments or {})
         except PydanticValidationError as exc:
             logger.info("invalid arguments for %s: %d error(s)", params.name, exc.error_count())
-            return _error(str(exc))
+            return _error(invalid_arguments(params.name, exc))
         reporting = _PROGRESS.set(_reporter(ctx))
         try:
             result = await call
