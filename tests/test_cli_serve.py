@@ -228,6 +228,11 @@ def test_demo_prints_its_tokens_on_a_terminal(serve) -> None:
         os.close(main)
     assert b"Bearer ey" in seen
     assert not (data_dir / "demo-tokens.txt").exists()
+    banner = seen.decode(errors="replace")
+    assert "--allow-writes" in banner  # this demo is read-only, and says how to change it
+    # The token command is printed with a path that runs as printed, from any directory.
+    printed = banner.split("more tokens: ", 1)[1].split(" token ", 1)[0].strip()
+    assert os.access(printed, os.X_OK) and Path(printed).is_absolute(), printed
 
 
 async def test_stdio_transport(tmp_path: Path) -> None:

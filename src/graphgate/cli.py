@@ -92,8 +92,21 @@ def serve(
         bool | None, typer.Option("--allow-writes", help="Offer run_write_query.")
     ] = None,
     auth: Annotated[str | None, typer.Option(help="none | dev | oidc")] = None,
+    issuer: Annotated[str | None, typer.Option(help="The OIDC issuer URL (auth = oidc).")] = None,
+    registration: Annotated[
+        str | None, typer.Option(help="direct | shim | proxy [default: direct]")
+    ] = None,
+    static_client_id: Annotated[
+        str | None,
+        typer.Option(help="The pre-registered client id (registration = shim | proxy)."),
+    ] = None,
     demo: Annotated[
-        bool | None, typer.Option("--demo", help="Seed two sample tenants; dev auth.")
+        bool | None,
+        typer.Option(
+            "--demo",
+            help="Seed two sample tenants; over HTTP this turns on dev auth "
+            "unless --auth (or GRAPHGATE_AUTH, or the config file) says otherwise.",
+        ),
     ] = None,
 ) -> None:
     """Run the MCP server (streamable HTTP at /mcp, or stdio)."""
@@ -108,6 +121,9 @@ def serve(
         tenants=tenants,
         allow_writes=allow_writes,
         auth=auth,
+        issuer=issuer,
+        registration=registration,
+        static_client_id=static_client_id,
         demo=demo,
     )
     if not settings.tenants:
@@ -171,6 +187,13 @@ def _demo_banner(settings: Settings) -> str:
     user = mint_dev_token(settings, sub="demo-user", tenants=[first], admin=False, ttl=86400)
     admin = mint_dev_token(settings, sub="demo-admin", tenants=[], admin=True, ttl=86400)
     url = settings.resource_url
+    # The console script beside this interpreter: runnable as printed, venv or not.
+    command = Path(sys.executable).parent / "graphgate"
+    writes = (
+        "  writes are on (run_write_query) for tokens granting NAME:write"
+        if settings.allow_writes
+        else "  read-only: restart with --allow-writes to offer run_write_query"
+    )
     return "\n".join(
         [
             f"graphgate demo: tenants {', '.join(sorted(settings.catalog))} at {url}",
@@ -180,7 +203,8 @@ def _demo_banner(settings: Settings) -> str:
             "  an admin of every tenant:",
             f"    claude mcp add --transport http graphgate-admin {url} "
             f'--header "Authorization: Bearer {admin}"',
-            "  more tokens: graphgate token --sub NAME --tenants acme,globex:write [--admin]",
+            writes,
+            f"  more tokens: {command} token --sub NAME --tenants acme,globex:write [--admin]",
         ]
     )
 
