@@ -1,0 +1,259 @@
+"""graphgate's auth layer: wiring for the server, and the caller for tools.
+
+The server calls `build_auth` once and hands ``setup.provider`` to FastMCP;
+the provider brings its own routes (discovery, ``/register``, dev JWKS) and
+the bearer gate middleware, so::
+
+    setup = build_auth(settings, http_client)
+    mcp = FastMCP("graphgate", auth=setup.provider)
+    app = mcp.http_app(path="/mcp")
+
+Tools call `current_caller` on every call: rights come from the verified
+token of that very request, never from anything stored.
+
+With ``registration = proxy`` (`graphgate.auth.proxy`) the provider also
+serves FastMCP's OAuth proxy endpoints (``/authorize``, ``/token``,
+``/register``, ``/consent``, ``/auth/callback``, ``/revoke``), and the gate's
+verifier maps graphgate-issued tokens back to the issuer's claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastmcp.server.auth import AccessToken, AuthProvider
+from fastmcp.server.dependencies import get_access_token
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from graphgate.auth.challenge import BearerGate, Challenge
+from graphgate.auth.dev import DevKeys, dev_verifier, mint_dev_token
+from graphgate.auth.discovery import (
+    PRM_PATH,
+    IssuerMetadata,
+    IssuerUnavailable,
+    discovery_routes,
+)
+from graphgate.auth.proxy import GraphgateOAuthProxy, ProxyStorage, build_proxy
+from graphgate.auth.rights import (
+    Caller,
+    Rights,
+    RightsOfClaims,
+    rights_for_local_user,
+    rights_from_claims,
+)
+from graphgate.auth.tokens import JwtVerifier, KeySet, TokenRejected, TokenVerifierSettings
+from graphgate.config import Settings
+from graphgate.errors import AuthError
+
+__all__ = [
+    "DEFAULT_OPEN_PATHS",
+    "AuthSetup",
+    "GraphgateAuth",
+    "IssuerUnavailable",
+    "JwtVerifier",
+    "TokenRejected",
+    "build_auth",
+    "caller_from_token",
+    "current_caller",
+    "mint_dev_token",
+]
+
+DEFAULT_OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz"})
+
+
+class GraphgateAuth(AuthProvider):
+    """The FastMCP auth provider: verifier, gate middleware and discovery routes together.
+
+    FastMCP mounts `get_routes` and `get_middleware` itself when the provider
+    is passed as ``FastMCP(auth=...)``; its own ``RequireAuthMiddleware`` on
+    ``/mcp`` then only sees requests the gate already let through.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        verifier: JwtVerifier,
+        routes: Sequence[Route],
+        *,
+        open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=settings.public_url, required_scopes=list(settings.required_scopes)
+        )
+        self.settings = settings
+        self.verifier = verifier
+        self.rights_of = RightsOfClaims(settings)
+        self.routes = list(routes)
+        self.open_paths = frozenset(open_paths) | {route.path for route in self.routes}
+        self.on_failure = on_failure
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        return await self.verifier.verify_token(token)
+
+    def get_routes(self, mcp_path: str | None = None) -> list[Route]:
+        self.set_mcp_path(mcp_path)
+        return list(self.routes)
+
+    def get_middleware(self) -> list[Any]:
+        """The gate, then the SDK's middleware that exposes the token in a contextvar."""
+        return [self.gate_middleware(), Middleware(AuthContextMiddleware)]
+
+    def gate_middleware(self) -> Middleware:
+        settings = self.settings
+        challenge = Challenge(f"{settings.public_url}{PRM_PATH}/mcp", settings.required_scopes)
+        return Middleware(
+            BearerGate,
+            verifier=self.verifier,
+            challenge=challenge,
+            required_scopes=settings.required_scopes,
+            rights=self.rights_of,
+            open_paths=self.open_paths,
+            on_failure=self.on_failure,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSetup:
+    """What `build_auth` made. ``provider`` is None for ``auth = none``.
+
+    ``oauth_proxy`` and ``proxy_storage`` are set for ``registration = proxy``;
+    `aclose` releases the store's connections; call it when the server stops.
+    """
+
+    provider: GraphgateAuth | None
+    verifier: JwtVerifier | None = None
+    routes: list[Route] = field(default_factory=list)
+    issuer_metadata: IssuerMetadata | None = None
+    oauth_proxy: GraphgateOAuthProxy | None = None
+    proxy_storage: ProxyStorage | None = None
+
+    async def aclose(self) -> None:
+        if self.proxy_storage is not None and self.proxy_storage.close is not None:
+            await self.proxy_storage.close()
+
+
+def build_auth(
+    settings: Settings,
+    http_client: httpx.AsyncClient,
+    *,
+    open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
+    on_failure: Callable[[str], None] | None = None,
+    retry_after: float = 2.0,
+) -> AuthSetup:
+    """Build the auth layer for ``settings``; no network I/O happens here.
+
+    ``http_client`` (owned and closed by the caller's lifespan) fetches the
+    issuer's metadata and JWKS lazily, on the first request that needs them.
+    ``open_paths`` are served without a token (health checks; add
+    ``/metrics`` if it has its own protection); discovery routes are always
+    open. ``on_failure`` receives a reason label for every refused request
+    (``expired``, ``bad_signature``, ``missing_token``, ``no_tenants``, ...).
+    ``retry_after`` is how long an unreachable issuer is left alone before
+    the next request tries again (meanwhile: last good keys, or 502/503).
+    """
+    if settings.auth == "none":
+        return AuthSetup(provider=None)
+    metadata: IssuerMetadata | None = None
+    if settings.auth == "dev":
+        keys = DevKeys.load_or_create(settings.data_dir)
+        verifier = dev_verifier(settings, keys)
+        routes = discovery_routes(settings, dev_jwks=keys.jwks)
+    else:
+        assert settings.issuer is not None
+        # Shim mirrors the issuer's metadata and proxy reads its endpoints from it.
+        if settings.registration in {"shim", "proxy"} or not settings.jwks_url:
+            metadata = IssuerMetadata(
+                http_client,
+                settings.issuer,
+                ttl=settings.jwks_cache_seconds,
+                retry_after=retry_after,
+            )
+        jwks_url = settings.jwks_url or (metadata.jwks_uri if metadata else None)
+        assert jwks_url is not None
+        keys_set = KeySet.remote(
+            http_client,
+            jwks_url,
+            algorithms=settings.algorithms,
+            cache_seconds=settings.jwks_cache_seconds,
+            retry_after=retry_after,
+        )
+        verifier = JwtVerifier(
+            keys_set,
+            TokenVerifierSettings(
+                issuer=settings.issuer,
+                audience=settings.token_audiences,
+                algorithms=settings.algorithms,
+                required_scopes=settings.required_scopes,
+                leeway=settings.clock_leeway,
+                max_lifetime=settings.max_token_lifetime,
+            ),
+            base_url=settings.public_url,
+        )
+        if settings.registration == "proxy":
+            assert metadata is not None
+            proxied = build_proxy(settings, metadata, verifier)
+            provider = GraphgateAuth(
+                settings,
+                proxied.verifier,
+                proxied.routes,
+                open_paths=open_paths,
+                on_failure=on_failure,
+            )
+            return AuthSetup(
+                provider=provider,
+                verifier=proxied.verifier,
+                routes=proxied.routes,
+                issuer_metadata=metadata,
+                oauth_proxy=proxied.proxy,
+                proxy_storage=proxied.storage,
+            )
+        routes = discovery_routes(settings, metadata=metadata)
+    provider = GraphgateAuth(
+        settings, verifier, routes, open_paths=open_paths, on_failure=on_failure
+    )
+    return AuthSetup(provider=provider, verifier=verifier, routes=routes, issuer_metadata=metadata)
+
+
+def caller_from_token(
+    token: AccessToken,
+    settings: Settings,
+    rights_of: Callable[[Mapping[str, Any]], Rights] | None = None,
+) -> Caller:
+    """Who a verified token names, and what its claims allow.
+
+    ``rights_of`` (the auth provider's `RightsOfClaims`) reuses what the gate
+    computed for the same token; without it the rights are computed now.
+    """
+    claims = token.claims or {}
+    issuer = claims.get("iss")
+    subject = token.subject or claims.get("sub")
+    return Caller(
+        issuer=issuer if isinstance(issuer, str) else "",
+        subject=subject if isinstance(subject, str) else "",
+        client_id=token.original_client_id or token.client_id,
+        rights=rights_of(claims) if rights_of else rights_from_claims(claims, settings),
+    )
+
+
+def current_caller(
+    settings: Settings, rights_of: Callable[[Mapping[str, Any]], Rights] | None = None
+) -> Caller:
+    """The caller of the tool call in progress.
+
+    ``auth = none`` has one local user holding the whole catalog. Otherwise
+    the token is the one FastMCP stored for *this* HTTP request (the gate put
+    it in the request scope), so rights follow the newest token even within
+    one MCP session.
+    """
+    if settings.auth == "none":
+        return Caller("local", "local", "local", rights_for_local_user(settings))
+    token = get_access_token()
+    if token is None:
+        raise AuthError("no verified access token for this call")
+    return caller_from_token(token, settings, rights_of)

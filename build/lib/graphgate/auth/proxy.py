@@ -1,0 +1,549 @@
+"""``registration = proxy``: graphgate is the authorization server MCP clients see.
+
+Built on FastMCP's `OAuthProxy` rather than a proxy of our own. Clients
+register at graphgate (RFC 7591, or a Client ID Metadata Document), are sent
+through graphgate's consent page to the issuer's login with the *one*
+pre-registered client (``static_client_id``), and get tokens from graphgate.
+The issuer they see is ``public_url`` everywhere: in protected resource
+metadata, in the authorization server metadata, in the RFC 9207 ``iss`` of the
+authorization response and in the tokens. Strict clients (the MCP Python SDK
+compares all of them byte for byte) therefore work without any setting at the
+issuer beyond allowing ``<public_url>/auth/callback`` as a redirect URI.
+
+Token flow. FastMCP exchanges the issuer's code server-side, keeps the
+issuer's token set in the key-value store and hands the client an HS256 JWT
+of its own: ``iss`` = ``public_url``, ``aud`` = ``<public_url>/mcp``, a
+``jti`` that maps to the stored upstream tokens, and the MCP client's id.
+`ProxyTokenVerifier` checks that JWT, lets the proxy swap it for the upstream
+access token and verifies *that* with the issuer's JWKS, so rights still come
+from the issuer's claims (tenants, roles, ``sub``, ``iss``) of the newest
+upstream token. Refreshing at graphgate refreshes upstream; a session the
+issuer ended can no longer be refreshed, so the client is sent to log in again.
+Tokens minted by the issuer itself (service accounts, scripts) are accepted as
+in ``registration = direct``.
+
+State (registered clients, pending authorizations, codes, token mappings and
+the encrypted upstream tokens) lives in an `AsyncKeyValue` store: in memory by
+default, or in Redis when ``state_url`` names one, so replicas share it.
+
+Why FastMCP's own pieces are wrapped rather than used as-is:
+
+* ``OIDCProxy`` fetches the issuer's discovery document synchronously in its
+  constructor, so graphgate could not start while the issuer is down and
+  `build_auth` would do network I/O. Here the endpoints are read from graphgate's
+  cached `IssuerMetadata` just before each step that needs them.
+* FastMCP renders ``issuer`` through pydantic, which adds a trailing slash to
+  a bare origin (``http://host:8000/``), while graphgate's PRM names
+  ``public_url`` exactly; clients compare the two as strings (RFC 8414 §3.3).
+  The issuer given to FastMCP is built so that it renders exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import secrets
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import jwt
+from cryptography.fernet import Fernet
+from fastmcp.server.auth import AccessToken
+from fastmcp.server.auth.jwt_issuer import derive_jwt_key
+from fastmcp.server.auth.oauth_proxy import OAuthProxy
+from fastmcp.server.auth.oauth_proxy.ui import create_error_html
+from key_value.aio.protocols import AsyncKeyValue
+from key_value.aio.stores.memory import MemoryStore
+from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
+from key_value.aio.wrappers.prefix_collections import PrefixCollectionsWrapper
+from key_value.aio.wrappers.ttl_clamp import TTLClampWrapper
+from mcp.server.auth.provider import AccessToken as SdkAccessToken
+from mcp.server.auth.provider import (
+    AuthorizationParams,
+    AuthorizeError,
+    RefreshToken,
+    TokenError,
+)
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse
+from starlette.routing import Route
+
+from graphgate.auth.discovery import (
+    IssuerMetadata,
+    IssuerUnavailable,
+    authorization_server_metadata_paths,
+    discovery_routes,
+)
+from graphgate.auth.secret_files import create_once
+from graphgate.auth.tokens import (
+    MAX_HEADER_BYTES,
+    JwtVerifier,
+    TokenRejected,
+    token_fingerprint,
+)
+from graphgate.config import Settings
+from graphgate.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CALLBACK_PATH",
+    "GraphgateOAuthProxy",
+    "ProxyParts",
+    "ProxyTokenVerifier",
+    "build_proxy",
+    "proxy_routes",
+    "proxy_signing_key",
+    "proxy_storage",
+    "redirect_patterns",
+]
+
+CALLBACK_PATH: Final = "/auth/callback"
+KEY_FILE: Final = "oauth-proxy.key"
+MCP_PATH: Final = "/mcp"
+# RFC 8252 §7.3: native clients listen on a loopback port chosen at run time.
+# FastMCP matches a loopback pattern without a port against every port and path.
+LOOPBACK_PATTERNS: Final = ("http://127.0.0.1", "http://localhost", "http://[::1]")
+# Placeholders until the issuer's metadata is read; `.invalid` never resolves (RFC 6761).
+_UNRESOLVED: Final = "https://issuer-endpoint-not-yet-known.invalid/"
+# Bounds on stored state: anonymous registration must not grow memory or Redis forever.
+MAX_ENTRIES_PER_COLLECTION: Final = 100_000
+MAX_STATE_TTL: Final = 400 * 24 * 3600
+REGISTRATION_TTL: Final = 90 * 24 * 3600
+_REDIS_TIMEOUT: Final = 2.0
+_KEY_BYTES: Final = 32
+_EXACT_URL: Final = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
+_SIGNING_ALGORITHM: Final = "HS256"
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def exact_url(value: str) -> AnyHttpUrl:
+    """``value`` as an `AnyHttpUrl` that renders exactly as given (no slash added)."""
+    return _EXACT_URL.validate_python(value)
+
+
+def redirect_patterns(settings: Settings) -> list[str]:
+    """Where clients may be sent back to: loopback on any port, or an allowlisted URI.
+
+    The allowlist entries use FastMCP's pattern syntax (``*`` is a wildcard in
+    host, port and path); an entry without ``*`` matches that URI only.
+    """
+    return [*LOOPBACK_PATTERNS, *settings.redirect_uri_allowlist]
+
+
+# -- keys and storage ------------------------------------------------------------------------
+
+
+def proxy_signing_key(settings: Settings) -> bytes:
+    """The HS256 key for graphgate's tokens, also the root of the storage encryption key.
+
+    Derived from ``static_client_secret`` when the upstream client is
+    confidential (every replica knows it already); otherwise a random key kept
+    in ``<data_dir>/oauth-proxy.key`` (mode 0600), which replicas must share.
+    """
+    if settings.static_client_secret is not None:
+        return derive_jwt_key(
+            high_entropy_material=settings.static_client_secret.get_secret_value(),
+            salt="graphgate-oauth-proxy-jwt",
+        )
+    return _load_or_create_key(settings.data_dir / KEY_FILE)
+
+
+def _load_or_create_key(path: Path) -> bytes:
+    """Read the key file, creating it atomically (hard link, so two starters agree)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        create_once(path, base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)))
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        logger.warning("%s was readable by others (mode %o); setting 0600", path, mode)
+        path.chmod(0o600)
+    key = path.read_bytes().strip()
+    try:
+        if len(base64.urlsafe_b64decode(key)) < _KEY_BYTES:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            f"{path} does not hold a {_KEY_BYTES}-byte base64url key; delete it to have "
+            "graphgate create a new one (everyone signs in again)"
+        ) from None
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStorage:
+    """The proxy's key-value store and how to release what it holds open."""
+
+    store: AsyncKeyValue
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
+    """The store named by ``state_url``, bounded in size and lifetime.
+
+    * ``memory://``: ``key_value.aio``'s `MemoryStore`, each collection capped, so a flood
+      of registrations evicts the oldest instead of exhausting memory.
+    * ``redis://``, ``rediss://``, ``unix://``: the `RedisStore` of
+      ``key_value.aio``, its collections prefixed with ``graphgate-oauth`` and
+      every value Fernet-encrypted with a key derived from the signing key:
+      the upstream access and refresh tokens must not sit readable in Redis.
+
+    Entries FastMCP stores without a lifetime (client registrations) expire
+    after 90 days; a client whose registration expired registers again.
+    """
+    url = settings.state_url
+    close: Callable[[], Awaitable[None]] | None = None
+    base: AsyncKeyValue
+    if url in {"", "memory://"}:
+        base = MemoryStore(max_entries_per_collection=MAX_ENTRIES_PER_COLLECTION)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
+        import redis.asyncio as redis
+        from key_value.aio.stores.redis import RedisStore
+
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=_REDIS_TIMEOUT,
+            socket_connect_timeout=_REDIS_TIMEOUT,
+            decode_responses=True,
+        )
+        close = client.aclose
+        storage_key = derive_jwt_key(
+            high_entropy_material=signing_key.decode(), salt="graphgate-oauth-proxy-storage"
+        )
+        base = FernetEncryptionWrapper(
+            PrefixCollectionsWrapper(RedisStore(client=client), prefix="graphgate-oauth"),
+            fernet=Fernet(storage_key),
+            # A value written under another key (rotated secret) reads as absent:
+            # the client registers or signs in again instead of seeing an error.
+            raise_on_decryption_error=False,
+        )
+    else:
+        raise ConfigError(f"state_url {url!r}: use memory:// or redis://host:port/db")
+    store = TTLClampWrapper(base, min_ttl=1, max_ttl=MAX_STATE_TTL, missing_ttl=REGISTRATION_TTL)
+    return ProxyStorage(store=store, close=close)
+
+
+# -- the proxy --------------------------------------------------------------------------------
+
+
+def _http_url(value: Any) -> str | None:
+    if isinstance(value, str) and value.startswith(("https://", "http://")):
+        return value
+    return None
+
+
+class GraphgateOAuthProxy(OAuthProxy):
+    """FastMCP's `OAuthProxy` with lazily discovered upstream endpoints and an exact issuer.
+
+    Every step that talks to the issuer first reads its endpoints from
+    `IssuerMetadata` (cached, last good document kept during an outage), so a
+    replica that only ever sees the callback or the refresh of a flow another
+    replica started still knows where to send it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metadata: IssuerMetadata,
+        upstream: JwtVerifier,
+        storage: AsyncKeyValue,
+        signing_key: bytes,
+    ) -> None:
+        if settings.public_url is None or settings.static_client_id is None:
+            raise ConfigError("registration = proxy needs public_url and static_client_id")
+        secret = settings.static_client_secret
+        super().__init__(
+            upstream_authorization_endpoint=_UNRESOLVED + "authorize",
+            upstream_token_endpoint=_UNRESOLVED + "token",
+            upstream_client_id=settings.static_client_id,
+            upstream_client_secret=secret.get_secret_value() if secret is not None else None,
+            # A placeholder turns revocation on; replaced (or dropped) once the metadata is read.
+            upstream_revocation_endpoint=_UNRESOLVED + "revoke",
+            token_verifier=upstream,
+            base_url=settings.public_url,
+            issuer_url=exact_url(settings.public_url),
+            redirect_path=CALLBACK_PATH,
+            allowed_client_redirect_uris=redirect_patterns(settings),
+            valid_scopes=list(settings.required_scopes),
+            forward_pkce=True,
+            client_storage=storage,
+            jwt_signing_key=signing_key,
+            # FastMCP's consent page stays on: the issuer sees a single client and
+            # will not ask the user again, so this is where the user learns which
+            # client (and redirect URI) is about to receive a token.
+            require_authorization_consent=True,
+        )
+        self.settings = settings
+        self.signing_key = signing_key
+        self._metadata = metadata
+        self.upstream_resolved = False
+
+    @property
+    def issuer(self) -> str:
+        return str(self.issuer_url)
+
+    async def ensure_upstream(self) -> None:
+        """Use the endpoints the issuer's metadata names; raises `IssuerUnavailable`."""
+        document = await self._metadata.get()
+        authorization = _http_url(document.get("authorization_endpoint"))
+        token = _http_url(document.get("token_endpoint"))
+        if authorization is None or token is None:
+            raise IssuerUnavailable(
+                "the issuer's metadata names no authorization or token endpoint", unreachable=False
+            )
+        self._upstream_authorization_endpoint = authorization
+        self._upstream_token_endpoint = token
+        self._upstream_revocation_endpoint = _http_url(document.get("revocation_endpoint"))
+        self.upstream_resolved = True
+
+    async def authorize(
+        self, client: OAuthClientInformationFull, params: AuthorizationParams
+    ) -> str:
+        try:
+            await self.ensure_upstream()
+        except IssuerUnavailable:
+            raise AuthorizeError(
+                error="temporarily_unavailable",
+                error_description="The identity provider cannot be reached; try again shortly.",
+            ) from None
+        return await super().authorize(client, params)
+
+    async def _handle_consent(self, request: Request) -> HTMLResponse | RedirectResponse:
+        if request.method == "POST":  # approving sends the browser to the issuer
+            unavailable = await self._upstream_unavailable_page()
+            if unavailable is not None:
+                return unavailable
+        return await super()._handle_consent(request)
+
+    async def _handle_idp_callback(self, request: Request) -> HTMLResponse | RedirectResponse:
+        unavailable = await self._upstream_unavailable_page()
+        if unavailable is not None:
+            return unavailable
+        return await super()._handle_idp_callback(request)
+
+    async def exchange_refresh_token(
+        self,
+        client: OAuthClientInformationFull,
+        refresh_token: RefreshToken,
+        scopes: list[str],
+    ) -> OAuthToken:
+        try:
+            await self.ensure_upstream()
+        except IssuerUnavailable:
+            raise TokenError(
+                "invalid_request", "The identity provider cannot be reached; try again shortly."
+            ) from None
+        return await super().exchange_refresh_token(client, refresh_token, scopes)
+
+    async def revoke_token(self, token: SdkAccessToken | RefreshToken) -> None:
+        with contextlib.suppress(IssuerUnavailable):  # local revocation still happens
+            await self.ensure_upstream()
+        await super().revoke_token(token)
+
+    async def _upstream_unavailable_page(self) -> HTMLResponse | None:
+        try:
+            await self.ensure_upstream()
+        except IssuerUnavailable:
+            page = create_error_html(
+                error_title="Sign-in unavailable",
+                error_message="The identity provider cannot be reached; try again shortly.",
+            )
+            return HTMLResponse(page, status_code=503, headers={"Retry-After": "5"})
+        return None
+
+
+def proxy_routes(settings: Settings, proxy: GraphgateOAuthProxy) -> list[Route]:
+    """graphgate's PRM, the proxy's metadata at every path clients probe, its OAuth endpoints.
+
+    FastMCP's own protected resource metadata is dropped for graphgate's (one
+    source for every advertised URL); its authorization server metadata is
+    served at the RFC 8414 and OIDC paths graphgate serves in shim mode too.
+    """
+    own = proxy.get_routes(MCP_PATH)
+    metadata = next(
+        route
+        for route in own
+        if isinstance(route, Route) and route.path == "/.well-known/oauth-authorization-server"
+    )
+    routes = discovery_routes(settings)
+    routes += [
+        Route(path, metadata.endpoint, methods=["GET", "OPTIONS"])
+        for path in authorization_server_metadata_paths(settings)
+    ]
+    routes += [
+        route
+        for route in own
+        if isinstance(route, Route) and not route.path.startswith("/.well-known/")
+    ]
+    return routes
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+def _unverified_part(segment: str, limit: int) -> Any:
+    if len(segment) > limit:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+
+
+class ProxyTokenVerifier(JwtVerifier):
+    """Verifies graphgate-issued tokens by way of the upstream token they stand for.
+
+    A token whose header says HS256 and whose payload names ``public_url`` as
+    issuer is checked here: signature, ``iss``, ``aud`` (``<public_url>/mcp``),
+    ``exp``, and that it is an access token rather than a refresh token. Then
+    the proxy looks up the upstream token set by ``jti`` and verifies the
+    upstream access token with the issuer's keys; the resulting claims are the
+    caller's. Any other token takes the ordinary path (issuer's keys, issuer,
+    audience), which never admits HS256, so neither path can pass for the other.
+    """
+
+    def __init__(
+        self,
+        upstream: JwtVerifier,
+        proxy: GraphgateOAuthProxy,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(upstream.keys, upstream.options, base_url=proxy.issuer, clock=clock)
+        self._proxy = proxy
+
+    def _issued_here(self, token: str) -> bool:
+        parts = token.split(".")
+        if len(parts) != 3:
+            return False
+        header = _unverified_part(parts[0], MAX_HEADER_BYTES)
+        if not isinstance(header, dict) or header.get("alg") != _SIGNING_ALGORITHM:
+            return False
+        payload = _unverified_part(parts[1], self.options.max_token_bytes)
+        return isinstance(payload, dict) and payload.get("iss") == self._proxy.issuer
+
+    async def _verify(self, token: str) -> AccessToken:
+        if len(token) > self.options.max_token_bytes:
+            raise TokenRejected("oversized", "the access token is too large")
+        fingerprint = token_fingerprint(token)
+        now = self._clock()
+        hit = self._cache.get(fingerprint)
+        if hit is not None and now < hit.until and hit.generation == self.keys.generation:
+            return hit.token  # a session's repeated calls: no parsing, no store lookups
+        if not self._issued_here(token):
+            return await super()._verify(token)
+        self._cache.pop(fingerprint, None)
+        claims = self._decode_issued(token)
+        if not self._proxy.upstream_resolved:
+            # Only a transparent upstream refresh needs the endpoints; verification does not.
+            with contextlib.suppress(IssuerUnavailable):
+                await self._proxy.ensure_upstream()
+        upstream = await self._proxy.load_access_token(token)  # IssuerUnavailable propagates
+        if upstream is None:
+            # Unknown jti (expired, rotated, lost with a restarted memory store) or
+            # an upstream token the issuer's keys no longer accept.
+            raise TokenRejected("invalid", "the upstream session behind the token is gone")
+        upstream_claims = getattr(upstream, "claims", None)
+        if not isinstance(upstream_claims, Mapping) or not upstream_claims.get("sub"):
+            raise TokenRejected("missing_claim")
+        exp = int(claims["exp"])
+        access = AccessToken(
+            token=fingerprint,
+            client_id=str(claims.get("client_id") or "unknown"),
+            scopes=list(upstream.scopes),
+            expires_at=min(exp, upstream.expires_at or exp),
+            resource=self._proxy.settings.resource_url,
+            subject=str(upstream_claims["sub"]),
+            claims=dict(upstream_claims),
+        )
+        self.verifications += 1
+        until = min(now + self.options.cache_seconds, float(access.expires_at or exp))
+        self._remember(fingerprint, access, until, self.keys.generation)
+        return access
+
+    def _decode_issued(self, token: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._proxy.signing_key,
+                algorithms=[_SIGNING_ALGORITHM],
+                # Exactly what FastMCP wrote (pydantic's rendering of <public_url>/mcp).
+                audience=self._proxy.jwt_issuer.audience,
+                issuer=self._proxy.jwt_issuer.issuer,
+                leeway=self.options.leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRejected("expired") from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("bad_signature") from None
+        except jwt.InvalidAudienceError:
+            raise TokenRejected("wrong_audience") from None
+        except jwt.MissingRequiredClaimError:
+            raise TokenRejected("missing_claim") from None
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
+            raise TokenRejected("invalid") from None
+        if claims.get("token_use", "access") != "access":
+            raise TokenRejected("invalid", "a refresh token is not an access token")
+        return claims
+
+
+# -- assembly ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyParts:
+    proxy: GraphgateOAuthProxy
+    verifier: ProxyTokenVerifier
+    routes: list[Route]
+    storage: ProxyStorage
+
+
+def build_proxy(
+    settings: Settings,
+    metadata: IssuerMetadata,
+    upstream: JwtVerifier,
+    *,
+    storage: AsyncKeyValue | None = None,
+) -> ProxyParts:
+    """The proxy, the gate's verifier and the routes; no network I/O.
+
+    ``storage`` replaces the store ``state_url`` names (tests, other backends).
+    """
+    if settings.public_url is None:
+        raise ConfigError("public_url: required for registration = proxy")
+    public = urlsplit(settings.public_url)
+    if public.scheme != "https" and public.hostname not in _LOOPBACK_HOSTS:
+        # The MCP SDK refuses to serve OAuth endpoints otherwise (RFC 8414 §2, OAuth 2.1 §1.5).
+        raise ConfigError(
+            "public_url: with registration = proxy graphgate is an OAuth authorization "
+            "server, which must be served over https (http is allowed on loopback only)"
+        )
+    if settings.issuer and settings.issuer.rstrip("/") == settings.public_url:
+        raise ConfigError(
+            "issuer: in registration = proxy graphgate is the authorization server clients "
+            "see; issuer must name the identity provider behind it, not public_url"
+        )
+    key = proxy_signing_key(settings)
+    stored = ProxyStorage(storage) if storage is not None else proxy_storage(settings, key)
+    proxy = GraphgateOAuthProxy(
+        settings, metadata=metadata, upstream=upstream, storage=stored.store, signing_key=key
+    )
+    routes = proxy_routes(settings, proxy)
+    return ProxyParts(
+        proxy=proxy,
+        verifier=ProxyTokenVerifier(upstream, proxy),
+        routes=routes,
+        storage=stored,
+    )

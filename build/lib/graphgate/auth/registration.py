@@ -1,0 +1,239 @@
+"""The ``/register`` shim: RFC 7591 dynamic registration answered with one static client.
+
+Many issuers (Keycloak with policies, Entra ID, Okta) do not let anonymous
+MCP clients register. In ``registration = shim`` graphgate answers every
+acceptable registration with the same pre-registered public client
+(``static_client_id``, no secret, PKCE), which the operator has created at
+the issuer with the redirect URIs MCP clients use (loopback, any port).
+
+Redirect URIs are still checked here, so a registration cannot smuggle in a
+URI the issuer would accept through a wildcard: loopback ``http``
+(RFC 8252 §7.3) always; then, when ``redirect_uri_allowlist`` is set, exactly
+its entries (https ones included: the operator said which web callbacks are
+theirs), and without one any ``https`` URI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from graphgate.config import Settings
+
+__all__ = ["RegistrationPolicy", "RegistrationRefused", "check_redirect_uri", "register_endpoint"]
+
+MAX_BODY_BYTES: Final = 16 * 1024
+MAX_REDIRECT_URIS: Final = 10
+MAX_URI_LENGTH: Final = 2048
+MAX_TEXT_LENGTH: Final = 1024
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+_SUPPORTED_GRANTS: Final = ("authorization_code", "refresh_token")
+_ECHOED_TEXT: Final = (
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+    "scope",
+)
+_CORS: Final = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, MCP-Protocol-Version",
+}
+
+ErrorCode = Literal["invalid_client_metadata", "invalid_redirect_uri"]
+
+
+class RegistrationRefused(Exception):
+    """An RFC 7591 §3.2.2 error: the code and a description safe to show the client."""
+
+    def __init__(self, error: ErrorCode, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+    def to_response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.error, "error_description": self.description},
+            status_code=400,
+            headers={**_CORS, "Cache-Control": "no-store"},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationPolicy:
+    client_id: str
+    redirect_uri_allowlist: frozenset[str] = field(default_factory=frozenset)
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RegistrationPolicy:
+        if not settings.static_client_id:
+            raise ValueError("static_client_id: required for registration = shim")
+        return cls(
+            client_id=settings.static_client_id,
+            redirect_uri_allowlist=frozenset(settings.redirect_uri_allowlist),
+        )
+
+
+def check_redirect_uri(uri: Any, allowlist: frozenset[str]) -> str:
+    """Accept loopback http (any port), an exact allowlist entry, or, with no
+    allowlist, any https URI.
+
+    RFC 8252 §7.3: native clients listen on a loopback port chosen at run
+    time, so the port is not compared. Fragments are refused (RFC 6749
+    §3.1.2), and so is userinfo, which makes ``http://127.0.0.1@evil`` look
+    local to a careless reader.
+    """
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH:
+        raise RegistrationRefused("invalid_redirect_uri", "redirect URIs must be short strings")
+    if uri in allowlist:
+        return uri
+    shown = uri[:100]
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} is not a URI") from None
+    if parts.fragment or "#" in uri:
+        raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} has a fragment")
+    if "@" in parts.netloc or not host or any(ch.isspace() for ch in uri):
+        raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} is not an acceptable URI")
+    if parts.scheme == "http" and host in _LOOPBACK_HOSTS:
+        return uri
+    if parts.scheme == "https" and not allowlist:
+        return uri
+    if allowlist:
+        raise RegistrationRefused(
+            "invalid_redirect_uri",
+            f"{shown!r} is not allowed: use http on 127.0.0.1, [::1] or localhost, or a "
+            "callback in this server's redirect_uri_allowlist",
+        )
+    raise RegistrationRefused(
+        "invalid_redirect_uri",
+        f"{shown!r} is not allowed: use http on 127.0.0.1, [::1] or localhost, or https",
+    )
+
+
+def validate_registration(body: Mapping[str, Any], policy: RegistrationPolicy) -> dict[str, Any]:
+    """RFC 7591 §2/§3.2.1: the client information for an acceptable request.
+
+    Values graphgate cannot honour are replaced, as §3.2.1 permits: the
+    client is always public (``token_endpoint_auth_method = none``, no
+    secret) and uses the authorization code grant with PKCE.
+    """
+    uris = body.get("redirect_uris")
+    if not isinstance(uris, list) or not uris:
+        raise RegistrationRefused("invalid_redirect_uri", "redirect_uris must be a non-empty list")
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise RegistrationRefused(
+            "invalid_redirect_uri", f"at most {MAX_REDIRECT_URIS} redirect URIs"
+        )
+    redirect_uris = [check_redirect_uri(uri, policy.redirect_uri_allowlist) for uri in uris]
+
+    grants = body.get("grant_types", ["authorization_code"])
+    if not isinstance(grants, list) or not all(isinstance(g, str) for g in grants):
+        raise RegistrationRefused(
+            "invalid_client_metadata", "grant_types must be a list of strings"
+        )
+    grant_types = [g for g in _SUPPORTED_GRANTS if g in grants or g == "authorization_code"]
+
+    response_types = body.get("response_types", ["code"])
+    if not isinstance(response_types, list) or "code" not in response_types:
+        raise RegistrationRefused(
+            "invalid_client_metadata", "response_types must be a list containing 'code'"
+        )
+
+    info: dict[str, Any] = {
+        "client_id": policy.client_id,
+        "client_id_issued_at": int(policy.clock()),
+        "token_endpoint_auth_method": "none",
+        "redirect_uris": redirect_uris,
+        "grant_types": grant_types,
+        "response_types": ["code"],
+    }
+    for name in _ECHOED_TEXT:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH:
+            raise RegistrationRefused(
+                "invalid_client_metadata",
+                f"{name} must be a string of at most {MAX_TEXT_LENGTH} characters",
+            )
+        info[name] = value
+    contacts = body.get("contacts")
+    if contacts is not None:
+        if (
+            not isinstance(contacts, list)
+            or not all(isinstance(c, str) and len(c) <= MAX_TEXT_LENGTH for c in contacts)
+            or len(contacts) > MAX_REDIRECT_URIS
+        ):
+            raise RegistrationRefused(
+                "invalid_client_metadata", "contacts must be a short list of strings"
+            )
+        info["contacts"] = contacts
+    return info
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise RegistrationRefused(
+            "invalid_client_metadata", f"the request body exceeds {MAX_BODY_BYTES} bytes"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise RegistrationRefused(
+                    "invalid_client_metadata", f"the request body exceeds {MAX_BODY_BYTES} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RegistrationRefused("invalid_client_metadata", "incomplete request body") from None
+    return b"".join(chunks)
+
+
+def register_endpoint(policy: RegistrationPolicy) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint for ``POST /register`` (and its CORS preflight)."""
+
+    async def endpoint(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=_CORS)
+        try:
+            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+            if media_type.lower() != "application/json":
+                raise RegistrationRefused(
+                    "invalid_client_metadata", "send the client metadata as application/json"
+                )
+            raw = await _read_body(request)
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise RegistrationRefused(
+                    "invalid_client_metadata", "the body is not valid JSON"
+                ) from None
+            if not isinstance(body, dict):
+                raise RegistrationRefused(
+                    "invalid_client_metadata", "the body must be a JSON object"
+                )
+            info = validate_registration(body, policy)
+        except RegistrationRefused as refused:
+            return refused.to_response()
+        return JSONResponse(info, status_code=201, headers={**_CORS, "Cache-Control": "no-store"})
+
+    return endpoint

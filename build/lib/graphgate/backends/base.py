@@ -1,0 +1,133 @@
+"""The contract every graph database backend fulfils.
+
+graphgate never lets a tenant name reach a backend: the tool layer resolves a
+tenant to a *database name* from the catalog and passes that explicitly to
+every call. Backends therefore never choose a database themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+JSONValue = Any
+"""A value made only of dicts, lists, str, int, float, bool and None."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """Per-call bounds, taken from the settings by the tool layer."""
+
+    row_limit: int = 1000
+    timeout: float = 30.0
+    allow_file_access: bool = False
+    max_bytes: int | None = None
+    """Rough bound on a result's JSON size: backends stop converting rows past it."""
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """A query's answer, already converted to JSON-ready values."""
+
+    columns: list[str]
+    rows: list[list[JSONValue]]
+    truncated: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(slots=True)
+class PropertyInfo:
+    name: str
+    types: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LabelInfo:
+    """A node label or relationship type with the properties seen on it."""
+
+    name: str
+    properties: list[PropertyInfo] = field(default_factory=list)
+    count: int | None = None
+    # Relationship types only: (start label, end label) pairs where known.
+    endpoints: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class IndexInfo:
+    label: str
+    properties: list[str]
+    kind: str = "range"
+    entity: str = "node"  # "node" or "relationship"
+
+
+@dataclass(slots=True)
+class ConstraintInfo:
+    label: str
+    properties: list[str]
+    kind: str = "unique"
+    entity: str = "node"
+
+
+@dataclass(slots=True)
+class Schema:
+    node_labels: list[LabelInfo] = field(default_factory=list)
+    relationship_types: list[LabelInfo] = field(default_factory=list)
+    indexes: list[IndexInfo] = field(default_factory=list)
+    constraints: list[ConstraintInfo] = field(default_factory=list)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An async graph database shared by every tenant.
+
+    One instance holds one connection pool for all databases. Errors are
+    raised as `graphgate.errors` types: `QueryError` for anything the
+    database refused (with the database's own message), `ReadOnlyViolation`
+    for a write attempted through `read`, `QueryTimeout`,
+    `BackendUnavailable` when the server cannot be reached.
+    """
+
+    name: str
+    """Short kind name for logs and metrics, e.g. "falkordb"."""
+
+    async def start(self) -> None:
+        """Open connections (and start processes); called once in the lifespan."""
+
+    async def close(self) -> None:
+        """Release every resource; safe to call twice."""
+
+    async def ping(self) -> None:
+        """Raise `BackendUnavailable` unless the server answers now."""
+
+    async def read(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryResult:
+        """Run a query the database itself guarantees not to write.
+
+        Must never create `database` as a side effect.
+        """
+
+    async def write(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryResult:
+        """Run a query that may write; `stats` says what changed."""
+
+    async def schema(self, database: str, limits: QueryLimits) -> Schema:
+        """Labels, relationship types, properties, indexes, constraints."""
+
+    async def list_databases(self) -> list[str]:
+        """The databases that exist on the server now (not the catalog)."""

@@ -1,0 +1,631 @@
+"""FalkorDB over the official async client, one connection pool for every tenant.
+
+A tenant's database is a FalkorDB graph key. Facts this module is built on,
+measured against FalkorDB 4.16:
+
+* ``GRAPH.RO_QUERY`` refuses any write with "graph.RO_QUERY is to be executed
+  only on read-only queries", so `read` never depends on parsing query text.
+* ``GRAPH.QUERY`` on a missing key *creates* the graph, even for ``MATCH`` or
+  ``RETURN 1``; ``GRAPH.RO_QUERY`` and ``GRAPH.EXPLAIN`` do not, and answer
+  "Invalid graph operation on empty key". `read` therefore raises a
+  `QueryError` saying the database holds no graph yet (an empty result would
+  be a lie for ``RETURN 1`` or ``count(*)``); `schema` returns an empty
+  `Schema`. A `write` may create the graph, as the database itself would.
+* ``RO_QUERY`` does *not* refuse ``LOAD CSV``. ``GRAPH.EXPLAIN`` shows a
+  "Load CSV" operation wherever the clause appears (top level, inside
+  ``CALL { }``), so the planner, not a regex, decides whether a query reads
+  files. On a missing graph ``EXPLAIN`` fails too, so a write first creates
+  the (empty) graph it would have created anyway; a refused write can thus
+  leave an empty graph behind.
+* The per-query ``TIMEOUT`` bounds reads, but writes only when the server has
+  ``TIMEOUT_DEFAULT``/``TIMEOUT_MAX`` set; the embedded server sets both to
+  the query timeout. For an external server that is the operator's job
+  (``GRAPH.CONFIG SET TIMEOUT_MAX <ms>``); without it a write that times out
+  on the client side may still finish on the server. A per-query timeout
+  above ``TIMEOUT_MAX`` is refused by the server.
+
+Rows beyond ``row_limit`` are neither parsed nor converted: the raw reply is
+cut before the client's parser sees it. They are still shipped and decoded
+by redis-py, unless the server's ``RESULTSET_SIZE`` caps them (the embedded
+server sets it to the row limit + 1); a reply of exactly that many rows is
+reported as truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from graphgate.backends.base import (
+    ConstraintInfo,
+    IndexInfo,
+    LabelInfo,
+    PropertyInfo,
+    QueryLimits,
+    QueryResult,
+    Schema,
+)
+from graphgate.backends.convert import Converter, falkordb_converter
+from graphgate.errors import (
+    BackendUnavailable,
+    ConfigError,
+    GraphgateError,
+    QueryError,
+    QueryRefused,
+    QueryTimeout,
+    ReadOnlyViolation,
+)
+
+__all__ = ["FalkorDBBackend"]
+
+_EMPTY_KEY = "Invalid graph operation on empty key"
+_READ_ONLY = "is to be executed only on read-only queries"
+_TIMED_OUT = "Query timed out"
+_TIMEOUT_MAX = "cannot exceed the TIMEOUT_MAX"
+_LOAD_CSV_OPERATION = "Load CSV"
+# How much longer than the server-side TIMEOUT the client waits: the server's
+# own "Query timed out" is the better answer, the client timeout is the backstop.
+_CLIENT_GRACE = 1.0
+_SCHEMA_SAMPLE = 100
+_SCHEMA_CONCURRENCY = 8
+_GRAPH_CACHE = 1024
+_INT64 = (-(2**63), 2**63 - 1)
+
+_STAT_NAMES = {
+    "Labels added": "labels_added",
+    "Labels removed": "labels_removed",
+    "Nodes created": "nodes_created",
+    "Nodes deleted": "nodes_deleted",
+    "Properties set": "properties_set",
+    "Properties removed": "properties_removed",
+    "Relationships created": "relationships_created",
+    "Relationships deleted": "relationships_deleted",
+    "Indices created": "indexes_created",
+    "Indices deleted": "indexes_deleted",
+}
+
+
+class FalkorDBBackend:
+    """A FalkorDB server reached over the Redis protocol.
+
+    Connection retries are off: a write whose connection broke after the
+    server received it must not be sent twice. A broken pooled connection is
+    replaced on the next call.
+    """
+
+    name = "falkordb"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        max_connections: int = 64,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not host:
+            raise ConfigError("FalkorDB host must not be empty")
+        if not 0 < port < 65536:
+            raise ConfigError(f"FalkorDB port {port} is not in 1-65535")
+        if max_connections < 1:
+            raise ConfigError("max_connections must be at least 1")
+        self.host = host
+        self.port = port
+        self.username = username
+        self._password = password
+        self.ssl = ssl
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self._db: Any = None
+        self._pool: Any = None
+        self._slots = asyncio.Semaphore(max_connections)
+        self._timeout_max_ms = 0
+        self._resultset_cap = 0
+        self._graphs: OrderedDict[str, Any] = OrderedDict()
+        self._convert: Converter = falkordb_converter()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        max_connections: int = 64,
+    ) -> FalkorDBBackend:
+        """Parse ``falkordb://[user:password@]host[:port]`` (or ``redis://``).
+
+        ``falkordbs://`` / ``rediss://`` use TLS. Credentials given as
+        arguments win over those in the URL, so secrets can stay out of it.
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in {"falkordb", "falkordbs", "redis", "rediss"}:
+            raise ConfigError(
+                f"{scheme or 'no'} scheme: expected falkordb://[user:password@]host:port"
+            )
+        if not parts.hostname:
+            raise ConfigError("the FalkorDB URL has no host: falkordb://host:port")
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ConfigError("the FalkorDB URL has an invalid port") from None
+        url_user = unquote(parts.username) if parts.username else None
+        url_password = unquote(parts.password) if parts.password else None
+        return cls(
+            parts.hostname,
+            port,
+            username=username or url_user,
+            password=password or url_password,
+            ssl=scheme in {"falkordbs", "rediss"},
+            max_connections=max_connections,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and check the server answers, with these credentials.
+
+        The client's constructor probes the server synchronously (to detect a
+        cluster) with redis-py's default retries, which take tens of seconds to
+        give up on a wrong password. An async PING on our own pool goes first,
+        so failures are fast; the constructor then runs in a thread.
+        """
+        if self._db is not None:
+            return
+        from falkordb.asyncio import FalkorDB
+        from redis.asyncio import Connection, ConnectionPool, Redis, SSLConnection
+        from redis.exceptions import RedisError
+
+        # A burst of calls waits for one of `max_connections` slots (`_send`,
+        # bounded by each query's own timeout) instead of failing with "Too
+        # many connections". The slots, not redis-py's blocking pool, do the
+        # waiting: its checkout (a condition, a timeout scope, wait-time
+        # metrics) cost a fifth of a read's client CPU in process. The pool
+        # itself may hold twice as many connections, for the lookups the
+        # falkordb client makes on its own while it parses a reply (label and
+        # property names after a schema change), which take no slot. No
+        # `retry` is given: the async connections' default is no retry, and an
+        # async Retry here would break the client's synchronous cluster probe,
+        # which reuses these arguments.
+        pool = ConnectionPool(
+            connection_class=SSLConnection if self.ssl else Connection,
+            max_connections=2 * self.max_connections,
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self._password,
+            socket_connect_timeout=self.connect_timeout,
+            socket_keepalive=True,
+            health_check_interval=30,
+            client_name="graphgate",
+            decode_responses=True,
+        )
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await Redis(connection_pool=pool).ping()
+            self._db = await asyncio.to_thread(FalkorDB, connection_pool=pool)
+            self._pool = pool
+        except (RedisError, OSError, TimeoutError) as exc:
+            await pool.aclose()
+            raise _unavailable(exc, self.host, self.port) from exc
+        self._timeout_max_ms = await self._server_limit("TIMEOUT_MAX")
+        self._resultset_cap = await self._server_limit("RESULTSET_SIZE")
+
+    async def _server_limit(self, name: str) -> int:
+        """A server-wide bound from GRAPH.CONFIG (0 when unset or unreadable).
+
+        TIMEOUT_MAX: per-query timeouts above it are refused, so they are
+        clamped to it ("graphgate allows 60 s, the server 30 s" becomes 30 s
+        rather than a refusal of every query). RESULTSET_SIZE: the server
+        ships at most that many rows, so a full reply may be a cut one.
+        Servers that forbid GRAPH.CONFIG (ACLs) get neither adjustment.
+        """
+        try:
+            reply = await self._command(self.connect_timeout, "GRAPH.CONFIG", "GET", name)
+            return max(0, int(reply[1]))
+        except (GraphgateError, LookupError, TypeError, ValueError):
+            return 0
+
+    def _timeout_ms(self, limits: QueryLimits) -> int:
+        timeout_ms = max(1, math.ceil(limits.timeout * 1000))
+        if self._timeout_max_ms:
+            timeout_ms = min(timeout_ms, self._timeout_max_ms)
+        return timeout_ms
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        pool, self._pool = self._pool, None
+        self._graphs.clear()
+        if db is not None:
+            await db.aclose()
+        if pool is not None:
+            # A pool handed to the client is not closed by it.
+            await pool.aclose()
+
+    async def ping(self) -> None:
+        await self._command(self.connect_timeout, "PING")
+
+    # -- queries --------------------------------------------------------------------------
+    async def read(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryResult:
+        return await self._run(database, query, params, limits, read_only=True)
+
+    async def write(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryResult:
+        return await self._run(database, query, params, limits, read_only=False)
+
+    async def list_databases(self) -> list[str]:
+        names = await self._command(self.connect_timeout, "GRAPH.LIST")
+        return sorted(str(name) for name in names)
+
+    async def schema(self, database: str, limits: QueryLimits) -> Schema:
+        """Labels and types with sampled property types, counts, endpoints, indexes.
+
+        Property types come from ``typeOf`` over at most 100 entities per label
+        or type, so a rare property can be missing; counts are exact (FalkorDB
+        answers label counts from its matrices). All of it runs through
+        ``RO_QUERY``: a missing graph gives an empty `Schema` and stays missing.
+        """
+        try:
+            async with asyncio.timeout(limits.timeout + _CLIENT_GRACE):
+                return await self._schema(database, limits)
+        except TimeoutError:
+            raise QueryTimeout(
+                f"reading the schema of {database!r} took longer than {limits.timeout:g} s"
+            ) from None
+
+    # -- internals ------------------------------------------------------------------------
+    def _graph(self, database: str) -> Any:
+        """The client's graph object, cached because it caches label/property ids."""
+        if self._db is None:
+            raise BackendUnavailable("the FalkorDB backend is not started")
+        if not database:
+            raise QueryError("database name must not be empty")
+        graph = self._graphs.get(database)
+        if graph is None:
+            graph = self._db.select_graph(database)
+            self._graphs[database] = graph
+            if len(self._graphs) > _GRAPH_CACHE:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(database)
+        return graph
+
+    async def _send(self, target: Any, *args: Any) -> Any:
+        """One command through ``target`` (a graph or the client), holding a slot while it runs."""
+        async with self._slots:
+            return await target.execute_command(*args)
+
+    async def _command(self, seconds: float, *args: Any) -> Any:
+        if self._db is None:
+            raise BackendUnavailable("the FalkorDB backend is not started")
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._send(self._db.connection, *args)
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"FalkorDB did not answer {args[0]} in {seconds:g} s"
+            ) from None
+        except Exception as exc:
+            raise _translate(exc, "") from exc
+
+    async def _run(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+        *,
+        read_only: bool,
+    ) -> QueryResult:
+        started = time.perf_counter()
+        graph = self._graph(database)
+        text = _params_header(params) + query
+        timeout_ms = self._timeout_ms(limits)
+        command = "GRAPH.RO_QUERY" if read_only else "GRAPH.QUERY"
+        try:
+            async with asyncio.timeout(timeout_ms / 1000 + _CLIENT_GRACE):
+                if not limits.allow_file_access:
+                    await self._refuse_file_access(graph, database, text, read_only=read_only)
+                reply = await self._send(
+                    graph, command, database, text, "--compact", "timeout", timeout_ms
+                )
+                result = await self._parse(graph, reply, limits.row_limit, read_only=read_only)
+        except TimeoutError:
+            hint = "" if read_only else " (the write may still complete on the server)"
+            raise QueryTimeout(
+                f"query ran longer than {limits.timeout:g} s and was abandoned{hint}"
+            ) from None
+        except GraphgateError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, database, read_only=read_only) from exc
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    async def _refuse_file_access(
+        self, graph: Any, database: str, text: str, *, read_only: bool
+    ) -> None:
+        """Ask the planner whether the query reads files (``LOAD CSV``).
+
+        The planner decides; the text only tells when there is nothing to ask.
+        ``LOAD CSV`` cannot be spelled without the ASCII letters "load" (Cypher
+        has no escapes in keywords), so a query without them skips the extra
+        ``GRAPH.EXPLAIN`` round trip, which measured 14% of a point read's
+        server CPU and a third of the database's.
+        """
+        if "load" not in text.lower():
+            return
+        try:
+            plan = await self._send(graph, "GRAPH.EXPLAIN", database, text)
+        except Exception as exc:
+            if read_only or _EMPTY_KEY not in str(exc):
+                raise
+            # A write would create the graph anyway; create it so it can be planned.
+            await self._send(graph, "GRAPH.QUERY", database, "RETURN 0", "--compact")
+            plan = await self._send(graph, "GRAPH.EXPLAIN", database, text)
+        if any(str(step).strip() == _LOAD_CSV_OPERATION for step in plan):
+            raise QueryRefused(
+                "LOAD CSV is disabled: this server does not allow queries to read files "
+                "or URLs (allow_file_access is off)"
+            )
+
+    async def _parse(
+        self, graph: Any, reply: list[Any], row_limit: int, *, read_only: bool
+    ) -> QueryResult:
+        from falkordb.asyncio.query_result import parse_scalar
+        from redis.exceptions import ResponseError
+
+        # A run-time error arrives as the last element of the reply, not raised.
+        if reply and isinstance(reply[-1], ResponseError):
+            raise reply[-1]
+        stats = _stats(reply[-1]) if not read_only else {}
+        if len(reply) < 3:
+            return QueryResult(columns=[], rows=[], stats=stats)
+        columns = [str(column[1]) for column in reply[0]]
+        records = reply[1]
+        cap = self._resultset_cap
+        truncated = len(records) > row_limit or (0 < cap <= len(records))
+        convert = self._convert
+        rows = []
+        for record in records[:row_limit] if len(records) > row_limit else records:
+            rows.append([convert(await parse_scalar(cell, graph)) for cell in record])
+        return QueryResult(columns=columns, rows=rows, truncated=truncated, stats=stats)
+
+    async def _ro(self, graph: Any, database: str, query: str, timeout_ms: int) -> list[Any]:
+        reply = await self._send(
+            graph, "GRAPH.RO_QUERY", database, query, "--compact", "timeout", timeout_ms
+        )
+        result = await self._parse(graph, reply, 1_000_000, read_only=True)
+        return result.rows
+
+    async def _schema(self, database: str, limits: QueryLimits) -> Schema:
+        graph = self._graph(database)
+        timeout_ms = self._timeout_ms(limits)
+        gate = asyncio.Semaphore(_SCHEMA_CONCURRENCY)
+
+        async def ro(query: str) -> list[Any]:
+            async with gate:
+                return await self._ro(graph, database, query, timeout_ms)
+
+        try:
+            labels = [row[0] for row in await ro("CALL db.labels()")]
+        except Exception as exc:
+            if _EMPTY_KEY in str(exc):
+                return Schema()
+            raise _translate(exc, database) from exc
+        try:
+            types = [row[0] for row in await ro("CALL db.relationshipTypes()")]
+            node_infos = await asyncio.gather(*(self._label_info(ro, name) for name in labels))
+            rel_infos = await asyncio.gather(*(self._type_info(ro, name) for name in types))
+            index_rows = await ro(
+                "CALL db.indexes() YIELD label, properties, types, entitytype "
+                "RETURN label, properties, types, entitytype"
+            )
+            constraint_rows = await ro(
+                "CALL db.constraints() YIELD type, label, properties, entitytype, status "
+                "RETURN type, label, properties, entitytype, status"
+            )
+        except GraphgateError:
+            raise
+        except Exception as exc:
+            if _EMPTY_KEY in str(exc):  # deleted while we were reading it
+                return Schema()
+            raise _translate(exc, database) from exc
+        return Schema(
+            node_labels=list(node_infos),
+            relationship_types=list(rel_infos),
+            indexes=_indexes(index_rows),
+            constraints=_constraints(constraint_rows),
+        )
+
+    @staticmethod
+    async def _label_info(ro: Any, label: str) -> LabelInfo:
+        if "`" in label:  # FalkorDB cannot escape a backtick in a name
+            return LabelInfo(name=label)
+        properties = await ro(
+            f"MATCH (n:`{label}`) WITH n LIMIT {_SCHEMA_SAMPLE} UNWIND keys(n) AS k "
+            "RETURN k, collect(DISTINCT typeOf(n[k])) ORDER BY k"
+        )
+        count = await ro(f"MATCH (n:`{label}`) RETURN count(n)")
+        return LabelInfo(
+            name=label,
+            properties=[PropertyInfo(name=k, types=sorted(t)) for k, t in properties],
+            count=int(count[0][0]) if count else None,
+        )
+
+    @staticmethod
+    async def _type_info(ro: Any, rel_type: str) -> LabelInfo:
+        if "`" in rel_type:
+            return LabelInfo(name=rel_type)
+        properties = await ro(
+            f"MATCH ()-[r:`{rel_type}`]->() WITH r LIMIT {_SCHEMA_SAMPLE} UNWIND keys(r) AS k "
+            "RETURN k, collect(DISTINCT typeOf(r[k])) ORDER BY k"
+        )
+        count = await ro(f"MATCH ()-[r:`{rel_type}`]->() RETURN count(r)")
+        ends = await ro(
+            f"MATCH (a)-[r:`{rel_type}`]->(b) WITH a, b LIMIT {_SCHEMA_SAMPLE} "
+            "UNWIND labels(a) AS s UNWIND labels(b) AS e RETURN DISTINCT s, e ORDER BY s, e"
+        )
+        return LabelInfo(
+            name=rel_type,
+            properties=[PropertyInfo(name=k, types=sorted(t)) for k, t in properties],
+            count=int(count[0][0]) if count else None,
+            endpoints=[(s, e) for s, e in ends],
+        )
+
+
+def _indexes(rows: list[Any]) -> list[IndexInfo]:
+    """One `IndexInfo` per (label, kind): FalkorDB reports one row per label."""
+    found: list[IndexInfo] = []
+    for label, properties, kinds, entity in rows:
+        by_kind: dict[str, list[str]] = {}
+        for prop in properties:
+            for kind in (kinds or {}).get(prop, ["RANGE"]):
+                by_kind.setdefault(str(kind).lower(), []).append(prop)
+        for kind, props in by_kind.items():
+            found.append(
+                IndexInfo(label=label, properties=props, kind=kind, entity=_entity(entity))
+            )
+    return found
+
+
+def _constraints(rows: list[Any]) -> list[ConstraintInfo]:
+    return [
+        ConstraintInfo(
+            label=label, properties=list(properties), kind=str(kind).lower(), entity=_entity(entity)
+        )
+        for kind, label, properties, entity, status in rows
+        if status != "FAILED"
+    ]
+
+
+def _entity(value: Any) -> str:
+    return "relationship" if str(value).upper() in {"RELATIONSHIP", "EDGE"} else "node"
+
+
+def _stats(raw: list[Any]) -> dict[str, int]:
+    stats = dict.fromkeys(_STAT_NAMES.values(), 0)
+    for line in raw:
+        name, _, value = str(line).partition(": ")
+        key = _STAT_NAMES.get(name)
+        if key is not None:
+            stats[key] = int(float(value.split(" ", 1)[0]))
+    return stats
+
+
+def _unavailable(exc: BaseException, host: str, port: int) -> BackendUnavailable:
+    translated = _translate(exc, "")
+    if isinstance(translated, BackendUnavailable):
+        return translated
+    detail = str(exc) or "no answer in time"
+    return BackendUnavailable(f"cannot reach FalkorDB at {host}:{port}: {detail}")
+
+
+def _translate(exc: BaseException, database: str, *, read_only: bool = True) -> GraphgateError:
+    """Map client and server errors onto graphgate's tree, keeping the server's words."""
+    from redis.exceptions import (
+        AuthenticationError,
+        BusyLoadingError,
+        ConnectionError,
+        ResponseError,
+    )
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    if isinstance(exc, GraphgateError):
+        return exc
+    message = str(exc)
+    if isinstance(exc, AuthenticationError) or message.startswith(("NOAUTH", "WRONGPASS")):
+        return BackendUnavailable(f"FalkorDB refused our credentials: {message}")
+    if isinstance(exc, BusyLoadingError):
+        return BackendUnavailable(f"FalkorDB is still loading its data: {message}")
+    if isinstance(exc, ConnectionError | RedisTimeout | OSError):
+        return BackendUnavailable(f"cannot reach FalkorDB: {message}")
+    if isinstance(exc, ResponseError):
+        if _READ_ONLY in message:
+            return ReadOnlyViolation(message)
+        if _TIMED_OUT in message:
+            return QueryTimeout(message)
+        if _EMPTY_KEY in message:
+            return QueryError(
+                f"database {database!r} holds no graph yet: nothing has been written to it"
+            )
+        if _TIMEOUT_MAX in message:
+            return QueryError(
+                f"{message} (raise the server's TIMEOUT_MAX or lower graphgate's query_timeout)"
+            )
+        if message.startswith("WRONGTYPE"):
+            return QueryError(f"{database!r} is not a graph on this server")
+        return QueryError(message)
+    return QueryError(f"{type(exc).__name__}: {message}")
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+def _params_header(params: Mapping[str, Any] | None) -> str:
+    """Render parameters as FalkorDB's ``CYPHER name=value`` prefix.
+
+    The client's own renderer writes Python's ``True`` (which FalkorDB
+    rejects), passes NaN through and falls back to ``str()`` for unknown
+    types, which would put arbitrary text into the query; here only JSON
+    values are accepted.
+    """
+    if not params:
+        return ""
+    parts = ["CYPHER"]
+    for name, value in params.items():
+        parts.append(f"{_param_name(name)}={_literal(value, name)}")
+    return " ".join(parts) + " "
+
+
+def _param_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or "`" in name:
+        raise QueryError(f"parameter name {name!r} must be a non-empty string without backticks")
+    return f"`{name}`"
+
+
+def _literal(value: Any, where: str) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise QueryError(f"parameter {where!r}: integer {value} does not fit 64 bits")
+        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise QueryError(f"parameter {where!r}: {value} is not a finite number")
+        return repr(float(value))
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_literal(item, where) for item in value) + "]"
+    if isinstance(value, Mapping):
+        items = [f"{_param_name(key)}:{_literal(item, where)}" for key, item in value.items()]
+        return "{" + ",".join(items) + "}"
+    raise QueryError(
+        f"parameter {where!r}: values of type {type(value).__name__} are not supported"
+    )

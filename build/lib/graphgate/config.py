@@ -1,0 +1,417 @@
+"""Settings: one validated object, built once at start-up and passed explicitly.
+
+Precedence, highest first: CLI flag > ``GRAPHGATE_<NAME>`` environment variable >
+the TOML file given by ``--config`` > default. Only `graphgate.cli` builds a
+`Settings` from the environment; everything below it receives the object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+TENANT_NAME_MAX = 63
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_DATABASE_NAME_MAX = 255
+
+DEFAULT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+DEMO_TENANTS = {"acme": "acme", "globex": "globex"}
+
+
+def validate_tenant_name(name: str) -> str:
+    """Tenant names are identifiers, not free text.
+
+    A narrow ASCII alphabet means look-alikes (Cyrillic "а", full-width
+    letters, zero-width joiners) can never name a catalogued tenant, and the
+    ``name:write`` claim syntax stays unambiguous.
+    """
+    if not name:
+        raise ValueError("tenant name must not be empty")
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise ValueError(f"tenant name {name!r} contains control characters")
+    if len(name) > TENANT_NAME_MAX:
+        raise ValueError(f"tenant name {name[:20]!r}... is longer than {TENANT_NAME_MAX}")
+    if not _TENANT_NAME.fullmatch(name):
+        raise ValueError(
+            f"tenant name {name!r} may use only ASCII letters, digits, '_', '.', '-' "
+            "and must start with a letter or digit"
+        )
+    return name
+
+
+def _validate_database_name(tenant: str, database: str) -> str:
+    if not database or len(database) > _DATABASE_NAME_MAX:
+        raise ValueError(f"database name for tenant {tenant!r} must be 1-255 characters")
+    if any(unicodedata.category(ch).startswith("C") for ch in database):
+        raise ValueError(f"database name for tenant {tenant!r} contains control characters")
+    return database
+
+
+def parse_catalog(value: Any) -> dict[str, str]:
+    """Accept ``"acme,globex"``, ``["acme"]`` or ``{"acme": "acme_db"}``."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("{"):
+            import json
+
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON: {exc.msg}") from None
+        else:
+            value = [part.strip() for part in stripped.split(",")]
+    if isinstance(value, list | tuple):
+        catalog: dict[str, str] = {}
+        for entry in value:
+            if not isinstance(entry, str):
+                raise ValueError("tenant names must be strings")
+            name = validate_tenant_name(entry)
+            if name in catalog:
+                raise ValueError(f"tenant {name!r} is listed twice")
+            catalog[name] = name
+        return catalog
+    if isinstance(value, Mapping):
+        catalog = {}
+        for tenant, database in value.items():
+            if not isinstance(tenant, str) or not isinstance(database, str):
+                raise ValueError("the tenants table maps tenant names to database names (strings)")
+            catalog[validate_tenant_name(tenant)] = _validate_database_name(tenant, database)
+        return catalog
+    raise ValueError("expected a comma list of tenant names or a table tenant -> database")
+
+
+def split_claim_path(path: str) -> tuple[str, ...]:
+    """``realm_access.roles`` → ``("realm_access", "roles")``; ``\\.`` is a literal dot.
+
+    A dot always means nesting, so a token cannot widen its rights by adding
+    a top-level claim literally named ``realm_access.roles``. A claim whose
+    name has dots (Auth0's namespaced ``https://example.com/tenants``) is
+    written with each of them escaped: ``https://example\\.com/tenants``.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in path:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if escaped:
+        raise ValueError(f"claim path {path!r} ends with a lone backslash")
+    parts.append("".join(current))
+    if not all(parts):
+        raise ValueError(
+            f"claim path {path!r} has an empty segment; a dot means nesting, "
+            "write a literal dot in a claim name as \\."
+        )
+    return tuple(parts)
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in {"localhost", "localhost.localdomain"}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Everything graphgate can be told, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GRAPHGATE_",
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+    # -- server ---------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    transport: Literal["http", "stdio"] = "http"
+    public_url: str | None = None
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("graphgate")))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    demo: bool = False
+    stateless_http: bool = False
+    json_response: bool = True
+    otel_spans: bool = False
+    """FastMCP's OpenTelemetry spans per request: off by default, because even
+    with no OpenTelemetry SDK configured they cost ~3% of a call's CPU."""
+
+    # -- backend ----------------------------------------------------------------------------
+    backend: str = "embedded"
+    backend_user: str | None = None
+    backend_password: SecretStr | None = None
+    backend_dialect: Literal["auto", "memgraph", "neo4j"] = "auto"
+    tenants: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    allow_writes: bool = False
+    row_limit: int = Field(default=1000, ge=1, le=1_000_000)
+    query_timeout: float = Field(default=30.0, gt=0, le=3600)
+    allow_file_access: bool = False
+    allow_procedures: StrList = Field(default_factory=list)
+    deny_procedures: StrList = Field(default_factory=list)
+    max_result_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    query_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
+    """Memory one query may use in the database (FalkorDB QUERY_MEM_CAPACITY)."""
+    embedded_memory_mb: int = Field(default=4096, ge=64, le=1024 * 1024)
+    """The embedded FalkorDB's maxmemory: past it writes are refused, never graphs evicted."""
+    backend_queue: int = Field(default=256, ge=1, le=1_000_000)
+    """Queries the embedded FalkorDB queues before refusing more (MAX_QUEUED_QUERIES)."""
+    max_query_depth: int = Field(default=12, ge=1, le=64)
+    """Deepest nesting of (), [] and {} in a query's text; deeper texts are refused."""
+    tenant_concurrency: int = Field(default=0, ge=0, le=10_000)
+    """Queries one tenant may have in flight; 0 picks half the backend's workers."""
+    subject_concurrency: int = Field(default=0, ge=0, le=10_000)
+    """Queries one caller may have in flight; 0 picks the tenant share."""
+    busy_wait: float = Field(default=2.0, ge=0, le=60)
+    """Seconds a call waits for its share before the `busy` error."""
+
+    # -- auth -------------------------------------------------------------------------------
+    auth: Literal["none", "dev", "oidc"] = "none"
+    issuer: str | None = None
+    audience: StrList = Field(default_factory=list)
+    """Accepted ``aud`` values, compared exactly: a URL, a client id, a GUID,
+    ``api://…``; default ``<public_url>/mcp``."""
+    jwks_url: str | None = None
+    algorithms: StrList = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
+    required_scopes: StrList = Field(default_factory=lambda: ["mcp:tools"])
+    tenants_claim: str = "tenants"
+    tenant_prefix: str = ""
+    default_tenant_claim: str = "default_tenant"
+    admin_claim: str = "realm_access.roles"
+    admin_value: str = "graphgate-admin"
+    registration: Literal["direct", "shim", "proxy"] = "direct"
+    static_client_id: str | None = None
+    static_client_secret: SecretStr | None = None
+    redirect_uri_allowlist: StrList = Field(default_factory=list)
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    max_token_lifetime: float = Field(default=24 * 3600.0, gt=0, le=366 * 24 * 3600.0)
+    """Longest life (``exp`` after ``iat`` or now) graphgate accepts in a token."""
+    clock_leeway: float = Field(default=30.0, ge=0, le=300)
+
+    # -- state and operations ------------------------------------------------------------
+    state_url: str = "memory://"
+    session_ttl: float = Field(default=24 * 3600.0, gt=0)
+    metrics_token: SecretStr | None = None
+    audit_log: str = ""
+    audit_query_text: bool = True
+    rate_limit: int = Field(default=0, ge=0)
+
+    @field_validator("tenants_claim", "admin_claim", "default_tenant_claim")
+    @classmethod
+    def _claim_path(cls, value: str) -> str:
+        split_claim_path(value)
+        return value
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _parse_tenants(cls, value: Any) -> dict[str, str]:
+        return parse_catalog(value)
+
+    @field_validator(
+        "algorithms",
+        "audience",
+        "required_scopes",
+        "redirect_uri_allowlist",
+        "allow_procedures",
+        "deny_procedures",
+        mode="before",
+    )
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} not allowed: only asymmetric algorithms "
+                f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}); 'none' and HMAC are refused"
+            )
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _audiences(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != entry.strip() or any(ch.isspace() for ch in entry):
+                raise ValueError(f"{entry!r} has spaces; audiences are compared exactly")
+        return list(dict.fromkeys(value))
+
+    @field_validator("public_url", "issuer", "jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL without query or fragment")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        # RFC 9728 compares `resource` by exact string: one canonical spelling.
+        return value.rstrip("/") if value else value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_url(cls, value: str) -> str:
+        if value == "embedded":
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {
+            "falkordb",
+            "falkordbs",
+            "redis",
+            "bolt",
+            "bolt+s",
+            "bolt+ssc",
+            "neo4j",
+            "neo4j+s",
+            "neo4j+ssc",
+        }:
+            raise ValueError(
+                "use 'embedded', falkordb://[user:password@]host:port, "
+                "or bolt://, bolt+s://, neo4j://, neo4j+s:// host:port"
+            )
+        return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        if value in {"", "memory://"} or value.startswith(("redis://", "rediss://", "unix://")):
+            return value or "memory://"
+        raise ValueError("use memory:// or redis://[:password@]host:port/db")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.demo and not self.tenants:
+            self.tenants = dict(DEMO_TENANTS)
+        if self.demo and "auth" not in self.model_fields_set and self.transport == "http":
+            self.auth = "dev"
+        if self.transport == "http" and self.auth == "none" and not is_loopback_host(self.host):
+            raise ValueError(
+                f"host: refusing to serve {self.host!r} without authentication; "
+                "bind to 127.0.0.1 or turn auth on (auth = dev | oidc)"
+            )
+        if self.auth != "none" and self.transport == "http" and self.public_url is None:
+            if self.auth == "dev" and is_loopback_host(self.host):
+                shown = f"[{self.host}]" if ":" in self.host else self.host
+                self.public_url = f"http://{shown}:{self.port}"
+            else:
+                raise ValueError(
+                    "public_url: required when auth is on; it is the only source of the "
+                    "URLs graphgate advertises (e.g. https://graphgate.example.com)"
+                )
+        if self.auth == "oidc" and not self.issuer:
+            raise ValueError("issuer: required when auth = oidc")
+        if (
+            self.registration in {"shim", "proxy"}
+            and self.auth == "oidc"
+            and not (self.static_client_id)
+        ):
+            raise ValueError(f"static_client_id: required for registration = {self.registration}")
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def resource_url(self) -> str:
+        """The RFC 9728 resource identifier: exactly ``<public_url>/mcp``."""
+        base = self.public_url or f"http://{self.host}:{self.port}"
+        return f"{base}/mcp"
+
+    @property
+    def token_audiences(self) -> list[str]:
+        """The ``aud`` values a token may carry (one is enough), exactly as configured."""
+        return self.audience or [self.resource_url]
+
+    @property
+    def token_audience(self) -> str:
+        """The audience graphgate's own tokens (dev issuer) are minted for."""
+        return self.token_audiences[0]
+
+    @property
+    def dev_issuer(self) -> str:
+        """In dev mode graphgate is its own issuer, rooted at the public URL."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_issuer(self) -> str | None:
+        return self.dev_issuer if self.auth == "dev" else self.issuer
+
+    @property
+    def catalog(self) -> dict[str, str]:
+        return self.tenants
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from flags (``overrides``), environment and TOML file.
+
+    ``overrides`` whose value is None are treated as "flag not given".
+    """
+    flags = {key: value for key, value in overrides.items() if value is not None}
+    if config_file is None:
+        return Settings(**flags)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return _FileSettings(**flags)

@@ -1,0 +1,79 @@
+"""Turning a backend `Schema` into the bounded JSON answer of ``get_schema``.
+
+A model reads this answer to write Cypher, so it must stay small enough for a
+context window even on a database with thousands of labels: entries are cut
+at fixed bounds and the answer says when it was cut.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphgate.backends.base import LabelInfo, Schema
+
+MAX_ENTRIES = 200
+MAX_PROPERTIES = 100
+
+
+def _matches(needle: str | None, *names: str) -> bool:
+    return needle is None or any(needle in name.casefold() for name in names)
+
+
+def _label_entry(
+    info: LabelInfo, key: str, needle: str | None, relationship: bool
+) -> tuple[dict[str, Any] | None, bool]:
+    """The entry for one label or type, or None when the pattern excludes it."""
+    name_hit = _matches(needle, info.name)
+    properties = [p for p in info.properties if name_hit or _matches(needle, p.name)]
+    if not name_hit and not properties:
+        return None, False
+    cut = len(properties) > MAX_PROPERTIES
+    entry: dict[str, Any] = {
+        key: info.name,
+        "properties": [{"name": p.name, "types": p.types} for p in properties[:MAX_PROPERTIES]],
+    }
+    if info.count is not None:
+        entry["count"] = info.count
+    if relationship and info.endpoints:
+        entry["endpoints"] = [{"start": s, "end": e} for s, e in info.endpoints[:MAX_ENTRIES]]
+    return entry, cut
+
+
+def _section(
+    infos: list[LabelInfo], key: str, needle: str | None, relationship: bool
+) -> tuple[list[dict[str, Any]], bool]:
+    entries: list[dict[str, Any]] = []
+    truncated = False
+    for info in infos:
+        entry, cut = _label_entry(info, key, needle, relationship)
+        if entry is None:
+            continue
+        if len(entries) == MAX_ENTRIES:
+            return entries, True
+        entries.append(entry)
+        truncated = truncated or cut
+    return entries, truncated
+
+
+def schema_to_dict(schema: Schema, pattern: str | None) -> dict[str, Any]:
+    needle = pattern.strip().casefold() if pattern and pattern.strip() else None
+    labels, labels_cut = _section(schema.node_labels, "label", needle, relationship=False)
+    types, types_cut = _section(schema.relationship_types, "type", needle, relationship=True)
+    indexes = [
+        {"label": i.label, "properties": i.properties, "type": i.kind, "entity": i.entity}
+        for i in schema.indexes
+        if _matches(needle, i.label, *i.properties)
+    ]
+    constraints = [
+        {"label": c.label, "properties": c.properties, "type": c.kind, "entity": c.entity}
+        for c in schema.constraints
+        if _matches(needle, c.label, *c.properties)
+    ]
+    cut = labels_cut or types_cut or len(indexes) > MAX_ENTRIES or len(constraints) > MAX_ENTRIES
+    return {
+        "node_labels": labels,
+        "relationship_types": types,
+        "indexes": indexes[:MAX_ENTRIES],
+        "constraints": constraints[:MAX_ENTRIES],
+        "truncated": cut,
+    }

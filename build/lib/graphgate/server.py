@@ -1,0 +1,289 @@
+"""Wiring: settings, backend, auth, state and observability into one server.
+
+Nothing here reads the environment or builds anything at import time: the CLI
+(or a test) constructs the parts and hands them to `build_server`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import fastmcp
+import httpx
+from fastmcp import FastMCP
+from fastmcp.server.http import HostOriginGuardMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from graphgate import __version__
+from graphgate.auth import AuthSetup, build_auth, current_caller
+from graphgate.auth.rights import Caller, rights_for_local_user
+from graphgate.backends.base import Backend
+from graphgate.config import Settings, is_loopback_host
+from graphgate.demo import seed_demo
+from graphgate.errors import BackendUnavailable
+from graphgate.observability import Observability, RequestIdMiddleware
+from graphgate.tenancy import Router, StateStore
+from graphgate.tools import CallerOf, GraphTools
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Served without a bearer token; /metrics has its own optional secret."""
+
+INSTRUCTIONS = """\
+graphgate gives you read (and, where granted, write) access to graph databases
+through openCypher. Start with list_databases to see which databases you may
+use, get_schema to learn their labels, relationship types and properties, then
+run_query. Pass values as params rather than formatting them into query text.
+An admin can compare databases with query_databases."""
+
+
+@dataclass
+class Parts:
+    """Everything the server is built from, constructed once by the caller."""
+
+    settings: Settings
+    backend: Backend
+    store: StateStore
+    observability: Observability
+    http_client: httpx.AsyncClient
+    auth: AuthSetup
+    caller_of: CallerOf
+
+
+def _metrics_authorized(request: Request, settings: Settings) -> bool:
+    if settings.metrics_token is None:
+        return True
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+    return hmac.compare_digest(request.headers.get("authorization", ""), expected)
+
+
+def build_server(parts: Parts) -> FastMCP:
+    """A FastMCP server with graphgate's tools and open operational routes."""
+    settings = parts.settings
+    # FastMCP keeps this one knob process-wide; graphgate's settings decide it.
+    # Without spans, "propagation_only" is the cheaper of FastMCP's two quiet
+    # modes: its "off" still assembles every span's attributes per request.
+    fastmcp.settings.telemetry_mode = "native" if settings.otel_spans else "propagation_only"
+
+    @asynccontextmanager
+    async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+        await parts.backend.start()
+        try:
+            if settings.demo:
+                await seed_demo(parts.backend, settings.catalog)
+            yield {}
+        finally:
+            await parts.backend.close()
+            await parts.store.close()
+            await parts.auth.aclose()
+            await parts.http_client.aclose()
+            parts.observability.close()
+
+    mcp: FastMCP = FastMCP(
+        "graphgate",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        auth=parts.auth.provider,
+        lifespan=lifespan,
+        mask_error_details=True,
+    )
+    router = Router(settings, parts.store)
+    GraphTools(settings, parts.backend, router, parts.observability, parts.caller_of).register(mcp)
+
+    @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @mcp.custom_route("/readyz", methods=["GET"], include_in_schema=False)
+    async def readyz(_request: Request) -> Response:
+        try:
+            await parts.backend.ping()
+        except BackendUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready", "backend": parts.backend.name})
+
+    @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if not _metrics_authorized(request, settings):
+            return JSONResponse(
+                {"error": "invalid_token", "error_description": "metrics need the metrics token"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        return Response(
+            parts.observability.metrics.render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    return mcp
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """Host header values accepted on /mcp, against DNS rebinding.
+
+    Derived from the configuration only: the public URL's host, and loopback
+    names when bound to loopback.
+    """
+    hosts: list[str] = []
+    if settings.public_url:
+        netloc = urlsplit(settings.public_url).netloc
+        hosts.append(netloc)
+        hosts.append(netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc)
+    if is_loopback_host(settings.host) or settings.host in {"0.0.0.0", "::"}:
+        for name in ("127.0.0.1", "localhost", "[::1]"):
+            hosts.extend([name, f"{name}:{settings.port}"])
+    return list(dict.fromkeys(hosts))
+
+
+def build_http_app(parts: Parts) -> ASGIApp:
+    settings = parts.settings
+    app = build_server(parts).http_app(
+        path="/mcp",
+        json_response=settings.json_response,
+        stateless_http=settings.stateless_http,
+        # The Host/Origin guard is applied below, around everything but the
+        # open operational paths: kubelet probes and Prometheus scrapes send
+        # the pod IP as Host, and those paths change nothing.
+        host_origin_protection=False,
+    )
+    # The router tries routes in order and nearly every request is for /mcp,
+    # which the auth provider's discovery routes would otherwise precede.
+    app.router.routes.sort(key=lambda route: getattr(route, "path", None) != "/mcp")
+    manager = getattr(app, "session_manager", None)
+
+    def open_sessions() -> int:
+        # The SDK keeps no public count; its transport table is the truth.
+        return len(getattr(manager, "_server_instances", ()))
+
+    parts.observability.metrics.active_sessions.set_function(open_sessions)
+    guarded = HostOriginGuardMiddleware(
+        app,
+        allowed_hosts=allowed_hosts(settings),
+        allowed_origins=[settings.public_url] if settings.public_url else None,
+        mode="strict",
+    )
+    # Outermost, so that even responses of the auth gate carry the id.
+    return RequestIdMiddleware(OpenPathsUnguarded(app, guarded, allowed_hosts(settings)))
+
+
+class OpenPathsUnguarded:
+    """Send the open operational paths straight to the app, the rest through the guard.
+
+    A request whose Host header is, to the letter, one of ``plain_hosts`` and
+    that carries no Origin (every non-browser MCP client) is one the guard
+    always lets through; it skips the guard's per-request host parsing. Any
+    other request, however close, gets the guard's full judgement.
+    """
+
+    def __init__(self, app: ASGIApp, guarded: ASGIApp, plain_hosts: Iterable[str] = ()) -> None:
+        self.app = app
+        self.guarded = guarded
+        self.plain_hosts = frozenset(host.encode("latin-1") for host in plain_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.guarded(scope, receive, send)
+            return
+        if scope["path"] in OPEN_PATHS or self._plainly_allowed(scope):
+            await self.app(scope, receive, send)
+        else:
+            await self.guarded(scope, receive, send)
+
+    def _plainly_allowed(self, scope: Scope) -> bool:
+        host: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                return False
+            if name == b"host":
+                if host is not None:  # two Host headers: the guard decides
+                    return False
+                host = value
+        return host is not None and host in self.plain_hosts
+
+
+def local_caller_of(settings: Settings) -> CallerOf:
+    """The caller when auth is off: the one local user with the whole catalog."""
+    caller = Caller("local", "local", "local", rights_for_local_user(settings))
+    return lambda: caller
+
+
+def build_parts(settings: Settings) -> Parts:
+    """Construct every collaborator from the settings; nothing is started yet."""
+    from graphgate.backends import create_backend
+    from graphgate.observability import AuditTrail
+    from graphgate.state import create_state_store
+
+    observability = Observability(AuditTrail(settings.audit_log, settings.audit_query_text))
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    auth = build_auth(
+        settings,
+        http_client,
+        open_paths=OPEN_PATHS,
+        on_failure=lambda reason: observability.metrics.auth_failures.labels(reason).inc(),
+    )
+    verifier = auth.verifier
+    if verifier is not None:
+        observability.metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
+    return Parts(
+        settings=settings,
+        backend=create_backend(settings),
+        store=create_state_store(settings),
+        observability=observability,
+        http_client=http_client,
+        auth=auth,
+        caller_of=caller_of(settings, auth),
+    )
+
+
+def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
+    """How tools learn who calls: from each request's token, or the one local user."""
+    if settings.auth == "none" or auth.provider is None:
+        return local_caller_of(settings)
+    rights_of = auth.provider.rights_of
+    return lambda: current_caller(settings, rights_of)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until interrupted; the lifespan starts and stops the backend."""
+    parts = build_parts(settings)
+    if settings.transport == "stdio":
+        mcp = build_server(parts)
+        await mcp.run_stdio_async(show_banner=False, log_level="WARNING")
+        return
+    import uvicorn
+
+    app = build_http_app(parts)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="none",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        # Nothing reads the client address or scheme: public_url alone says
+        # what is advertised, so X-Forwarded-* is neither trusted nor parsed.
+        proxy_headers=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    logger.info(
+        "graphgate listening on %s/mcp",
+        settings.public_url or f"http://{settings.host}:{settings.port}",
+    )
+    await server.serve()
+    if server.started is False:
+        raise BackendUnavailable(
+            f"could not start the HTTP server on {settings.host}:{settings.port}"
+        )

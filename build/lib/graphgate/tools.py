@@ -1,0 +1,367 @@
+"""The MCP tools: caller → rights → database → backend → result.
+
+Tool names, arguments and result shapes are graphgate's public interface. Each
+tool is thin; the one place that turns errors into tool errors, times the call
+and writes the audit line is `GraphTools._call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import get_http_request
+from fastmcp.tools import ToolResult
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from graphgate.auth.rights import Caller
+from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
+from graphgate.config import Settings
+from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
+from graphgate.errors import (
+    GraphgateError,
+    QueryError,
+    WritesNotAllowed,
+    to_tool_error,
+)
+from graphgate.observability import REQUEST_ID, AuditRecord, Observability
+from graphgate.ratelimit import RateLimiter
+from graphgate.replies import bounded_rows, encode, object_of_encoded, reply, reply_json
+from graphgate.schema_view import schema_to_dict
+from graphgate.tenancy import Router, Target
+
+logger = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 100_000
+MAX_PARAMS_BYTES = 1_000_000
+MAX_CROSS_TENANT_CONCURRENCY = 16
+
+CallerOf = Callable[[], Caller]
+"""Returns the caller of the current request; built from its verified token."""
+
+QueryText = Annotated[
+    str,
+    Field(
+        description="One openCypher query. Use $name placeholders for values and pass them "
+        "in `params` instead of formatting them into the text.",
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+    ),
+]
+Params = Annotated[
+    dict[str, Any] | None,
+    Field(description='Values for the query\'s $placeholders, e.g. {"name": "Ada"}.'),
+]
+DatabaseArg = Annotated[
+    str | None,
+    Field(
+        description="Database to use for this call only. Omit to use the current database "
+        "(see list_databases / use_database).",
+        max_length=256,
+    ),
+]
+
+_READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+_SESSION_STATE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+_WRITE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
+)
+
+
+@dataclass(slots=True)
+class _CallRecord:
+    databases: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+def _session_id() -> str | None:
+    """The MCP session id over stateful HTTP, None where every request stands alone.
+
+    Under the 2026-07-28 protocol or ``stateless_http`` there is no session
+    header, so a user's choice is keyed by their identity alone. Over stdio
+    there is a single local user.
+    """
+    try:
+        request = get_http_request()
+    except RuntimeError:
+        return None
+    value = request.headers.get("mcp-session-id")
+    return value[:128] if value else None
+
+
+def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not all(isinstance(key, str) and key for key in params):
+        raise QueryError("params must be an object whose keys are non-empty strings")
+    return dict(params)
+
+
+def _result_dict(
+    target: Target, result: QueryResult, with_stats: bool, with_database: bool = True
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"database": target.tenant} if with_database else {}
+    answer.update(
+        {
+            "columns": result.columns,
+            "rows": result.rows,
+            "row_count": result.row_count,
+            "truncated": result.truncated,
+            "elapsed_ms": round(result.elapsed_ms, 3),
+        }
+    )
+    if with_stats:
+        answer["stats"] = result.stats
+    return answer
+
+
+class GraphTools:
+    """Registers graphgate's tools on a FastMCP server, with their collaborators."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        router: Router,
+        observability: Observability,
+        caller_of: CallerOf,
+    ) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._router = router
+        self._obs = observability
+        self._caller_of = caller_of
+        self._limiter = RateLimiter(settings.rate_limit)
+        self._max_bytes = settings.max_result_bytes
+        self._limits = QueryLimits(
+            row_limit=settings.row_limit,
+            timeout=settings.query_timeout,
+            allow_file_access=settings.allow_file_access,
+            max_bytes=settings.max_result_bytes,
+        )
+
+    @asynccontextmanager
+    async def _call(
+        self, tool: str, caller: Caller, query: str | None = None
+    ) -> AsyncIterator[_CallRecord]:
+        """Times the call, writes the audit line, maps every error in one place."""
+        record = _CallRecord()
+        started = time.perf_counter()
+        outcome, error_text = "ok", None
+        try:
+            self._limiter.check(f"{caller.issuer}\x1f{caller.subject}")
+            yield record
+        except GraphgateError as exc:
+            outcome, error_text = exc.code, str(exc)
+            if exc.code in {"backend_unavailable", "timeout"}:
+                self._obs.metrics.backend_errors.labels(exc.code).inc()
+            raise to_tool_error(exc) from None
+        except ToolError as exc:
+            outcome, error_text = "error", str(exc)
+            raise
+        except Exception:
+            outcome = "internal_error"
+            logger.exception("unexpected error in tool %s", tool)
+            raise ToolError(
+                "internal_error: graphgate hit an unexpected error; "
+                f"request id {REQUEST_ID.get() or 'n/a'} is in the server log"
+            ) from None
+        finally:
+            self._obs.record_call(
+                AuditRecord(
+                    tool=tool,
+                    caller=caller,
+                    databases=record.databases,
+                    query=query,
+                    rows=record.rows,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    outcome=outcome,
+                    error=error_text,
+                )
+            )
+
+    # -- the tools -----------------------------------------------------------------------
+
+    async def list_databases(self) -> ToolResult:
+        """List the databases you may use, your access to each, and which is current."""
+        caller = self._caller_of()
+        async with self._call("list_databases", caller):
+            current = await self._router.current(caller, _session_id())
+            current = current or caller.rights.starting
+            listing = [
+                {"name": name, "access": caller.rights.tenants[name], "current": name == current}
+                for name in caller.rights.sorted_tenants
+            ]
+            return reply_json(listing, self._max_bytes)
+
+    async def use_database(
+        self,
+        name: Annotated[
+            str, Field(description="A database name from list_databases.", max_length=256)
+        ],
+    ) -> ToolResult:
+        """Make `name` the current database for the following calls of this session."""
+        caller = self._caller_of()
+        async with self._call("use_database", caller) as record:
+            target = await self._router.choose(caller, name, _session_id())
+            record.databases.append(target.tenant)
+            return reply_json({"current": target.tenant}, self._max_bytes)
+
+    async def run_query(
+        self,
+        query: QueryText,
+        params: Params = None,
+        database: DatabaseArg = None,
+    ) -> ToolResult:
+        """Run a read-only openCypher query and return its rows as JSON.
+
+        The database itself enforces read-only: any query that would write is
+        refused. Nodes come back as {id, labels, properties}, relationships as
+        {id, type, start, end, properties}, paths as {nodes, relationships}.
+        Results beyond the server's row limit are cut and marked truncated.
+        Call get_schema first to learn the labels, relationship types and
+        properties.
+        """
+        caller = self._caller_of()
+        async with self._call("run_query", caller, query) as record:
+            target = await self._router.resolve(caller, database, _session_id())
+            record.databases.append(target.tenant)
+            result = await self._backend.read(
+                target.database, query, _check_params(params), self._limits
+            )
+            answer, encoded = bounded_rows(
+                _result_dict(target, result, with_stats=False), self._max_bytes
+            )
+            record.rows = answer["row_count"]
+            return reply(encoded)
+
+    async def run_write_query(
+        self,
+        query: QueryText,
+        params: Params = None,
+        database: DatabaseArg = None,
+    ) -> ToolResult:
+        """Run an openCypher query that may create, change or delete data.
+
+        Needs write access to the database. Returns the rows (if the query
+        RETURNs any) and `stats`: nodes and relationships created or deleted,
+        properties set. Prefer run_query for anything that only reads.
+        """
+        caller = self._caller_of()
+        async with self._call("run_write_query", caller, query) as record:
+            target = await self._router.resolve(caller, database, _session_id())
+            record.databases.append(target.tenant)
+            if not caller.rights.can_write(target.tenant):
+                raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
+            result = await self._backend.write(
+                target.database, query, _check_params(params), self._limits
+            )
+            answer, encoded = bounded_rows(
+                _result_dict(target, result, with_stats=True), self._max_bytes
+            )
+            record.rows = answer["row_count"]
+            return reply(encoded)
+
+    async def get_schema(
+        self,
+        database: DatabaseArg = None,
+        pattern: Annotated[
+            str | None,
+            Field(
+                description="Case-insensitive text to narrow a large schema to matching "
+                "labels, relationship types and property names.",
+                max_length=200,
+            ),
+        ] = None,
+    ) -> ToolResult:
+        """Describe a database: node labels, relationship types, their properties
+        with value types, indexes and constraints, so you can write correct Cypher.
+        """
+        caller = self._caller_of()
+        async with self._call("get_schema", caller) as record:
+            target = await self._router.resolve(caller, database, _session_id())
+            record.databases.append(target.tenant)
+            schema: Schema = await self._backend.schema(target.database, self._limits)
+            answer = {"database": target.tenant, **schema_to_dict(schema, pattern)}
+            return reply_json(answer, self._max_bytes)
+
+    async def query_databases(
+        self,
+        query: QueryText,
+        params: Params = None,
+        databases: Annotated[
+            list[str] | None,
+            Field(
+                description='Databases to query; omit or ["*"] for every database you may use.',
+                max_length=1000,
+            ),
+        ] = None,
+    ) -> ToolResult:
+        """Run one read-only query on several databases at once (for example, to
+        compare tenants). One failing database does not fail the others: its
+        entry holds {error} instead of rows.
+        """
+        caller = self._caller_of()
+        async with self._call("query_databases", caller, query) as record:
+            targets = self._router.resolve_many(caller, databases)
+            record.databases.extend(target.tenant for target in targets)
+            checked = _check_params(params)
+            gate = asyncio.Semaphore(MAX_CROSS_TENANT_CONCURRENCY)
+            total = len(targets)
+            share = max(1024, self._max_bytes // total)
+            done = 0
+
+            async def one(target: Target) -> tuple[str, bytes]:
+                nonlocal done
+                async with gate:
+                    try:
+                        result = await self._backend.read(
+                            target.database, query, checked, self._limits
+                        )
+                        answer, encoded = bounded_rows(
+                            _result_dict(target, result, with_stats=False, with_database=False),
+                            share,
+                        )
+                        record.rows += answer["row_count"]
+                    except GraphgateError as exc:
+                        encoded = encode({"error": f"{exc.code}: {exc}"})
+                done += 1
+                await report_progress(done, total, f"{target.tenant} done")
+                return target.tenant, encoded
+
+            pieces = await asyncio.gather(*(one(target) for target in targets))
+            return reply(object_of_encoded("results", pieces, self._max_bytes))
+
+    def register(self, mcp: FastMCP) -> None:
+        """Declare the tools on ``mcp`` and serve their calls directly.
+
+        FastMCP owns the declarations (tools/list, schemas, annotations);
+        `DirectToolCalls` runs the calls past FastMCP's per-call machinery.
+        """
+        declared: list[tuple[str, ToolFunction, ToolAnnotations]] = [
+            ("list_databases", self.list_databases, _READ_ONLY),
+            ("use_database", self.use_database, _SESSION_STATE),
+            ("run_query", self.run_query, _READ_ONLY),
+            ("run_write_query", self.run_write_query, _WRITE),
+            ("get_schema", self.get_schema, _READ_ONLY),
+            ("query_databases", self.query_databases, _READ_ONLY),
+        ]
+        direct: dict[str, ToolFunction] = {}
+        for name, function, hints in declared:
+            if name == "run_write_query" and not self._settings.allow_writes:
+                continue
+            mcp.tool(function, name=name, annotations=hints, output_schema=None)
+            direct[name] = function
+        DirectToolCalls.install(mcp, direct)
