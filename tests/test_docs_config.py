@@ -74,3 +74,36 @@ def test_each_toml_block_loads(where: str, block: str, tmp_path: Path) -> None:
                 assert shown.get_secret_value() == value, (where, key)
             elif key != "public_url":
                 assert shown == value, (where, key)
+
+
+_SCRIPT_COMMAND = re.compile(r"(\S*python\S*) (scripts/[\w./-]+\.py) (\w+)")
+
+
+def script_commands() -> list[tuple[str, str, str, str]]:
+    found = []
+    for page in PAGES:
+        for match in _SCRIPT_COMMAND.finditer(page.read_text(encoding="utf-8")):
+            found.append((str(page.relative_to(ROOT)), *match.groups()))
+    return found
+
+
+def test_the_docs_show_script_commands() -> None:
+    assert len(script_commands()) >= 3
+
+
+@pytest.mark.parametrize(("page", "python", "script", "verb"), script_commands())
+def test_script_commands_in_the_docs_run_as_written(
+    page: str, python: str, script: str, verb: str
+) -> None:
+    """Each is written with the interpreter `make` installs, and its verb exists."""
+    import subprocess
+
+    assert python.strip("`(") == ".venv/bin/python", (page, python)
+    shown = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), script, verb, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, (page, script, verb, shown.stderr[-500:])
