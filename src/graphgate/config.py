@@ -187,7 +187,12 @@ class Settings(BaseSettings):
     allow_file_access: bool = False
     allow_procedures: StrList = Field(default_factory=list)
     deny_procedures: StrList = Field(default_factory=list)
-    max_result_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_result_bytes: int = Field(default=100_000, ge=1024, le=1024 * 1024 * 1024)
+    """Per-call answer budget: about 25,000 tokens, what Claude Code accepts by default."""
+    max_value_items: int = Field(default=100, ge=1, le=10_000_000)
+    """Longest list shown inside a value (an embedding is cut, with its length said)."""
+    max_string_chars: int = Field(default=2000, ge=16, le=1024 * 1024 * 1024)
+    """Longest string shown inside a value."""
     query_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
     """Memory one query may use in the database (FalkorDB QUERY_MEM_CAPACITY)."""
     embedded_memory_mb: int = Field(default=4096, ge=64, le=1024 * 1024)
