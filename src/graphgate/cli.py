@@ -120,6 +120,8 @@ def serve(
         typer.echo(_demo_banner(settings), err=True)
     try:
         _run_fast(run(settings))
+    except ConfigError as exc:  # e.g. the data directory is another graphgate's
+        _fail(str(exc), code=2)
     except GraphgateError as exc:
         _fail(str(exc), code=1)
 
