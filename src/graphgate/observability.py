@@ -148,7 +148,7 @@ class Metrics:
         )
         self.backend_restarts = Counter(
             "graphgate_backend_restarts",
-            "Attempts to restart the embedded database after its process exited.",
+            "Times the embedded database process exited and graphgate restarted it.",
             registry=self.registry,
         )
         self.rows_returned = Counter(

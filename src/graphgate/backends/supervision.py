@@ -114,7 +114,7 @@ class SupervisedBackend:
     """A `Backend` whose availability is watched, reported and repaired.
 
     ``on_change`` hears every change of `status` and ``on_restart`` every
-    attempt to restart a self-hosted database (for metrics).
+    exit of a self-hosted database, each of which starts a restart (for metrics).
     """
 
     def __init__(
@@ -156,7 +156,7 @@ class SupervisedBackend:
 
     @property
     def restarts(self) -> int:
-        """Attempts to restart a self-hosted database after it exited."""
+        """Times a self-hosted database exited and was restarted (failed attempts aside)."""
         return self._restarts
 
     def missing_bounds(self) -> list[str]:
@@ -308,7 +308,10 @@ class SupervisedBackend:
             self.name,
             how,
         )
-        self._down_since = time.monotonic()
+        if self._state is BackendState.READY:
+            self._down_since = time.monotonic()
+        self._restarts += 1
+        self._on_restart()
         self._lose(BackendState.RESTARTING, f"the embedded database exited ({how}); restarting")
 
     def _lose(self, state: BackendState, reason: str) -> None:
@@ -322,10 +325,6 @@ class SupervisedBackend:
         while True:
             self._attempt += 1
             self._next_attempt_at = time.monotonic()
-            restarting = self._state is BackendState.RESTARTING
-            if restarting:
-                self._restarts += 1
-                self._on_restart()
             self._changed()
             try:
                 await self._reconnect()
@@ -358,7 +357,11 @@ class SupervisedBackend:
         self.name = self.backend.name
         self._attempt = 0
         self._set(BackendState.READY, "")
-        if isinstance(self.backend, SelfHosted) and (self._watcher is None or self._watcher.done()):
+        if isinstance(self.backend, SelfHosted):
+            # Watch the process that runs now: a watcher of the previous one
+            # could otherwise report its exit after the restart it caused.
+            if self._watcher is not None:
+                self._watcher.cancel()
             self._watcher = asyncio.create_task(
                 self._watch_process(self.backend), name="graphgate-backend-watcher"
             )
