@@ -8,6 +8,7 @@ under load from real MCP clients over HTTP (production assembly), and a real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from graphgate.backends.embedded import EmbeddedBackend, EmbeddedFalkorDB
 from graphgate.config import Settings
 from graphgate.errors import ConfigError
 from graphgate.server import build_parts
-from tests.services._common import free_port
+from tests.services._common import free_port, service_unavailable
 from tests.services.graphgate import http_settings, serve_http
 from tests.services.mcp_results import tool
 
@@ -330,3 +331,68 @@ async def test_locked_data_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "in use by another graphgate" in lines[0], result.stderr
+
+
+@pytest.mark.neo4j
+async def test_neo4j_started_after_graphgate(
+    tmp_path: Path, graphgate_processes: list[subprocess.Popen[str]]
+) -> None:
+    from scripts.neo4j_server import Neo4jUnavailable, running_neo4j
+
+    bolt_port, port, password = free_port(), free_port(), "graphgate-test-pw"
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            GRAPHGATE,
+            "serve",
+            "--port",
+            str(port),
+            "--backend",
+            f"bolt://127.0.0.1:{bolt_port}",
+            "--tenants",
+            json.dumps({"acme": "neo4j"}),
+            "--data-dir",
+            str(tmp_path / "gg"),
+        ],
+        env=clean_env(
+            GRAPHGATE_BACKEND_USER="neo4j",
+            GRAPHGATE_BACKEND_PASSWORD=password,
+            GRAPHGATE_LOG_FORMAT="text",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    graphgate_processes.append(process)
+    with contextlib.ExitStack() as stack:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+            async def serving() -> bool:
+                assert process.poll() is None, process.communicate()[1]
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await wait_for(serving, 60, "graphgate serves with Neo4j not there yet")
+            down = await http.get("/readyz")
+            assert down.status_code == 503 and down.json()["backend"]["state"] == "unreachable"
+            assert str(bolt_port) not in down.text and "bolt://" not in down.text
+            try:
+                await asyncio.to_thread(
+                    stack.enter_context, running_neo4j(port=bolt_port, password=password)
+                )
+            except (Neo4jUnavailable, OSError) as exc:
+                service_unavailable(f"Neo4j did not start: {exc}")
+            await wait_for(ready, 30, "ready once Neo4j answers")
+            assert (await http.get("/readyz")).json()["backend"]["kind"] == "neo4j"
+            async with mcp_client(url) as client:
+                answer = await tool(client, "run_query", query="RETURN 40 + 2 AS answer")
+                assert answer["rows"] == [[42]]
+    assert process.poll() is None, "graphgate kept running throughout"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
