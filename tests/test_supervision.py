@@ -195,6 +195,71 @@ async def test_data_dir_stays_locked_across_a_restart(tmp_path: Path) -> None:
         await parts.backend.close()
 
 
+# The "graphgate" process: its database is killed once and restarted, then it waits.
+RESTARTED_CHILD = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from graphgate.backends.embedded import EmbeddedBackend, EmbeddedFalkorDB
+from graphgate.backends.supervision import SupervisedBackend
+
+async def main():
+    embedded = EmbeddedBackend(EmbeddedFalkorDB(Path(sys.argv[1])))
+    backend = SupervisedBackend(embedded)
+    await backend.start()
+    first = embedded.pid
+    os.kill(first, signal.SIGKILL)
+    while backend.status.ready:
+        await asyncio.sleep(0.01)
+    while not backend.status.ready:
+        await asyncio.sleep(0.01)
+    print(json.dumps({"pid": embedded.pid, "watchdog": embedded.server.watchdog_pid}), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def exited(pid: int) -> bool:
+    """Exited; a zombie left for a non-reaping init counts (it is no longer ours to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+
+
+def test_a_restarted_database_dies_with_graphgate(tmp_path: Path) -> None:
+    """PDEATHSIG and the watchdog hold for the restarted server too: no orphan after kill -9."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", RESTARTED_CHILD, str(tmp_path / "data")],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    report: dict[str, int] = {}
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line, child.communicate(timeout=10)[1]
+        report = json.loads(line)
+        assert not exited(report["pid"]) and not exited(report["watchdog"])
+        child.kill()
+        child.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(map(exited, report.values())):
+            time.sleep(0.05)
+        assert exited(report["pid"]), "the restarted FalkorDB outlived graphgate"
+        assert exited(report["watchdog"])
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        for pid in report.values():
+            if not exited(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 # -- a remote database that is not there at start, then comes, goes and comes back ----------
 
 
