@@ -355,6 +355,7 @@ async def test_remote_falkordb_down_at_start_then_comes_goes_and_returns(
             )
             gone = result.content[0].text  # type: ignore[union-attr]
             assert result.is_error and gone.startswith("backend_unavailable: "), gone
+            assert "127.0.0.1" not in gone and str(db_port) not in gone
 
             await database.start()  # ... and comes back
             try:

@@ -138,7 +138,6 @@ class SupervisedBackend:
         self._attempt = 0
         self._next_attempt_at = 0.0
         self._down_since = 0.0
-        self._restarts = 0
         self._recovery: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -153,11 +152,6 @@ class SupervisedBackend:
             reason = f"{reason}, attempt {self._attempt}"
         wait = max(_MIN_RETRY_HINT, self._next_attempt_at - time.monotonic())
         return BackendStatus(self._state, reason, round(wait, 1))
-
-    @property
-    def restarts(self) -> int:
-        """Times a self-hosted database exited and was restarted (failed attempts aside)."""
-        return self._restarts
 
     def missing_bounds(self) -> list[str]:
         """The bounds the backend reports missing on its server, if it can tell."""
@@ -310,7 +304,6 @@ class SupervisedBackend:
         )
         if self._state is BackendState.READY:
             self._down_since = time.monotonic()
-        self._restarts += 1
         self._on_restart()
         self._lose(BackendState.RESTARTING, f"the embedded database exited ({how}); restarting")
 
