@@ -7,17 +7,22 @@ the backend's `BackendStatus`, which /readyz reports and tool calls obey:
   reached at start is not a start-up error: graphgate serves, reports
   ``unreachable`` and keeps connecting in the background.
 * ``ready`` → ``unreachable`` when a call fails with `BackendUnavailable` and
-  a ping confirms it (one slow call must not tear down everyone's
-  connections), or when the /readyz ping fails. Coming back means a new
-  client: the old pool holds only sockets to a server that went away.
+  a ping confirms it, or when the /readyz ping fails; ``ready`` again when a
+  ping is answered. Calls still go to the client meanwhile: its pool replaces
+  broken connections by itself (redis-py checks each one it hands out, the
+  Neo4j driver drops a dead server's connections), and a ping that failed
+  because the server was merely saturated must not turn into refusals or a
+  torn-down pool that would abort everyone's queries.
 * ``ready`` → ``restarting`` when a `SelfHosted` backend's process exits
   (OOM kill, abort, kill -9): noticed through its pid at once, logged once,
-  counted, and restarted on the same data directory.
+  counted, and restarted on the same data directory with a new client, as
+  every pooled socket led to the dead process.
 
 Attempts back off from a fifth of a second to five seconds, so a crash is
-repaired within a second and a database that stays away costs one connection
-attempt every five seconds. While the backend is not ready every call fails at
-once with `BackendUnavailable` and a retry hint, without reaching the backend.
+repaired within a second and a database that stays away costs one attempt
+every five seconds. While there is no client to try (the remote server was
+never reached, the embedded one is restarting) every call fails at once with
+`BackendUnavailable` and a retry hint, without reaching the backend.
 
 What clients and the unauthenticated /readyz see never names a host, port,
 URL or database (issue 13): those go to the log only, so backend errors are
@@ -134,6 +139,8 @@ class SupervisedBackend:
         self._first_retry = first_retry
         self._max_retry = max_retry
         self._state = BackendState.STOPPED
+        self._connected = False
+        """Whether the backend has a started client that calls can try."""
         self._reason = "graphgate has not started the database connection"
         self._attempt = 0
         self._next_attempt_at = 0.0
@@ -160,16 +167,21 @@ class SupervisedBackend:
         return []
 
     async def readiness(self) -> Mapping[str, Any]:
-        """The /readyz body's ``backend`` part, after a ping when the backend looks ready.
+        """The /readyz body's ``backend`` part, after a ping whenever there is a client.
 
-        A failed ping is as good as a failed call: the backend is marked
-        unreachable and reconnection starts.
+        The ping decides: a failure marks the backend unreachable, an answer
+        makes an unreachable one ready without waiting for the next attempt.
         """
-        if self._state is BackendState.READY:
+        if self._connected:
             try:
                 await self.backend.ping()
             except BackendUnavailable as exc:
                 self._lost_contact(exc)
+            else:
+                if self._state is BackendState.UNREACHABLE and self._connected:
+                    if self._recovery is not None:
+                        self._recovery.cancel()
+                    self._back()
         status = self.status
         body: dict[str, Any] = {"kind": self.name, "state": str(status.state)}
         if not status.ready:
@@ -204,6 +216,7 @@ class SupervisedBackend:
         except BaseException:
             self._set(BackendState.STOPPED, "the database did not start")
             raise
+        self._connected = True
         self._become_ready()
 
     async def wait_ready(self) -> None:
@@ -215,6 +228,7 @@ class SupervisedBackend:
 
     async def close(self) -> None:
         """Stop watching and reconnecting, then release the backend."""
+        self._connected = False
         self._set(BackendState.STOPPED, "graphgate is stopping")
         tasks = [t for t in (self._recovery, self._watcher, self._probe) if t is not None]
         self._recovery = self._watcher = self._probe = None
@@ -255,7 +269,7 @@ class SupervisedBackend:
 
     # -- internals ------------------------------------------------------------------------
     async def _call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
-        if self._state is not BackendState.READY:
+        if not self._connected:
             status = self.status
             raise BackendUnavailable(
                 f"the database is not available: {status.reason}", status.retry_after
@@ -289,7 +303,11 @@ class SupervisedBackend:
     def _lost_contact(self, exc: BaseException) -> None:
         if self._state is not BackendState.READY:
             return
-        logger.warning("the %s backend stopped answering (%s); reconnecting", self.name, exc)
+        logger.warning(
+            "the %s backend stopped answering (%s); not ready until it answers again",
+            self.name,
+            exc,
+        )
         self._down_since = time.monotonic()
         self._lose(BackendState.UNREACHABLE, "the database server stopped answering")
 
@@ -305,13 +323,18 @@ class SupervisedBackend:
         if self._state is BackendState.READY:
             self._down_since = time.monotonic()
         self._on_restart()
+        self._connected = False
         self._lose(BackendState.RESTARTING, f"the embedded database exited ({how}); restarting")
 
     def _lose(self, state: BackendState, reason: str) -> None:
         self._set(state, reason)
-        if self._recovery is None or self._recovery.done():
-            self._attempt = 0
-            self._recovery = asyncio.create_task(self._recover(), name="graphgate-backend-recovery")
+        if self._recovery is not None and not self._recovery.done():
+            if state is not BackendState.RESTARTING:
+                return
+            # A process that exited is restarted now, not after a ping's backoff.
+            self._recovery.cancel()
+        self._attempt = 0
+        self._recovery = asyncio.create_task(self._recover(), name="graphgate-backend-recovery")
 
     async def _recover(self) -> None:
         delay = self._first_retry
@@ -329,22 +352,22 @@ class SupervisedBackend:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry)
                 continue
-            logger.info(
-                "the %s backend is ready again after %d attempt(s), %.1f s",
-                self.name,
-                self._attempt,
-                time.monotonic() - self._down_since,
-            )
-            self._become_ready()
+            self._back()
             return
 
+    def _back(self) -> None:
+        down_for = time.monotonic() - self._down_since
+        logger.info("the %s backend is ready again after %.1f s", self.name, down_for)
+        self._become_ready()
+
     async def _reconnect(self) -> None:
-        if isinstance(self.backend, SelfHosted):
+        if self._connected:
+            await self.backend.ping()
+        elif isinstance(self.backend, SelfHosted):
             await self.backend.restart()
-            return
-        # A new client: the old pool's sockets all lead to a server that went away.
-        await self.backend.close()
-        await self.backend.start()
+        else:
+            await self.backend.start()
+        self._connected = True
 
     def _become_ready(self) -> None:
         self.name = self.backend.name
