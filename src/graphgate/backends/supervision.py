@@ -345,7 +345,9 @@ class SupervisedBackend:
             try:
                 await self._reconnect()
             except Exception as exc:  # a background loop must outlive any one failure
-                log = logger.warning if self._attempt == 1 else logger.debug
+                # The loss itself was logged once; a restart that fails says why, once.
+                first_restart = self._attempt == 1 and self._state is BackendState.RESTARTING
+                log = logger.warning if first_restart else logger.debug
                 log("%s backend attempt %d failed: %s", self.name, self._attempt, exc)
                 self._next_attempt_at = time.monotonic() + delay
                 self._changed()
