@@ -6,6 +6,7 @@ Nothing here reads the environment or builds anything at import time: the CLI
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -26,10 +27,11 @@ from graphgate import __version__
 from graphgate.auth import AuthSetup, build_auth, current_caller
 from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
+from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
-from graphgate.errors import BackendUnavailable
-from graphgate.observability import Observability, RequestIdMiddleware
+from graphgate.errors import BackendUnavailable, GraphgateError
+from graphgate.observability import Metrics, Observability, RequestIdMiddleware
 from graphgate.tenancy import Router, StateStore
 from graphgate.tools import CallerOf, GraphTools
 
@@ -51,7 +53,7 @@ class Parts:
     """Everything the server is built from, constructed once by the caller."""
 
     settings: Settings
-    backend: Backend
+    backend: SupervisedBackend
     store: StateStore
     observability: Observability
     http_client: httpx.AsyncClient
@@ -76,12 +78,20 @@ def build_server(parts: Parts) -> FastMCP:
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+        # `run` has usually started it already; a remote database that is
+        # down does not stop start-up (see graphgate.backends.supervision).
         await parts.backend.start()
+        seeding: asyncio.Task[None] | None = None
         try:
             if settings.demo:
-                await seed_demo(parts.backend, settings.catalog)
+                if parts.backend.status.ready:
+                    await seed_demo(parts.backend, settings.catalog)
+                else:
+                    seeding = asyncio.create_task(seed_demo_when_ready(parts))
             yield {}
         finally:
+            if seeding is not None:
+                seeding.cancel()
             await parts.backend.close()
             await parts.store.close()
             await parts.auth.aclose()
@@ -105,11 +115,11 @@ def build_server(parts: Parts) -> FastMCP:
 
     @mcp.custom_route("/readyz", methods=["GET"], include_in_schema=False)
     async def readyz(_request: Request) -> Response:
-        try:
-            await parts.backend.ping()
-        except BackendUnavailable as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready", "backend": parts.backend.name})
+        # Unauthenticated: states and reasons only, never an address (issue 13).
+        backend = await parts.backend.readiness()
+        if backend["state"] == "ready":
+            return JSONResponse({"status": "ready", "backend": backend})
+        return JSONResponse({"status": "unavailable", "backend": backend}, status_code=503)
 
     @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -235,13 +245,31 @@ def build_parts(settings: Settings) -> Parts:
         observability.metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
     return Parts(
         settings=settings,
-        backend=create_backend(settings),
+        backend=supervised(create_backend(settings), observability.metrics),
         store=create_state_store(settings),
         observability=observability,
         http_client=http_client,
         auth=auth,
         caller_of=caller_of(settings, auth),
     )
+
+
+def supervised(backend: Backend, metrics: Metrics) -> SupervisedBackend:
+    """``backend`` watched and repaired, its state in ``graphgate_backend_up``."""
+    return SupervisedBackend(
+        backend,
+        on_change=lambda status: metrics.backend_up.set(1 if status.ready else 0),
+        on_restart=metrics.backend_restarts.inc,
+    )
+
+
+async def seed_demo_when_ready(parts: Parts) -> None:
+    """Demo data for a database that was not there at start, once it comes."""
+    await parts.backend.wait_ready()
+    try:
+        await seed_demo(parts.backend, parts.settings.catalog)
+    except GraphgateError as exc:
+        logger.warning("could not seed the demo data: %s", exc)
 
 
 def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
@@ -253,8 +281,22 @@ def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
 
 
 async def run(settings: Settings) -> None:
-    """Serve until interrupted; the lifespan starts and stops the backend."""
+    """Serve until interrupted.
+
+    The backend starts here, before the server, so that a start-up error (a
+    data directory another graphgate holds) ends graphgate with one line
+    rather than a lifespan traceback; the lifespan then finds it started.
+    """
     parts = build_parts(settings)
+    await parts.backend.start()
+    try:
+        await _serve(parts)
+    finally:
+        await parts.backend.close()
+
+
+async def _serve(parts: Parts) -> None:
+    settings = parts.settings
     if settings.transport == "stdio":
         mcp = build_server(parts)
         await mcp.run_stdio_async(show_banner=False, log_level="WARNING")

