@@ -21,12 +21,14 @@ from typing import Any
 import httpx2
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from graphgate.backends.base import QueryLimits
 from graphgate.backends.embedded import EmbeddedFalkorDB
 from graphgate.backends.falkordb import FalkorDBBackend
+from graphgate.backends.falkordb_reply import row_size
 from graphgate.errors import (
     UNKNOWN_OUTCOME_HINT,
     BackendUnavailable,
@@ -35,6 +37,7 @@ from graphgate.errors import (
     QueryTimeout,
     WriteOutcomeUnknown,
 )
+from graphgate.replies import encode
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import http_settings, make_parts, serve_http
 from tests.services.mcp_results import tool, tool_error
@@ -386,3 +389,38 @@ async def test_the_client_sees_timeout_memory_limit_and_a_cut_result(
     # What redis-py decodes of the raw reply (bounded by the server's memory cap
     # on the query) is what graphgate grows by; the values are never built.
     assert peak_rss_mb(os.getpid()) - grown_before < 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "RETURN 1, -2.5, 'text with \\\"quotes\\\"', null, true",
+        "RETURN range(1, 100), [['a', 'b'], []], {k: 'v', n: {m: [1, 2]}}",
+        "MATCH (a:P)-[r:KNOWS]->(b:P) RETURN a, r, b",
+        "MATCH p = (:P)-[:KNOWS]->(:P) RETURN p",
+        "RETURN point({latitude: 1.5, longitude: 2.5}), date('2024-01-02'), vecf32([1.0, 2.5])",
+    ],
+)
+async def test_the_size_estimate_is_at_most_the_encoded_row(
+    server: EmbeddedFalkorDB, backend: FalkorDBBackend, query: str
+) -> None:
+    """An estimate above the real size would cut rows that fit; the exact cut is the encoder's."""
+    name = await created(backend)
+    await backend.write(
+        name,
+        "CREATE (:P {name: 'ann', tags: ['x', 'y']})-[:KNOWS {since: 2020}]->(:P {name: 'bo'})",
+        None,
+        QueryLimits(),
+    )
+    converted = await backend.read(name, query, None, QueryLimits())
+    raw = redis.Redis(
+        host=server.host, port=server.port, password=server.password, decode_responses=True
+    )
+    try:
+        reply = await raw.execute_command("GRAPH.RO_QUERY", name, query, "--compact")
+    finally:
+        await raw.aclose()
+    records = reply[1]
+    assert len(records) == len(converted.rows) > 0
+    for record, row in zip(records, converted.rows, strict=True):
+        assert 0 < row_size(record, 10**9) <= len(encode(row))

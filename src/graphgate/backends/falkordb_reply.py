@@ -37,7 +37,7 @@ _SMALL = 4  # null, booleans, points, temporals: at least this many bytes
 
 def row_size(record: list[Any], budget: int) -> int:
     """The estimated JSON bytes of one raw row; past ``budget`` it stops early."""
-    size = 2
+    size = 1  # '[' here, then each item's ',' or ']'
     for cell in record:
         size += value_size(cell, budget - size) + 1
         if size > budget:
@@ -58,7 +58,7 @@ def value_size(value: Any, budget: int) -> int:
     if kind == _ARRAY:
         return _sequence_size(payload, budget)
     if kind == _MAP:
-        size = 2
+        size = 1
         for index in range(0, len(payload) - 1, 2):
             size += len(str(payload[index])) + 4 + value_size(payload[index + 1], budget - size)
             if size > budget:
@@ -72,7 +72,7 @@ def value_size(value: Any, budget: int) -> int:
         size = 2 + value_size(payload[0], budget)
         return size + value_size(payload[1], budget - size)
     if kind == _VECTOR:
-        size = 2
+        size = 1
         for number in payload:
             size += len(str(number)) + 1
             if size > budget:
@@ -82,7 +82,7 @@ def value_size(value: Any, budget: int) -> int:
 
 
 def _sequence_size(items: list[Any], budget: int) -> int:
-    size = 2
+    size = 1
     for item in items:
         size += value_size(item, budget - size) + 1
         if size > budget:
