@@ -136,7 +136,15 @@ class EmbeddedFalkorDB:
     so rows nobody will return are never sent over the socket; keep it above
     the row limit (a reply of exactly that size counts as truncated) and far
     above the number of property keys, which the client reads through a
-    procedure that the cap applies to as well.
+    procedure that the cap applies to as well (measured: ``CALL
+    db.propertyKeys()`` returns only RESULTSET_SIZE keys).
+
+    The work of one query is bounded too: ``query_memory_mb`` becomes
+    QUERY_MEM_CAPACITY (a query past it fails, nothing written),
+    ``memory_mb`` the server's ``maxmemory`` with ``noeviction`` (past it
+    writes are refused; evicting a tenant's graph would lose data), and
+    ``queue`` MAX_QUEUED_QUERIES (more waiting queries are refused at once
+    rather than queued without end). ``None`` leaves a bound unset.
     """
 
     def __init__(
@@ -145,6 +153,9 @@ class EmbeddedFalkorDB:
         *,
         query_timeout: float = 30.0,
         result_set_size: int | None = None,
+        query_memory_mb: int | None = None,
+        memory_mb: int | None = None,
+        queue: int | None = None,
         port: int | None = None,
         password: str | None = None,
         startup_timeout: float = 20.0,
@@ -156,6 +167,13 @@ class EmbeddedFalkorDB:
             raise ConfigError("query_timeout must be positive")
         if result_set_size is not None and result_set_size < 1:
             raise ConfigError("result_set_size must be at least 1")
+        for name, bound in (
+            ("query_memory_mb", query_memory_mb),
+            ("memory_mb", memory_mb),
+            ("queue", queue),
+        ):
+            if bound is not None and bound < 1:
+                raise ConfigError(f"{name} must be at least 1")
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise ConfigError("startup_timeout and stop_timeout must be positive")
         self.data_dir = Path(data_dir)
@@ -164,6 +182,9 @@ class EmbeddedFalkorDB:
         self.password = password or secrets.token_urlsafe(32)
         self.query_timeout = query_timeout
         self.result_set_size = result_set_size
+        self.query_memory_mb = query_memory_mb
+        self.memory_mb = memory_mb
+        self.queue = queue
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._requested_port = port
@@ -306,9 +327,15 @@ class EmbeddedFalkorDB:
             'dbfilename "dump.rdb"',
             "save 3600 1 300 100 60 10000",
         ]
+        if self.memory_mb is not None:
+            lines += [f"maxmemory {self.memory_mb}mb", "maxmemory-policy noeviction"]
         module_args = f"TIMEOUT_DEFAULT {timeout_ms} TIMEOUT_MAX {timeout_ms}"
         if self.result_set_size is not None:
             module_args += f" RESULTSET_SIZE {self.result_set_size}"
+        if self.query_memory_mb is not None:
+            module_args += f" QUERY_MEM_CAPACITY {self.query_memory_mb * 2**20}"
+        if self.queue is not None:
+            module_args += f" MAX_QUEUED_QUERIES {self.queue}"
         lines.append(f"loadmodule {module} {module_args}")
         path = self.data_dir / _CONFIG_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -561,3 +588,6 @@ class EmbeddedBackend:
 
     async def list_databases(self) -> list[str]:
         return await self.client.list_databases()
+
+    def missing_bounds(self) -> list[str]:
+        return self.client.missing_bounds()
