@@ -469,3 +469,7 @@ class EmbeddedBackend:
 
     async def list_databases(self) -> list[str]:
         return await self.client.list_databases()
+
+    async def workers(self) -> int:
+        """Queries the embedded server runs at once; see `FalkorDBBackend.workers`."""
+        return await self.client.workers()
