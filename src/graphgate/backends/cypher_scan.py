@@ -456,11 +456,22 @@ class Structure:
     """One per token, plus 2**(d-1) for each level opened at depth d."""
 
 
-def _is_prefix(token: Token, previous: Token | None) -> bool:
-    """Is ``token`` a prefix operator: NOT, or a sign where an operand must begin?"""
+_ARROW = frozenset("<>-")
+_ARROW_DASHES = 2
+"""Dashes after a ``)`` or ``]`` that draw a relationship (``)-->(``, ``)<--(``)."""
+
+
+def _is_prefix(token: Token, previous: Token | None, arrow_dashes: int) -> bool:
+    """Is ``token`` a prefix operator: NOT, or a sign where an operand must begin?
+
+    ``arrow_dashes`` counts the dashes already seen since the last ``)`` or
+    ``]``: the first two draw an arrow; any further one is a sign again.
+    """
     if token.kind == "word":
         return token.upper == "NOT"
     if token.kind != "punct" or token.text not in _SIGNS:
+        return False
+    if 0 <= arrow_dashes < _ARROW_DASHES:
         return False
     if previous is None:
         return True
@@ -483,9 +494,16 @@ def structure(text: str, stop_above: int | None = None) -> Structure:
     prefixes = 0  # prefix operators since the last operand, nesting what follows
     outer: list[int] = []
     previous: Token | None = None
+    arrow_dashes = -1  # dashes since the last ) or ], or -1 outside such a run
     for token in iter_tokens(text):
         cost += 1
-        if _is_prefix(token, previous):
+        if token.kind == "punct" and token.text in _ARROW and arrow_dashes >= 0:
+            prefix = _is_prefix(token, previous, arrow_dashes)
+            arrow_dashes += token.text == "-"
+        else:
+            prefix = _is_prefix(token, previous, -1)
+            arrow_dashes = 0 if token.kind == "punct" and token.text in ")]" else -1
+        if prefix:
             prefixes += 1
             level = depth + prefixes
             cost += 1 << min(level - 1, 62)
