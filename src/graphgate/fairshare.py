@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -167,26 +167,36 @@ class FairShare:
     async def share(self, tenant: str, subject: str) -> AsyncIterator[None]:
         """Hold one of ``subject``'s and one of ``tenant``'s shares while the body runs.
 
-        Raises `Busy` (nothing ran) when they do not come within the wait.
+        Both must come within one ``busy_wait``; otherwise `Busy` (nothing ran).
         """
-        tenant_limit, subject_limit = await self.limits()
         deadline = asyncio.get_running_loop().time() + self._wait
-        if not await self._subjects.acquire(subject, subject_limit, deadline):
-            self._busy("subject", f"You already have {subject_limit} queries in flight.")
-        try:
-            if not await self._tenants.acquire(tenant, tenant_limit, deadline):
-                self._busy(
-                    "tenant",
-                    f"Database {tenant!r} already has {tenant_limit} queries in flight, "
-                    "its share of the server.",
-                )
-            try:
-                yield
-            finally:
-                self._tenants.release(tenant)
-        finally:
-            self._subjects.release(subject)
+        async with (
+            self._held("subject", subject, deadline),
+            self._held("tenant", tenant, deadline),
+        ):
+            yield
 
-    def _busy(self, kind: ShareKind, message: str) -> None:
-        self._on_busy(kind)
-        raise Busy(message, retry_after=max(1.0, self._wait))
+    def caller_share(self, subject: str) -> AbstractAsyncContextManager[None]:
+        """One of ``subject``'s shares alone, for a call that takes tenant shares itself."""
+        return self._held("subject", subject, asyncio.get_running_loop().time() + self._wait)
+
+    def tenant_share(self, tenant: str) -> AbstractAsyncContextManager[None]:
+        """One of ``tenant``'s shares alone, within the caller's share already held."""
+        return self._held("tenant", tenant, asyncio.get_running_loop().time() + self._wait)
+
+    @asynccontextmanager
+    async def _held(self, kind: ShareKind, name: str, deadline: float) -> AsyncIterator[None]:
+        tenant_limit, subject_limit = await self.limits()
+        if kind == "tenant":
+            gates, limit = self._tenants, tenant_limit
+            refusal = f"Database {name!r} already has {limit} queries in flight, its share."
+        else:
+            gates, limit = self._subjects, subject_limit
+            refusal = f"You already have {limit} queries in flight."
+        if not await gates.acquire(name, limit, deadline):
+            self._on_busy(kind)
+            raise Busy(refusal, retry_after=max(1.0, self._wait))
+        try:
+            yield
+        finally:
+            gates.release(name)

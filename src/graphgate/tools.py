@@ -105,6 +105,10 @@ def _session_id() -> str | None:
     return value[:128] if value else None
 
 
+def _subject_key(caller: Caller) -> str:
+    return f"{caller.issuer}\x1f{caller.subject}"
+
+
 def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     if params is None:
         return {}
@@ -174,7 +178,7 @@ class GraphTools:
 
     def _share(self, caller: Caller, target: Target) -> AbstractAsyncContextManager[None]:
         """One of the caller's and one of the tenant's shares of the backend."""
-        return self._fair.share(target.tenant, f"{caller.issuer}\x1f{caller.subject}")
+        return self._fair.share(target.tenant, _subject_key(caller))
 
     @asynccontextmanager
     async def _call(
@@ -185,7 +189,7 @@ class GraphTools:
         started = time.perf_counter()
         outcome, error_text = "ok", None
         try:
-            self._limiter.check(f"{caller.issuer}\x1f{caller.subject}")
+            self._limiter.check(_subject_key(caller))
             yield record
         except GraphgateError as exc:
             outcome, error_text = exc.code, str(exc)
@@ -348,10 +352,7 @@ class GraphTools:
             targets = self._router.resolve_many(caller, databases)
             record.databases.extend(target.tenant for target in targets)
             checked = _check_params(params)
-            # Each database takes a share of the caller's, so the call runs no
-            # more at once than the caller may: it never makes itself busy.
-            _, subject_limit = await self._fair.limits()
-            gate = asyncio.Semaphore(min(MAX_CROSS_TENANT_CONCURRENCY, subject_limit))
+            gate = asyncio.Semaphore(MAX_CROSS_TENANT_CONCURRENCY)
             total = len(targets)
             share = max(1024, self._max_bytes // total)
             done = 0
@@ -360,7 +361,7 @@ class GraphTools:
                 nonlocal done
                 async with gate:
                     try:
-                        async with self._share(caller, target):
+                        async with self._fair.tenant_share(target.tenant):
                             result = await self._backend.read(
                                 target.database, query, checked, self._limits
                             )
@@ -375,7 +376,11 @@ class GraphTools:
                 await report_progress(done, total, f"{target.tenant} done")
                 return target.tenant, encoded
 
-            pieces = await asyncio.gather(*(one(target) for target in targets))
+            # One share of the caller's for the whole call, and one of each
+            # tenant's while its read runs: the call is one of the caller's,
+            # and splitting it by caller shares would make it serial.
+            async with self._fair.caller_share(_subject_key(caller)):
+                pieces = await asyncio.gather(*(one(target) for target in targets))
             return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:
