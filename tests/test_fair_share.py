@@ -287,3 +287,30 @@ async def test_waiting_calls_are_served_in_order_and_a_cancelled_one_gives_its_t
     await asyncio.gather(holder, first, second)
     assert order == ["first", "second"]
     assert fair.names_held == 0
+
+
+async def test_a_call_cancelled_while_waiting_for_its_tenant_gives_back_its_caller_share() -> None:
+    fair = FairShare(tenant_limit=1, subject_limit=1, wait=5)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with fair.share("acme", "someone else"):
+            await release.wait()
+
+    async def call() -> None:
+        async with fair.share("acme", "alice"):
+            pass
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(call())
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    # alice's own share is free again: she is served in another tenant at once.
+    async with fair.share("globex", "alice"):
+        pass
+    release.set()
+    await holder
+    assert fair.names_held == 0

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NoReturn, Protocol, runtime_checkable
 
 from graphgate.errors import Busy, GraphgateError
 
@@ -60,14 +60,22 @@ class _Gates:
     def __len__(self) -> int:
         return len(self._gates)
 
-    async def acquire(self, name: str, limit: int, deadline: float) -> bool:
-        """Take one of ``name``'s ``limit`` slots; False if none came by ``deadline``."""
+    def try_acquire(self, name: str, limit: int) -> bool:
+        """Take one of ``name``'s ``limit`` slots if one is free and nobody waits."""
         gate = self._gates.get(name)
         if gate is None:
-            gate = self._gates[name] = _Gate()
+            self._gates[name] = _Gate(in_flight=1)
+            return True
         if gate.in_flight < limit and not gate.waiting:
             gate.in_flight += 1
             return True
+        return False
+
+    async def acquire(self, name: str, limit: int, deadline: float) -> bool:
+        """Take one of ``name``'s ``limit`` slots; False if none came by ``deadline``."""
+        if self.try_acquire(name, limit):
+            return True
+        gate = self._gates[name]
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         gate.waiting.append(turn)
         try:
@@ -163,40 +171,69 @@ class FairShare:
         self._auto_limit = max(1, workers // 2)
         return self._auto_limit
 
-    @asynccontextmanager
-    async def share(self, tenant: str, subject: str) -> AsyncIterator[None]:
+    def share(self, tenant: str, subject: str) -> AbstractAsyncContextManager[None]:
         """Hold one of ``subject``'s and one of ``tenant``'s shares while the body runs.
 
         Both must come within one ``busy_wait``; otherwise `Busy` (nothing ran).
         """
-        deadline = asyncio.get_running_loop().time() + self._wait
-        async with (
-            self._held("subject", subject, deadline),
-            self._held("tenant", tenant, deadline),
-        ):
-            yield
+        return _Holding(self, tenant, subject)
 
     def caller_share(self, subject: str) -> AbstractAsyncContextManager[None]:
         """One of ``subject``'s shares alone, for a call that takes tenant shares itself."""
-        return self._held("subject", subject, asyncio.get_running_loop().time() + self._wait)
+        return _Holding(self, None, subject)
 
     def tenant_share(self, tenant: str) -> AbstractAsyncContextManager[None]:
         """One of ``tenant``'s shares alone, within the caller's share already held."""
-        return self._held("tenant", tenant, asyncio.get_running_loop().time() + self._wait)
+        return _Holding(self, tenant, None)
 
-    @asynccontextmanager
-    async def _held(self, kind: ShareKind, name: str, deadline: float) -> AsyncIterator[None]:
+    async def _enter(self, tenant: str | None, subject: str | None) -> None:
         tenant_limit, subject_limit = await self.limits()
-        if kind == "tenant":
-            gates, limit = self._tenants, tenant_limit
-            refusal = f"Database {name!r} already has {limit} queries in flight, its share."
-        else:
-            gates, limit = self._subjects, subject_limit
-            refusal = f"You already have {limit} queries in flight."
-        if not await gates.acquire(name, limit, deadline):
-            self._on_busy(kind)
-            raise Busy(refusal, retry_after=max(1.0, self._wait))
+        deadline = asyncio.get_running_loop().time() + self._wait
+        if subject is not None and not (
+            self._subjects.try_acquire(subject, subject_limit)
+            or await self._subjects.acquire(subject, subject_limit, deadline)
+        ):
+            self._busy("subject", f"You already have {subject_limit} queries in flight.")
+        if tenant is None:
+            return
         try:
-            yield
-        finally:
-            gates.release(name)
+            held = self._tenants.try_acquire(tenant, tenant_limit) or await self._tenants.acquire(
+                tenant, tenant_limit, deadline
+            )
+        except BaseException:  # cancelled while waiting: the caller's share goes back
+            if subject is not None:
+                self._subjects.release(subject)
+            raise
+        if not held:
+            if subject is not None:
+                self._subjects.release(subject)
+            self._busy(
+                "tenant", f"Database {tenant!r} already has {tenant_limit} queries in flight."
+            )
+
+    def _exit(self, tenant: str | None, subject: str | None) -> None:
+        if tenant is not None:
+            self._tenants.release(tenant)
+        if subject is not None:
+            self._subjects.release(subject)
+
+    def _busy(self, kind: ShareKind, message: str) -> NoReturn:
+        self._on_busy(kind)
+        raise Busy(message, retry_after=max(1.0, self._wait))
+
+
+class _Holding:
+    """The shares one call holds; a class rather than a generator, for the hot path."""
+
+    __slots__ = ("_fair", "_subject", "_tenant")
+
+    def __init__(self, fair: FairShare, tenant: str | None, subject: str | None) -> None:
+        self._fair = fair
+        self._tenant = tenant
+        self._subject = subject
+
+    async def __aenter__(self) -> None:
+        await self._fair._enter(self._tenant, self._subject)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._fair._exit(self._tenant, self._subject)
