@@ -174,8 +174,8 @@ def render(section: dict[str, Any]) -> str:
         f"{section['phase_seconds']:g} s per phase.",
         "",
         "| fair share | B alone p50 / p99 ms | B beside A p50 / p99 ms | ratio p50 / p99 "
-        "| B's failed calls | A served / busy / other errors | verdict |",
-        "|---|--:|--:|--:|--:|--:|---|",
+        "| B's failed calls | A served / busy / other errors | load average after | verdict |",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for label, run in section["runs"].items():
         alone, beside, noisy, judged = run["alone"], run["beside"], run["noisy"], run["verdict"]
@@ -185,6 +185,7 @@ def render(section: dict[str, Any]) -> str:
             f"| {judged['p50_ratio']:.2f} / {judged['p99_ratio']:.2f} "
             f"| {beside['errors']} of {beside['calls'] + beside['errors']} "
             f"| {noisy['served']} / {noisy['busy']} / {noisy['other_errors']} "
+            f"| {', '.join(str(v) for v in run.get('load_average', []))} "
             f"| {'PASS' if judged['pass'] else 'MISS'} |"
         )
     return "\n".join(lines)

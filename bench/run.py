@@ -912,6 +912,7 @@ async def part_noisy(bench: Bench) -> None:
                 "beside": beside.as_dict(),
                 "noisy": counts.as_dict(),
                 "verdict": noisy.verdict(alone, beside),
+                "load_average": [round(value, 2) for value in os.getloadavg()],
             }
             print("noisy:", label, json.dumps(section["runs"][label]["verdict"]), flush=True)
         finally:
