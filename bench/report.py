@@ -6,6 +6,7 @@ import math
 import statistics
 from typing import Any
 
+import noisy
 from load import Result
 
 CPU_AUTO_MS = 1.2
@@ -566,6 +567,8 @@ def render(data: dict[str, Any]) -> str:
             revision,
             "",
         ]
+    if data.get("noisy"):
+        out += ["#### Noisy neighbour (issue 12)", "", noisy.render(data["noisy"]), ""]
     profile = _profile(data)
     if profile:
         out += ["#### Profile of the graphgate server (py-spy, top entries)", "", profile]

@@ -17,7 +17,9 @@ Parts (``--only``): falkordb (graphgate vs the raw client), bare (the bare
 FastMCP floor), auth (auth and routing share), scale (1 vs 1,000 tenants),
 sessions (10,000 sessions, memory), cross (query_databases over 16),
 convert (1,000-node conversion), memgraph (mcp-memgraph on Neo4j),
-profile (py-spy on the server under load).
+profile (py-spy on the server under load); on request only: noisy (one
+tenant's heavy reads beside another's point reads, fair share on and off),
+whatif, revision.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import httpx2
 import load
 import memgraph
 import micro
+import noisy
 import report
 import spy
 from load import PERSONS, Conn, Result, drive, mcp_workers
@@ -58,7 +61,7 @@ from graphgate.backends.embedded import EmbeddedFalkorDB
 from graphgate.config import Settings
 
 ALL_PARTS = ("falkordb", "bare", "auth", "scale", "sessions", "cross", "convert", "memgraph")
-PARTS = (*ALL_PARTS, "profile", "whatif", "revision")
+PARTS = (*ALL_PARTS, "profile", "whatif", "revision", "noisy")
 DEFAULT_PARTS = (*ALL_PARTS, "profile")
 PUBLIC_URL = "http://graphgate.bench"
 """Every graphgate instance (and mcp-memgraph) shares this issuer/audience, so one set
@@ -847,6 +850,76 @@ async def part_revision(bench: Bench, catalog: dict[str, str], against: str) -> 
         await _git("worktree", "remove", "--force", str(tree))
 
 
+async def part_noisy(bench: Bench) -> None:
+    """Issue 12: tenant B's point reads alone and beside tenant A's heavy reads.
+
+    Two graphgate servers, fair share on (the defaults) and off; on each, B
+    alone and then B beside A. Each phase lasts at most 30 s.
+    """
+    db = load.falkordb_client("127.0.0.1", bench.falkor.port, bench.falkor.password, 4)
+    try:
+        await noisy.seed_noisy(db, "noisy")
+    finally:
+        await db.aclose()
+        await db.connection.connection_pool.aclose()
+    await seed_graphs(bench, ["quiet"], PERSONS)
+    catalog = {"noisy": "noisy", "quiet": "quiet"}
+    phase = min(30.0, max(bench.sizes.duration, 10.0))
+    noisy_tokens = [bench.token(f"noisy{i}", ["noisy"]) for i in range(noisy.NOISY_CONCURRENCY)]
+    quiet_tokens = [bench.token(f"quiet{i}", ["quiet"]) for i in range(noisy.QUIET_CONCURRENCY)]
+    section: dict[str, Any] = {
+        "persons": noisy.NOISY_PERSONS,
+        "noisy_concurrency": noisy.NOISY_CONCURRENCY,
+        "quiet_concurrency": noisy.QUIET_CONCURRENCY,
+        "phase_seconds": phase,
+        "runs": {},
+    }
+    for label, env in (("on (defaults)", {}), ("off", noisy.FAIR_OFF)):
+        server = await bench.graphgate(
+            f"graphgate-noisy-{label.split()[0]}", catalog, extra_env=env
+        )
+        url = server.url + "/mcp"
+        try:
+            async with noisy.wire_clients(url, quiet_tokens) as quiet:
+                calls = noisy.quiet_calls(quiet, bench.seed)
+                if "heavy_alone_ms" not in section:
+                    async with noisy.wire_clients(url, noisy_tokens[:1]) as one:
+                        section["heavy_alone_ms"] = await noisy.heavy_alone_ms(one[0])
+                alone = await bench.drive(
+                    f"noisy/fair={label}/B-alone/c{len(calls)}",
+                    calls,
+                    server=server,
+                    system="graphgate quiet tenant",
+                    mode="auto",
+                    query="point",
+                    duration=phase,
+                )
+                async with (
+                    noisy.wire_clients(url, noisy_tokens) as heavy,
+                    noisy.noisy_load(heavy) as counts,
+                ):
+                    beside = await bench.drive(
+                        f"noisy/fair={label}/B-beside-A/c{len(calls)}",
+                        calls,
+                        server=server,
+                        system="graphgate quiet tenant",
+                        mode="auto",
+                        query="point",
+                        duration=phase,
+                    )
+            section["runs"][label] = {
+                "alone": alone.as_dict(),
+                "beside": beside.as_dict(),
+                "noisy": counts.as_dict(),
+                "verdict": noisy.verdict(alone, beside),
+                "load_average": [round(value, 2) for value in os.getloadavg()],
+            }
+            print("noisy:", label, json.dumps(section["runs"][label]["verdict"]), flush=True)
+        finally:
+            await bench.procs.stop(server)
+    bench.sections["noisy"] = section
+
+
 async def _git(*args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         "git", *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -940,6 +1013,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ("memgraph", lambda: part_memgraph(bench)),
             ("whatif", lambda: part_whatif(bench, catalog)),
             ("revision", lambda: part_revision(bench, catalog, args.against)),
+            ("noisy", lambda: part_noisy(bench)),
         ]
         for name, step in steps:
             if name not in parts:

@@ -200,7 +200,12 @@ class Settings(BaseSettings):
     backend_queue: int = Field(default=256, ge=1, le=1_000_000)
     """Queries the embedded FalkorDB queues before refusing more (MAX_QUEUED_QUERIES)."""
     max_query_depth: int = Field(default=12, ge=1, le=64)
-    """Deepest nesting of (), [] and {} in a query's text; deeper texts are refused."""
+    """Deepest nesting of (), [], {} and prefix operators (-x, NOT x) in a query's text.
+
+    Deeper texts are refused before any backend sees them: FalkorDB's parser
+    takes twice as long per level (12: 15 ms, 16: 0.23-0.49 s), before its
+    query timeout applies.
+    """
     tenant_concurrency: int = Field(default=0, ge=0, le=10_000)
     """Queries one tenant may have in flight; 0 picks half the backend's workers."""
     subject_concurrency: int = Field(default=0, ge=0, le=10_000)

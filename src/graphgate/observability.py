@@ -157,6 +157,13 @@ class Metrics:
             ["tenant"],
             registry=self.registry,
         )
+        # By reason only; which tenant or caller was busy is in the audit trail.
+        self.busy = Counter(
+            "graphgate_busy",
+            "Calls refused with busy: their tenant's or caller's share was in use, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def watch_jwks_refreshes(self, count: Callable[[], int]) -> None:
         """Expose the verifier's own count of JWKS fetches as a counter."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from pydantic import Field
 
 from graphgate.auth.rights import Caller
 from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
+from graphgate.backends.cypher_scan import bound_structure
 from graphgate.config import Settings
 from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
 from graphgate.errors import (
@@ -32,6 +33,7 @@ from graphgate.errors import (
     WritesNotAllowed,
     to_tool_error,
 )
+from graphgate.fairshare import FairShare, KnowsWorkers
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
 from graphgate.ratelimit import RateLimiter
 from graphgate.replies import bounded_rows, encode, object_of_encoded, reply, reply_json
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 100_000
 MAX_PARAMS_BYTES = 1_000_000
 MAX_CROSS_TENANT_CONCURRENCY = 16
+READ_IN_THREAD_CHARS = 2_000
+"""Longer query texts are measured off the event loop, so other calls keep flowing."""
 
 CallerOf = Callable[[], Caller]
 """Returns the caller of the current request; built from its verified token."""
@@ -101,6 +105,10 @@ def _session_id() -> str | None:
     return value[:128] if value else None
 
 
+def _subject_key(caller: Caller) -> str:
+    return f"{caller.issuer}\x1f{caller.subject}"
+
+
 def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     if params is None:
         return {}
@@ -151,6 +159,26 @@ class GraphTools:
             allow_file_access=settings.allow_file_access,
             max_bytes=settings.max_result_bytes,
         )
+        busy = observability.metrics.busy
+        self._fair = FairShare(
+            tenant_limit=settings.tenant_concurrency,
+            subject_limit=settings.subject_concurrency,
+            wait=settings.busy_wait,
+            workers=backend.workers if isinstance(backend, KnowsWorkers) else None,
+            on_busy=lambda reason: busy.labels(reason).inc(),
+        )
+
+    async def _bound_text(self, query: str) -> None:
+        """Refuse text the database's parser could not bound, before any backend sees it."""
+        depth = self._settings.max_query_depth
+        if len(query) > READ_IN_THREAD_CHARS:
+            await asyncio.to_thread(bound_structure, query, depth)
+        else:
+            bound_structure(query, depth)
+
+    def _share(self, caller: Caller, target: Target) -> AbstractAsyncContextManager[None]:
+        """One of the caller's and one of the tenant's shares of the backend."""
+        return self._fair.share(target.tenant, _subject_key(caller))
 
     @asynccontextmanager
     async def _call(
@@ -161,7 +189,7 @@ class GraphTools:
         started = time.perf_counter()
         outcome, error_text = "ok", None
         try:
-            self._limiter.check(f"{caller.issuer}\x1f{caller.subject}")
+            self._limiter.check(_subject_key(caller))
             yield record
         except GraphgateError as exc:
             outcome, error_text = exc.code, str(exc)
@@ -236,11 +264,13 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("run_query", caller, query) as record:
+            await self._bound_text(query)
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            result = await self._backend.read(
-                target.database, query, _check_params(params), self._limits
-            )
+            async with self._share(caller, target):
+                result = await self._backend.read(
+                    target.database, query, _check_params(params), self._limits
+                )
             answer, encoded = bounded_rows(
                 _result_dict(target, result, with_stats=False), self._max_bytes
             )
@@ -261,13 +291,15 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("run_write_query", caller, query) as record:
+            await self._bound_text(query)
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
             if not caller.rights.can_write(target.tenant):
                 raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-            result = await self._backend.write(
-                target.database, query, _check_params(params), self._limits
-            )
+            async with self._share(caller, target):
+                result = await self._backend.write(
+                    target.database, query, _check_params(params), self._limits
+                )
             answer, encoded = bounded_rows(
                 _result_dict(target, result, with_stats=True), self._max_bytes
             )
@@ -293,7 +325,8 @@ class GraphTools:
         async with self._call("get_schema", caller) as record:
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            schema: Schema = await self._backend.schema(target.database, self._limits)
+            async with self._share(caller, target):
+                schema: Schema = await self._backend.schema(target.database, self._limits)
             answer = {"database": target.tenant, **schema_to_dict(schema, pattern)}
             return reply_json(answer, self._max_bytes)
 
@@ -315,6 +348,7 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("query_databases", caller, query) as record:
+            await self._bound_text(query)
             targets = self._router.resolve_many(caller, databases)
             record.databases.extend(target.tenant for target in targets)
             checked = _check_params(params)
@@ -327,9 +361,10 @@ class GraphTools:
                 nonlocal done
                 async with gate:
                     try:
-                        result = await self._backend.read(
-                            target.database, query, checked, self._limits
-                        )
+                        async with self._fair.tenant_share(target.tenant):
+                            result = await self._backend.read(
+                                target.database, query, checked, self._limits
+                            )
                         answer, encoded = bounded_rows(
                             _result_dict(target, result, with_stats=False, with_database=False),
                             share,
@@ -341,7 +376,11 @@ class GraphTools:
                 await report_progress(done, total, f"{target.tenant} done")
                 return target.tenant, encoded
 
-            pieces = await asyncio.gather(*(one(target) for target in targets))
+            # One share of the caller's for the whole call, and one of each
+            # tenant's while its read runs: the call is one of the caller's,
+            # and splitting it by caller shares would make it serial.
+            async with self._fair.caller_share(_subject_key(caller)):
+                pieces = await asyncio.gather(*(one(target) for target in targets))
             return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:

@@ -627,6 +627,16 @@ class BoltBackend:
         names = [str(next(iter(row.values()))) for row in rows if row]
         return sorted(names)
 
+    # -- fair share -----------------------------------------------------------------------
+    async def workers(self) -> int:
+        """The driver's pool size: at most that many queries are in flight at once.
+
+        The server's own worker count is not readable over Bolt; the pool is
+        what one tenant could otherwise exhaust, so the fair share gives each
+        tenant half of it.
+        """
+        return self.max_connections
+
 
 def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
     """Let graphgate's deadlines stand in for the driver's per-read timer.

@@ -589,5 +589,6 @@ class EmbeddedBackend:
     async def list_databases(self) -> list[str]:
         return await self.client.list_databases()
 
-    def missing_bounds(self) -> list[str]:
-        return self.client.missing_bounds()
+    async def workers(self) -> int:
+        """Queries the embedded server runs at once; see `FalkorDBBackend.workers`."""
+        return await self.client.workers()

@@ -617,6 +617,19 @@ class FalkorDBBackend:
             endpoints=[(s, e) for s, e in ends],
         )
 
+    # -- fair share -----------------------------------------------------------------------
+    async def workers(self) -> int:
+        """Queries the server runs at once (GRAPH.CONFIG THREAD_COUNT); 0 if it will not say.
+
+        The fair share gives each tenant half of them. Raises
+        `BackendUnavailable` when the server cannot be asked now.
+        """
+        try:
+            reply = await self._command(self.connect_timeout, "GRAPH.CONFIG", "GET", "THREAD_COUNT")
+            return max(0, int(reply[1]))
+        except (QueryError, LookupError, TypeError, ValueError):
+            return 0
+
 
 def _indexes(rows: list[Any]) -> list[IndexInfo]:
     """One `IndexInfo` per (label, kind): FalkorDB reports one row per label."""
