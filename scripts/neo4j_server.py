@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,9 @@ NEO4J_VERSION = "5.26.30"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".cache"
 ADMIN_USER = "neo4j"
+# Within the 512 MB heap: one transaction may hold a quarter of it, all of them half.
+TRANSACTION_MEMORY = "128m"
+TRANSACTIONS_MEMORY = "256m"
 
 _DOWNLOAD_TIMEOUT = 900.0
 _READY_TIMEOUT = 120.0
@@ -200,7 +203,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_config(home: Path, port: int) -> None:
+def _write_config(home: Path, port: int, extra: Mapping[str, str]) -> None:
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     (home / "import").mkdir(exist_ok=True)
@@ -214,9 +217,14 @@ def _write_config(home: Path, port: int) -> None:
                 "server.http.enabled=false",
                 "server.https.enabled=false",
                 "server.memory.pagecache.size=64m",
+                # Memory bombs end as MemoryPoolOutOfMemoryError, not as a JVM that
+                # exits (ExitOnOutOfMemoryError) under every other test's feet.
+                f"db.memory.transaction.max={TRANSACTION_MEMORY}",
+                f"db.memory.transaction.total.max={TRANSACTIONS_MEMORY}",
                 f"server.directories.import={home / 'import'}",
                 "dbms.usage_report.enabled=false",
                 "dbms.security.auth_enabled=true",
+                *(f"{name}={value}" for name, value in extra.items()),
                 "",
             ]
         )
@@ -273,8 +281,11 @@ def running_neo4j(
     version: str = NEO4J_VERSION,
     java_home: str | None = None,
     ready_timeout: float = _READY_TIMEOUT,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Neo4jInstance]:
     """Start Neo4j on loopback with a fresh store; stop it (and its JVM) on exit.
+
+    ``settings`` are added to ``neo4j.conf`` (a test's own server settings).
 
     Raises `Neo4jUnavailable` when it cannot be fetched or does not come up
     within ``ready_timeout``.
@@ -289,7 +300,7 @@ def running_neo4j(
     log_path = logs / f"neo4j-{port}.log"
     with tempfile.TemporaryDirectory(prefix="graphgate-neo4j-") as scratch:
         home = Path(scratch) / "home"
-        _write_config(home, port)
+        _write_config(home, port, settings or {})
         env = _clean_env(home)
         admin = subprocess.run(
             [java, "-Xmx256m", "-cp", classpath, "org.neo4j.cli.AdminTool",
