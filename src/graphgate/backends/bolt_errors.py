@@ -155,7 +155,8 @@ def _server_error(
 
     assert isinstance(exc, Neo4jError)
     code = exc.code or ""
-    message = exc.message or str(exc)
+    # An error the driver could not hydrate from a server reply (no code) keeps its words in str().
+    message = str(exc) if not exc.code or code.endswith(".UnknownError") else exc.message
     lowered = message.lower()
     unchanged = "" if progress is None else "; nothing was changed"
     if code == "Neo.ClientError.Database.DatabaseNotFound" or "unknown database" in lowered:
