@@ -27,6 +27,7 @@ from graphgate.errors import (
     BackendUnavailable,
     Busy,
     MemoryLimitExceeded,
+    QueryError,
     QueryRefused,
     QueryTimeout,
     WriteOutcomeUnknown,
@@ -96,22 +97,56 @@ async def test_a_long_write_is_rolled_back_and_says_so(
     assert await count(neo4j_service, neo4j_label) == 0
 
 
-async def test_call_in_transactions_is_refused_before_anything_commits(
+def batched(label: str, rows: str, size: int, value: str = "i") -> str:
+    return (
+        f"UNWIND {rows} AS i CALL (i) {{ CREATE (:`{label}` {{v: {value}}}) }} "
+        f"IN TRANSACTIONS OF {size} ROWS"
+    )
+
+
+async def test_call_in_transactions_runs_as_auto_commit_through_write_only(
     neo4j_backend: BoltBackend, neo4j_service: Neo4jInstance, neo4j_label: str
 ) -> None:
-    """Batches commit on their own: a timeout halfway would leave some of them behind.
-
-    Measured on Neo4j 5.26: an auto-commit ``CALL {} IN TRANSACTIONS OF 1000
-    ROWS`` creating nodes, cut by a 2 s transaction timeout, left 97,000 of
-    them committed. graphgate refuses the form rather than run it.
-    """
-    batched = (
-        f"UNWIND range(1, 100000) AS i CALL (i) {{ CREATE (:`{neo4j_label}` {{i: i}}) }} "
-        "IN TRANSACTIONS OF 10 ROWS"
-    )
+    done = await neo4j_backend.write(DB, batched(neo4j_label, "range(1, 20)", 10), None, LIMITS)
+    assert done.stats["nodes_created"] == 20
+    assert await count(neo4j_service, neo4j_label) == 20
     with pytest.raises(QueryRefused, match="batches"):
-        await neo4j_backend.write(DB, batched, None, LIMITS)
-    assert await count(neo4j_service, neo4j_label) == 0
+        await neo4j_backend.read(DB, batched(neo4j_label, "range(1, 20)", 10), None, LIMITS)
+    assert await count(neo4j_service, neo4j_label) == 20
+    await neo4j_backend.write(DB, f"MATCH (n:`{neo4j_label}`) DELETE n", None, LIMITS)
+
+
+async def test_call_in_transactions_cut_by_its_timeout_is_outcome_unknown(
+    neo4j_backend: BoltBackend, neo4j_service: Neo4jInstance, neo4j_label: str
+) -> None:
+    """The timeout bounds the whole statement; the batches before it stay committed.
+
+    Measured on Neo4j 5.26: batches of 1,000 rows cut by a 2 s timeout left
+    97,000 rows committed.
+    """
+    huge = batched(neo4j_label, "range(1, 100000000)", 100)
+    with pytest.raises(WriteOutcomeUnknown) as cut:
+        await neo4j_backend.write(DB, huge, None, QueryLimits(timeout=1.0))
+    assert "batches that ran before that stay committed" in str(cut.value)
+    assert UNKNOWN_OUTCOME_HINT in str(cut.value)
+    assert 0 < await count(neo4j_service, neo4j_label) < 100000000
+    await neo4j_backend.write(
+        DB,
+        f"MATCH (n:`{neo4j_label}`) CALL (n) {{ DELETE n }} IN TRANSACTIONS OF 10000 ROWS",
+        None,
+        LIMITS,
+    )
+
+
+async def test_call_in_transactions_failing_halfway_keeps_earlier_batches_and_says_so(
+    neo4j_backend: BoltBackend, neo4j_service: Neo4jInstance, neo4j_label: str
+) -> None:
+    failing = batched(neo4j_label, "[1, 2, 0, 4]", 1, value="1 / i")
+    with pytest.raises(QueryError) as failed:
+        await neo4j_backend.write(DB, failing, None, LIMITS)
+    assert UNKNOWN_OUTCOME_HINT in str(failed.value)
+    assert await count(neo4j_service, neo4j_label) == 2  # the two batches before 1 / 0
+    await neo4j_backend.write(DB, f"MATCH (n:`{neo4j_label}`) DELETE n", None, LIMITS)
 
 
 # -- memory ------------------------------------------------------------------------------------

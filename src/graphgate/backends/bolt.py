@@ -559,15 +559,24 @@ class BoltBackend:
                     self.policy,
                     read_only=False,
                     allow_file_access=limits.allow_file_access,
+                    allow_batched=dialect == "neo4j",
                 )
-                progress.phase = "open"
-                cursor = await tx.run(statement, _params(params))
-                result, _ = await self._collect(cursor, limits)
-                progress.phase = "committing"
-                await tx.commit()
-                return result
+                if not facts.batched:
+                    progress.phase = "open"
+                    cursor = await tx.run(statement, _params(params))
+                    result, _ = await self._collect(cursor, limits)
+                    progress.phase = "committing"
+                    await tx.commit()
+                    return result
             finally:
-                await tx.close()
+                await tx.close()  # rolls back whatever was not committed (here: only the plan)
+            # CALL {} IN TRANSACTIONS commits batch by batch, and Neo4j runs it only as
+            # an auto-commit statement; its timeout bounds the whole, not each batch.
+            progress.phase = "committing"
+            progress.batched = True
+            cursor = await session.run(_query(statement, limits.timeout, metadata), _params(params))
+            result, _ = await self._collect(cursor, limits)
+            return result
 
     async def _explain(
         self,

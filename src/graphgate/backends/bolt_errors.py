@@ -10,7 +10,9 @@ A client acts differently on each outcome of a write, so they are told apart:
   `BackendUnavailable`, each saying nothing was committed;
 * **unknown**: the connection broke, or graphgate stopped waiting, after
   ``COMMIT`` (or an auto-commit statement) was sent: `WriteOutcomeUnknown`
-  or `BackendUnavailable` with `UNKNOWN_OUTCOME_HINT`.
+  or `BackendUnavailable` with `UNKNOWN_OUTCOME_HINT`; so is any failure of a
+  write that commits in batches (``CALL {} IN TRANSACTIONS``), whose earlier
+  batches stay committed.
 
 Server addresses and physical database names go to the log, never into the
 error a client sees (they would leak through tool errors and ``/readyz``).
@@ -73,6 +75,8 @@ class WriteProgress:
     """
 
     phase: Phase = "unsent"
+    batched: bool = False
+    """It commits batch by batch (``CALL {} IN TRANSACTIONS``): a failure keeps earlier batches."""
 
 
 def abandoned(seconds: float, progress: WriteProgress | None) -> QueryTimeout:
@@ -158,7 +162,12 @@ def _server_error(
     # An error the driver could not hydrate from a server reply (no code) keeps its words in str().
     message = str(exc) if not exc.code or code.endswith(".UnknownError") else exc.message
     lowered = message.lower()
-    unchanged = "" if progress is None else "; nothing was changed"
+    if progress is None:
+        unchanged = ""
+    elif progress.batched:
+        unchanged = f"; batches that ran before this stay committed, so {UNKNOWN_OUTCOME_HINT}"
+    else:
+        unchanged = "; nothing was changed"
     if code == "Neo.ClientError.Database.DatabaseNotFound" or "unknown database" in lowered:
         logger.warning("database missing on the server: %s", message)
         return QueryError(
@@ -168,6 +177,11 @@ def _server_error(
         limit = f"the {timeout:g} s limit" if timeout is not None else "its time limit"
         if progress is None:
             return QueryTimeout(f"the query ran past {limit} and the server stopped it")
+        if progress.batched:
+            return WriteOutcomeUnknown(
+                f"the batched write ran past {limit} and the server stopped it; "
+                "batches that ran before that stay committed"
+            )
         return QueryTimeout(f"the write ran past {limit}; the server rolled it back{unchanged}")
     if code in _MEMORY_CODES or "memory limit exceeded" in lowered:
         return MemoryLimitExceeded(
@@ -178,4 +192,4 @@ def _server_error(
         return ReadOnlyViolation(message)
     if "Database switching is prohibited" in message:
         return QueryRefused(message)
-    return QueryError(message)
+    return QueryError(message + (unchanged if progress is not None and progress.batched else ""))
