@@ -184,6 +184,12 @@ def _server_error(
             )
         return QueryTimeout(f"the write ran past {limit}; the server rolled it back{unchanged}")
     if code in _MEMORY_CODES or "memory limit exceeded" in lowered:
+        if "total" in lowered:  # db.memory.transaction.total.max: all queries together
+            return MemoryLimitExceeded(
+                "the database server's memory for running queries is used up by this and "
+                f"other queries ({message.strip()}){unchanged}; retry in a moment, or "
+                f"{_MEMORY_ADVICE}"
+            )
         return MemoryLimitExceeded(
             f"the query needed more memory than the database server allows one query "
             f"({message.strip()}){unchanged}; {_MEMORY_ADVICE}"
