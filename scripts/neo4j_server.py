@@ -15,7 +15,9 @@ server then runs straight from those jars:
 
 which is what the distribution's ``neo4j-admin`` and ``neo4j console``
 scripts run. Every run gets its own throw-away home directory (config, data,
-logs), Bolt on a loopback port, HTTP off, usage reports off, a 512 MB heap.
+logs), Bolt on a loopback port, HTTP off, usage reports off, a 512 MB heap
+with transaction memory limits inside it (a memory bomb in a test ends as
+an error, not as a JVM out of heap).
 Neo4j 5.26 (the LTS line) supports Java 17 and 21, both usable here.
 """
 
