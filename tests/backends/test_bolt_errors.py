@@ -16,7 +16,6 @@ from neo4j.exceptions import (
 
 from graphgate.backends.bolt_abandon import memgraph_terminate_statement, transaction_metadata
 from graphgate.backends.bolt_errors import WriteProgress, abandoned, translate
-from graphgate.backends.json_size import json_size_at_least
 from graphgate.errors import (
     UNKNOWN_OUTCOME_HINT,
     BackendUnavailable,
@@ -88,19 +87,3 @@ def test_memgraph_termination_matches_only_this_call_and_only_digit_ids() -> Non
     ]
     assert memgraph_terminate_statement(rows, call) == 'TERMINATE TRANSACTIONS "17"'
     assert memgraph_terminate_statement(rows[1:2], call) is None
-
-
-@pytest.mark.parametrize(
-    "value",
-    [0, -5, 2**70, 1.5, "é", None, True, [], {}, [1, [2, [3]]], {"a": [1, "x"], "bb": {"c": None}}],
-)
-def test_json_size_never_overestimates(value: object) -> None:
-    import json
-
-    exact = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    assert json_size_at_least(value, 10**9) <= exact
-
-
-def test_json_size_past_its_limit_says_only_that() -> None:
-    assert json_size_at_least([["x" * 600, "y" * 600]], 1000) > 1000
-    assert json_size_at_least([list(range(1_000_000))], 1000) > 1000

@@ -34,9 +34,9 @@ short (``pool_wait``), answered with `Busy`. Errors say whether a write was
 not sent, rolled back, or may have committed (`bolt_errors`). A dropped
 connection is retried once for a read, never for a write.
 
-Results stop at ``row_limit`` rows and at ``QueryLimits.max_bytes`` (a lower
-bound of the rows' JSON size): the rest is discarded on the server, never
-sent. A single value is built whole by the driver before graphgate sees it;
+Results stop at ``row_limit`` rows and at ``QueryLimits.max_bytes`` (the
+rows' JSON size, measured per fetched batch): the rest is discarded on the
+server, never sent. A single value is built whole by the driver before graphgate sees it;
 the server's per-transaction memory limit is what bounds values it
 materialises (see docs/backends.md for what it does not).
 """
@@ -53,6 +53,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import pydantic_core
+
 from graphgate.backends import bolt_schema as schema_sql
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
 from graphgate.backends.bolt_abandon import Terminator, new_call_id, transaction_metadata
@@ -67,7 +69,6 @@ from graphgate.backends.dialects import (
     memgraph_plan_facts,
     neo4j_plan_facts,
 )
-from graphgate.backends.json_size import json_size_at_least
 from graphgate.backends.procedures import ProcedurePolicy
 from graphgate.errors import (
     BackendUnavailable,
@@ -628,22 +629,21 @@ class BoltBackend:
         rows: list[list[Any]] = []
         truncated = False
         used = 2  # the rows' brackets
-        while not truncated and len(rows) <= row_limit:
+        while not truncated:
             # Fetches of at most a driver batch instead of an await per record;
             # one row past the limit tells whether there were more.
             wanted = min(_FETCH_SIZE, row_limit + 1 - len(rows))
             records = await cursor.fetch(wanted)
-            for record in records:
-                if len(rows) == row_limit:
-                    truncated = True
-                    break
-                row = convert.row(record.values())
-                if budget is not None:
-                    used += json_size_at_least(row, budget - used) + 1
-                    if used > budget:
-                        truncated = True  # no row past the budget is kept, or fetched
-                        break
-                rows.append(row)
+            batch = [convert.row(record.values()) for record in records]
+            if len(rows) + len(batch) > row_limit:
+                batch = batch[: row_limit - len(rows)]
+                truncated = True
+            if budget is not None:
+                fits, used = _fitting(batch, used, budget)
+                if fits < len(batch):
+                    batch = batch[:fits]
+                    truncated = True  # no row past the budget is kept, or fetched
+            rows.extend(batch)
             if len(records) < wanted:
                 break
         summary = await cursor.consume()
@@ -794,6 +794,23 @@ def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
         return connection
 
     pool.opener = open_connection
+
+
+def _fitting(batch: list[list[Any]], used: int, budget: int) -> tuple[int, int]:
+    """How many rows of ``batch`` fit in ``budget`` after ``used`` bytes, and the bytes then used.
+
+    The batch is encoded once (pydantic-core, in Rust, as the reply will be);
+    only a batch that does not fit is measured row by row to find the cut.
+    """
+    size = len(pydantic_core.to_json(batch, serialize_unknown=True)) - 1  # one pair of brackets
+    if used + size <= budget:
+        return len(batch), used + size
+    for kept, row in enumerate(batch):
+        row_size = len(pydantic_core.to_json(row, serialize_unknown=True)) + 1
+        if used + row_size > budget:
+            return kept, used
+        used += row_size
+    return len(batch), used
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
