@@ -36,9 +36,9 @@ connection is retried once for a read, never for a write.
 
 Results stop at ``row_limit`` rows and at ``QueryLimits.max_bytes`` (the
 rows' JSON size, measured per fetched batch): the rest is discarded on the
-server, never sent. A single value is built whole by the driver before graphgate sees it;
-the server's per-transaction memory limit is what bounds values it
-materialises (see docs/backends.md for what it does not).
+server, never sent. A single value is built whole by the driver before
+graphgate sees it; the server's per-transaction memory limit bounds the
+values it materialises, not those it streams (docs/backends.md).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ _V = TypeVar("_V")
 BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 # How much longer than the server-side transaction timeout the client waits.
 # Neo4j's transaction monitor checks timeouts every 2 s by default
-# (db.transaction.monitor.check.interval): a 1 s timeout ends between 1.1 and
-# 2.0 s (measured on 5.26). A shorter grace would abandon, and report as
+# (db.transaction.monitor.check.interval): a 1 s timeout ends between 1.05
+# and 2.3 s (measured on 5.26). A shorter grace would abandon, and report as
 # outcome-unknown, writes the server is about to roll back itself.
 _CLIENT_GRACE = 3.0
 # The smallest wait for a pooled connection: 0 would fail even a free pool's acquisition.
