@@ -15,7 +15,9 @@ server then runs straight from those jars:
 
 which is what the distribution's ``neo4j-admin`` and ``neo4j console``
 scripts run. Every run gets its own throw-away home directory (config, data,
-logs), Bolt on a loopback port, HTTP off, usage reports off, a 512 MB heap.
+logs), Bolt on a loopback port, HTTP off, usage reports off, a 512 MB heap
+with transaction memory limits inside it (a memory bomb in a test ends as
+an error, not as a JVM out of heap).
 Neo4j 5.26 (the LTS line) supports Java 17 and 21, both usable here.
 """
 
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,9 @@ NEO4J_VERSION = "5.26.30"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".cache"
 ADMIN_USER = "neo4j"
+# Within the 512 MB heap: one transaction may hold a quarter of it, all of them half.
+TRANSACTION_MEMORY = "128m"
+TRANSACTIONS_MEMORY = "256m"
 
 _DOWNLOAD_TIMEOUT = 900.0
 _READY_TIMEOUT = 120.0
@@ -200,7 +205,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_config(home: Path, port: int) -> None:
+def _write_config(home: Path, port: int, extra: Mapping[str, str]) -> None:
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     (home / "import").mkdir(exist_ok=True)
@@ -214,9 +219,14 @@ def _write_config(home: Path, port: int) -> None:
                 "server.http.enabled=false",
                 "server.https.enabled=false",
                 "server.memory.pagecache.size=64m",
+                # Memory bombs end as MemoryPoolOutOfMemoryError, not as a JVM that
+                # exits (ExitOnOutOfMemoryError) under every other test's feet.
+                f"db.memory.transaction.max={TRANSACTION_MEMORY}",
+                f"db.memory.transaction.total.max={TRANSACTIONS_MEMORY}",
                 f"server.directories.import={home / 'import'}",
                 "dbms.usage_report.enabled=false",
                 "dbms.security.auth_enabled=true",
+                *(f"{name}={value}" for name, value in extra.items()),
                 "",
             ]
         )
@@ -273,8 +283,11 @@ def running_neo4j(
     version: str = NEO4J_VERSION,
     java_home: str | None = None,
     ready_timeout: float = _READY_TIMEOUT,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Neo4jInstance]:
     """Start Neo4j on loopback with a fresh store; stop it (and its JVM) on exit.
+
+    ``settings`` are added to ``neo4j.conf`` (a test's own server settings).
 
     Raises `Neo4jUnavailable` when it cannot be fetched or does not come up
     within ``ready_timeout``.
@@ -289,7 +302,7 @@ def running_neo4j(
     log_path = logs / f"neo4j-{port}.log"
     with tempfile.TemporaryDirectory(prefix="graphgate-neo4j-") as scratch:
         home = Path(scratch) / "home"
-        _write_config(home, port)
+        _write_config(home, port, settings or {})
         env = _clean_env(home)
         admin = subprocess.run(
             [java, "-Xmx256m", "-cp", classpath, "org.neo4j.cli.AdminTool",

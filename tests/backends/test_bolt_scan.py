@@ -460,6 +460,10 @@ def test_neo4j_call_in_transactions_is_refused() -> None:
     facts = neo4j_plan_facts(plan, "rw", "neo4j")
     with pytest.raises(QueryRefused, match="batches"):
         enforce(facts, INNOCENT, POLICY, read_only=False, allow_file_access=False)
+    # The write path lets it through to run it as an auto-commit statement; reads never.
+    enforce(facts, INNOCENT, POLICY, read_only=False, allow_file_access=False, allow_batched=True)
+    with pytest.raises(QueryRefused, match="batches"):
+        enforce(facts, INNOCENT, POLICY, read_only=True, allow_file_access=False)
 
 
 def test_neo4j_database_suffix_compares_case_insensitively() -> None:
