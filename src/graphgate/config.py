@@ -219,6 +219,8 @@ class Settings(BaseSettings):
     static_client_id: str | None = None
     static_client_secret: SecretStr | None = None
     redirect_uri_allowlist: StrList = Field(default_factory=list)
+    registration_rate_limit: int = Field(default=20, ge=0, le=100_000)
+    """Proxy mode: registrations per minute from one address (a burst of that many); 0 = off."""
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
     max_token_lifetime: float = Field(default=24 * 3600.0, gt=0, le=366 * 24 * 3600.0)
     """Longest life (``exp`` after ``iat`` or now) graphgate accepts in a token."""
