@@ -115,7 +115,7 @@ def test_the_mcp_endpoint_is_the_route_tried_first(
         tenants={"acme": "acme"},
     )
     outer: Any = build_http_app(parts)
-    starlette = outer.app.app  # RequestIdMiddleware -> HostGuard -> the app
+    starlette = outer.app.app.app  # BodyTimeout -> RequestIdMiddleware -> HostGuard -> the app
     paths = [getattr(route, "path", None) for route in starlette.router.routes]
     assert paths[0] == "/mcp"
     # The discovery routes the auth provider adds are all still there, after it.

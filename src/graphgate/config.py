@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     demo: bool = False
     stateless_http: bool = False
     json_response: bool = True
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a connection has to send a request's headers (slowloris, idle sockets)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request has to send its whole body once the headers are in."""
+    keepalive_timeout: int = Field(default=5, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open (above a load balancer's idle timeout)."""
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    """Open connections plus running requests past which new requests get 503."""
     otel_spans: bool = False
     """FastMCP's OpenTelemetry spans per request: off by default, because even
     with no OpenTelemetry SDK configured they cost ~3% of a call's CPU."""

@@ -29,6 +29,7 @@ from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
 from graphgate.errors import BackendUnavailable
 from graphgate.host_guard import HostGuard
+from graphgate.http_limits import BodyTimeout, connection_limits
 from graphgate.observability import Observability, RequestIdMiddleware
 from graphgate.tenancy import Router, StateStore
 from graphgate.tools import CallerOf, GraphTools
@@ -173,8 +174,9 @@ def build_http_app(parts: Parts) -> ASGIApp:
         allowed_origins=[settings.public_url] if settings.public_url else None,
         plain_hosts=hosts,
     )
-    # Outermost, so that even responses of the auth gate carry the id.
-    return RequestIdMiddleware(guarded)
+    # Outermost, so that even responses of the auth gate carry the id; the body
+    # deadline around it all, so that no layer sees a half-received request.
+    return BodyTimeout(RequestIdMiddleware(guarded), settings.body_timeout)
 
 
 def local_caller_of(settings: Settings) -> CallerOf:
@@ -234,7 +236,6 @@ async def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="none",
-        http="httptools",
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
@@ -243,6 +244,8 @@ async def run(settings: Settings) -> None:
         # what is advertised, so X-Forwarded-* is neither trusted nor parsed.
         proxy_headers=False,
         timeout_graceful_shutdown=30,
+        # httptools with a header deadline, keep-alive and connection limits.
+        **connection_limits(settings),
     )
     server = uvicorn.Server(config)
     logger.info(
