@@ -59,7 +59,7 @@ class BodyTimeout:
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
         request = _BodyWatch(scope, receive, send, anyio.current_time() + self.seconds)
@@ -67,6 +67,14 @@ class BodyTimeout:
             await self.app(scope, request.receive, request.send)
         if request.gave_up is not None:
             await request.give_up(self.seconds)
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (HTTP/1.1 framing, RFC 9112 §6.3)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 class _BodyWatch:
