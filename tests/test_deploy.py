@@ -122,7 +122,7 @@ def test_probes_on_health_and_readiness(rendered: dict[str, list[Manifest]], nam
         http = c[probe]["httpGet"]
         assert http["path"] == path, probe
         assert http["port"] == "http", probe
-        # graphgate answers 421 to a Host it does not know, such as the pod IP.
+        # A name graphgate knows; the pod IP (the kubelet's default) would do as well.
         assert {"name": "Host", "value": "localhost"} in http["httpHeaders"], probe
 
 
