@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -207,20 +208,34 @@ async def test_memory_store_is_bounded_in_entries_and_bytes(tmp_path: Path) -> N
     assert await store.get(f"k{newest}", collection="clients") == {"v": newest}
 
 
-async def test_redis_store_refuses_oversized_entries(
+async def test_redis_store_is_bounded_in_entries_and_bytes(
     tmp_path: Path, redis_service: RedisService
 ) -> None:
+    import redis.asyncio as redis
+
     settings = Settings(**proxy_options(tmp_path, state_url=redis_service.url))
     storage = proxy_storage(settings, b"k" * 44)
+    collection = f"bounded-{uuid.uuid4().hex[:8]}"
+    raw = redis.Redis.from_url(redis_service.url, decode_responses=True)
     try:
+        store = storage.store
         with pytest.raises(EntryTooLargeError):
-            await storage.store.put("big", {"v": "x" * MAX_ENTRY_BYTES}, collection="clients")
-        await storage.store.put("small", {"v": "y"}, collection="clients")
-        assert await storage.store.get("small", collection="clients") == {"v": "y"}
-        assert await storage.store.get("big", collection="clients") is None
-        # Every key has a lifetime, so Redis' volatile-* eviction can bound the total.
-        _, ttl = await storage.store.ttl("small", collection="clients")
+            await store.put("big", {"v": "x" * MAX_ENTRY_BYTES}, collection=collection)
+        assert await store.get("big", collection=collection) is None
+        for index in range(MAX_ENTRIES_PER_COLLECTION + 10):
+            await store.put(f"k{index}", {"v": index}, collection=collection)
+        assert await store.get("k0", collection=collection) is None  # the oldest went first
+        assert await store.get("k9", collection=collection) is None
+        assert await store.get("k10", collection=collection) == {"v": 10}
+        newest = MAX_ENTRIES_PER_COLLECTION + 9
+        assert await store.get(f"k{newest}", collection=collection) == {"v": newest}
+        entries = [key async for key in raw.scan_iter(f"graphgate-oauth*{collection}*")]
+        assert len(entries) == MAX_ENTRIES_PER_COLLECTION
+        # Every key has a lifetime, the index included.
+        _, ttl = await store.ttl(f"k{newest}", collection=collection)
         assert ttl is not None and ttl > 0
+        assert await raw.ttl(f"graphgate-index:oauth:{collection}") > 0
     finally:
+        await raw.aclose()
         assert storage.close is not None
         await storage.close()

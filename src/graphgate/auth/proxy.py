@@ -86,6 +86,7 @@ from graphgate.auth.discovery import (
     discovery_routes,
 )
 from graphgate.auth.proxy_registration import BoundedRegistration
+from graphgate.auth.redis_entry_cap import RedisEntryCap
 from graphgate.auth.secret_files import create_once
 from graphgate.auth.tokens import (
     MAX_HEADER_BYTES,
@@ -120,8 +121,8 @@ LOOPBACK_PATTERNS: Final = ("http://127.0.0.1", "http://localhost", "http://[::1
 # Placeholders until the issuer's metadata is read; `.invalid` never resolves (RFC 6761).
 _UNRESOLVED: Final = "https://issuer-endpoint-not-yet-known.invalid/"
 # Bounds on stored state: anonymous registration must not grow memory or Redis forever.
-# In memory a collection holds at most MAX_ENTRIES_PER_COLLECTION × MAX_ENTRY_BYTES
-# (320 MiB); a registration, checked to 16 KiB of metadata, is far below the entry cap.
+# A collection holds at most MAX_ENTRIES_PER_COLLECTION × MAX_ENTRY_BYTES (320 MiB,
+# in memory or Redis); a registration, checked to 16 KiB of metadata, stays far below.
 MAX_ENTRIES_PER_COLLECTION: Final = 10_000
 # An upstream token set (access, refresh and id token) from Keycloak is a few KiB;
 # issuers that list groups in tokens cap them (Entra ID: 200, then an overage claim).
@@ -211,10 +212,9 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
     after 90 days; a client whose registration expired registers again.
 
     Every entry is at most ``MAX_ENTRY_BYTES`` as JSON (larger ones raise
-    instead of being stored). Redis has no per-collection entry cap; there
-    every key has a lifetime, registrations are rate-limited per address, and
-    the operator bounds the total with Redis' ``maxmemory`` and a
-    ``volatile-*`` eviction policy (docs/auth.md).
+    instead of being stored), and each collection keeps at most
+    ``MAX_ENTRIES_PER_COLLECTION`` entries, the oldest evicted first: by
+    `MemoryStore` itself, and in Redis by `RedisEntryCap`.
     """
     url = settings.state_url
     close: Callable[[], Awaitable[None]] | None = None
@@ -235,12 +235,19 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
         storage_key = derive_jwt_key(
             high_entropy_material=signing_key.decode(), salt="graphgate-oauth-proxy-storage"
         )
-        base = FernetEncryptionWrapper(
+        encrypted = FernetEncryptionWrapper(
             PrefixCollectionsWrapper(RedisStore(client=client), prefix="graphgate-oauth"),
             fernet=Fernet(storage_key),
             # A value written under another key (rotated secret) reads as absent:
             # the client registers or signs in again instead of seeing an error.
             raise_on_decryption_error=False,
+        )
+        base = RedisEntryCap(
+            encrypted,
+            client,
+            max_entries=MAX_ENTRIES_PER_COLLECTION,
+            index_prefix="graphgate-index:oauth:",
+            index_ttl=MAX_STATE_TTL,
         )
     else:
         raise ConfigError(f"state_url {url!r}: use memory:// or redis://host:port/db")
