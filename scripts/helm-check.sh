@@ -149,6 +149,13 @@ refused "config.state_url" --set redis.enabled=true --set config.state_url=redis
 "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
     --set replicaCount=1 --set config.backend=embedded > /dev/null \
     || die "one replica on the embedded database should render"
+# graphgate refuses auth = oidc without a metrics token unless metrics_public: the
+# chart generates one, except when told /metrics is public.
+public="$("$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
+    --set config.metrics_public=true)" || die "config.metrics_public=true should render"
+grep -q "GRAPHGATE_METRICS_TOKEN" <<< "$public" \
+    && die "config.metrics_public=true should render no metrics token"
+grep -q "^kind: Secret" <<< "$public" && die "config.metrics_public=true should render no Secret"
 
 # --- 4. schemas ------------------------------------------------------------------------
 validate_args=(--strict --quiet)

@@ -122,7 +122,7 @@ def test_probes_on_health_and_readiness(rendered: dict[str, list[Manifest]], nam
         http = c[probe]["httpGet"]
         assert http["path"] == path, probe
         assert http["port"] == "http", probe
-        # graphgate answers 421 to a Host it does not know, such as the pod IP.
+        # A name graphgate knows; the pod IP (the kubelet's default) would do as well.
         assert {"name": "Host", "value": "localhost"} in http["httpHeaders"], probe
 
 
@@ -241,9 +241,21 @@ def test_secrets_come_from_secrets(rendered: dict[str, list[Manifest]]) -> None:
         "key": "metrics-token",
     }
 
-    # No secrets anywhere but in the Secret; nothing at all with the defaults.
-    assert not find(rendered["default"], "Secret")
-    assert "valueFrom" not in json.dumps(container(rendered["default"]).get("env") or [])
+    # With the defaults (auth = oidc, no token given) the chart makes up the metrics
+    # token graphgate requires, and wires nothing else.
+    generated = one(rendered["default"], "Secret", "graphgate")
+    assert set(generated["data"]) == {"metrics-token"}
+    assert len(base64.b64decode(generated["data"]["metrics-token"])) == 48
+    default_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container(rendered["default"]).get("env") or []
+        if "valueFrom" in e
+    }
+    assert default_refs == {
+        "GRAPHGATE_METRICS_TOKEN": {"name": "graphgate", "key": "metrics-token"}
+    }
+
+    # No secrets anywhere but in the Secret.
     for name in RENDERS:
         for doc in rendered[name]:
             if doc["kind"] == "Secret":

@@ -390,6 +390,7 @@ async def gateway(
         "public_url": keycloak.public_url,
         "auth": "oidc",
         "issuer": keycloak.issuer,
+        "metrics_token": "e2e-metrics-token",
         "registration": mode,
         "tenants": catalog,
         "allow_writes": True,

@@ -115,6 +115,7 @@ async def gateway(
         "public_url": oidc_provider.public_url,
         "auth": "oidc",
         "issuer": oidc_provider.issuer,
+        "metrics_token": "e2e-metrics-token",
         "registration": mode,
         "tenants": catalog,
         "allow_writes": True,

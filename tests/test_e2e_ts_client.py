@@ -303,6 +303,7 @@ async def gateway(
         "public_url": public_url,
         "auth": "oidc",
         "issuer": keycloak.issuer,
+        "metrics_token": "e2e-metrics-token",
         "registration": mode,
         "tenants": catalog,
         "allow_writes": True,

@@ -268,14 +268,27 @@ async def test_refreshed_token_with_fewer_rights_applies_at_once(
         assert response.json()["result"]["isError"] is True
 
 
-async def test_open_paths_answer_any_host(server: tuple[str, Settings]) -> None:
-    """Kubelet probes and Prometheus send the pod IP as Host; /mcp stays guarded."""
+async def test_paths_answer_ip_hosts_but_no_foreign_name(server: tuple[str, Settings]) -> None:
+    """Kubelet probes and Prometheus send the pod IP as Host; a name must be graphgate's.
+
+    DNS rebinding needs a name, so an IP-literal Host is admitted on every path
+    (its Origin still checked); a foreign name is refused on the open paths too.
+    """
     url, _ = server
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         for path in ("/healthz", "/readyz", "/metrics"):
             response = await http.get(path, headers={"host": "10.1.2.3:8000"})
             assert response.status_code == 200, path
-        guarded = await http.post("/mcp", json={}, headers={"host": "10.1.2.3:8000"})
+            rebound = await http.get(path, headers={"host": "rebind.evil.example:8000"})
+            assert rebound.status_code == 421, path
+            assert "tenant" not in rebound.text and "127.0.0.1" not in rebound.text
+            foreign = await http.get(
+                path, headers={"host": "10.1.2.3:8000", "origin": "http://evil.example"}
+            )
+            assert foreign.status_code == 403, path
+        by_address = await http.post("/mcp", json={}, headers={"host": "10.1.2.3:8000"})
+        assert by_address.status_code == 401  # past the guard, at the bearer gate
+        guarded = await http.post("/mcp", json={}, headers={"host": "rebind.evil.example"})
         assert guarded.status_code == 421
 
 

@@ -1,8 +1,9 @@
-"""The ASGI routing in front of the app: which requests skip the Host/Origin guard.
+"""The ASGI routing in front of the app: which host list the Host/Origin guard applies.
 
 Real HTTP behaviour of the guard (421 for a foreign Host, 403 for a foreign
-Origin) is in tests/test_http.py; here, that only requests the guard would
-let through anyway take the short way, and that /mcp is the route tried first.
+Origin) is in tests/test_http.py and tests/test_operational_paths.py; here,
+that only requests the guard would let through anyway take the short way, that
+IP-literal hosts are recognised exactly, and that /mcp is the route tried first.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from graphgate.server import OpenPathsUnguarded, build_http_app
+from graphgate.host_guard import HostGuard, is_ip_literal_host
+from graphgate.server import build_http_app
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import make_parts
 
@@ -27,11 +29,20 @@ class Recorder:
 
 async def route(path: str, headers: list[tuple[bytes, bytes]]) -> str:
     calls: list[str] = []
-    router = OpenPathsUnguarded(
-        Recorder("app", calls), Recorder("guard", calls), ["127.0.0.1:8000", "mcp.example.com"]
-    )
-    scope = {"type": "http", "path": path, "headers": headers}
-    await router(scope, None, None)
+    hosts = ["127.0.0.1:8000", "mcp.example.com"]
+    guard = HostGuard(Recorder("app", calls), hosts, ["https://mcp.example.com"], hosts)
+    # Which way a request went: straight to the app, or through one of the two guards.
+    guard.named.app = Recorder("named", calls)
+    guard.by_address.app = Recorder("by_address", calls)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "headers": headers, "scheme": "http"}
+    await guard(scope, None, send)  # type: ignore[arg-type]
+    if sent:
+        return f"refused {sent[0]['status']}"
     assert len(calls) == 1
     return calls[0]
 
@@ -39,23 +50,58 @@ async def route(path: str, headers: list[tuple[bytes, bytes]]) -> str:
 @pytest.mark.parametrize(
     ("path", "headers", "expected"),
     [
-        ("/healthz", [(b"host", b"10.0.0.7:8000")], "app"),  # kubelet probes by pod IP
         ("/mcp", [(b"host", b"127.0.0.1:8000")], "app"),
         ("/mcp", [(b"host", b"mcp.example.com")], "app"),
-        # Anything else is the guard's to judge, allowed or not.
-        ("/mcp", [(b"host", b"evil.example")], "guard"),
-        ("/mcp", [(b"host", b"MCP.example.com")], "guard"),
-        ("/mcp", [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://evil.example")], "guard"),
-        ("/mcp", [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")], "guard"),
-        ("/mcp", [(b"host", b"127.0.0.1:8000"), (b"host", b"evil.example")], "guard"),
-        ("/mcp", [], "guard"),
-        ("/register", [(b"host", b"evil.example")], "guard"),
+        # Kubelet probes and Prometheus scrapes by pod IP: judged, and admitted.
+        ("/healthz", [(b"host", b"10.0.0.7:8000")], "by_address"),
+        ("/metrics", [(b"host", b"[fd00::7]:8000")], "by_address"),
+        (
+            "/metrics",
+            [(b"host", b"10.0.0.7:8000"), (b"origin", b"http://evil.example")],
+            "refused 403",
+        ),
+        # Anything else is the named guard's to judge, the open paths included.
+        ("/healthz", [(b"host", b"evil.example")], "refused 421"),
+        ("/readyz", [(b"host", b"evil.example:8000")], "refused 421"),
+        ("/metrics", [(b"host", b"127.1:8000")], "refused 421"),
+        ("/mcp", [(b"host", b"evil.example")], "refused 421"),
+        ("/mcp", [(b"host", b"MCP.example.com")], "named"),
+        (
+            "/mcp",
+            [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://evil.example")],
+            "refused 403",
+        ),
+        ("/mcp", [(b"origin", b"https://mcp.example.com"), (b"host", b"mcp.example.com")], "named"),
+        ("/mcp", [(b"host", b"10.0.0.7"), (b"host", b"evil.example")], "refused 421"),
+        ("/mcp", [], "refused 421"),
+        ("/register", [(b"host", b"evil.example")], "refused 421"),
     ],
 )
 async def test_only_plainly_allowed_requests_skip_the_guard(
     path: str, headers: list[tuple[bytes, bytes]], expected: str
 ) -> None:
     assert await route(path, headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "literal"),
+    [
+        (b"10.0.0.7", True),
+        (b"10.0.0.7:8000", True),
+        (b"[fd00::7]:8000", True),
+        (b"[::1]", True),
+        (b"127.1", False),
+        (b"0x7f.0.0.1", False),
+        (b"10.0.0.7.nip.io", False),
+        (b"10.0.0.7:80x", False),
+        (b"[fd00::7]x", False),
+        (b"fd00::7", False),  # unbracketed: not a Host header value
+        (b"evil.example", False),
+        (b"\xff", False),
+    ],
+)
+def test_ip_literal_hosts(host: bytes, literal: bool) -> None:
+    assert is_ip_literal_host(host) is literal
 
 
 def test_the_mcp_endpoint_is_the_route_tried_first(
@@ -69,7 +115,7 @@ def test_the_mcp_endpoint_is_the_route_tried_first(
         tenants={"acme": "acme"},
     )
     outer: Any = build_http_app(parts)
-    starlette = outer.app.app  # RequestIdMiddleware -> OpenPathsUnguarded -> the app
+    starlette = outer.app.app.app  # BodyTimeout -> RequestIdMiddleware -> HostGuard -> the app
     paths = [getattr(route, "path", None) for route in starlette.router.routes]
     assert paths[0] == "/mcp"
     # The discovery routes the auth provider adds are all still there, after it.

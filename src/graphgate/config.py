@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     demo: bool = False
     stateless_http: bool = False
     json_response: bool = True
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a connection has to send a request's headers (slowloris, idle sockets)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request has to send its whole body once the headers are in."""
+    keepalive_timeout: int = Field(default=5, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open (above a load balancer's idle timeout)."""
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    """Open connections plus running requests past which new requests get 503."""
     otel_spans: bool = False
     """FastMCP's OpenTelemetry spans per request: off by default, because even
     with no OpenTelemetry SDK configured they cost ~3% of a call's CPU."""
@@ -231,6 +239,8 @@ class Settings(BaseSettings):
     static_client_id: str | None = None
     static_client_secret: SecretStr | None = None
     redirect_uri_allowlist: StrList = Field(default_factory=list)
+    registration_rate_limit: int = Field(default=20, ge=0, le=100_000)
+    """Proxy mode: registrations per minute from one address (a burst of that many); 0 = off."""
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
     max_token_lifetime: float = Field(default=24 * 3600.0, gt=0, le=366 * 24 * 3600.0)
     """Longest life (``exp`` after ``iat`` or now) graphgate accepts in a token."""
@@ -240,6 +250,8 @@ class Settings(BaseSettings):
     state_url: str = "memory://"
     session_ttl: float = Field(default=24 * 3600.0, gt=0)
     metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+    """Serve /metrics without ``metrics_token`` although auth = oidc: its labels name tenants."""
     audit_log: str = ""
     audit_query_text: bool = True
     rate_limit: int = Field(default=0, ge=0)
@@ -362,6 +374,16 @@ class Settings(BaseSettings):
             and not (self.static_client_id)
         ):
             raise ValueError(f"static_client_id: required for registration = {self.registration}")
+        if (
+            self.auth == "oidc"
+            and self.transport == "http"
+            and self.metrics_token is None
+            and not self.metrics_public
+        ):
+            raise ValueError(
+                "metrics_token: required with auth = oidc, because /metrics names tenants; "
+                "set one (Prometheus sends it as a bearer token) or metrics_public = true"
+            )
         return self
 
     # -- derived values -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 import fastmcp
 import httpx
 from fastmcp import FastMCP
-from fastmcp.server.http import HostOriginGuardMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from graphgate import __version__
 from graphgate.auth import AuthSetup, build_auth, current_caller
@@ -31,6 +30,8 @@ from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
 from graphgate.errors import BackendUnavailable, GraphgateError
+from graphgate.host_guard import HostGuard
+from graphgate.http_limits import BodyTimeout, connection_limits
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
 from graphgate.tenancy import Router, StateStore
 from graphgate.tools import CallerOf, GraphTools
@@ -38,7 +39,8 @@ from graphgate.tools import CallerOf, GraphTools
 logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Served without a bearer token; /metrics has its own optional secret."""
+"""Served without a bearer token (but behind the Host/Origin guard); /metrics has
+its own secret, required with auth = oidc unless ``metrics_public``."""
 
 INSTRUCTIONS = """\
 graphgate gives you read (and, where granted, write) access to graph databases
@@ -138,10 +140,11 @@ def build_server(parts: Parts) -> FastMCP:
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
-    """Host header values accepted on /mcp, against DNS rebinding.
+    """Host names accepted on every path, against DNS rebinding.
 
     Derived from the configuration only: the public URL's host, and loopback
-    names when bound to loopback.
+    names when bound to loopback. IP-literal hosts are accepted besides
+    (`graphgate.host_guard`); no other name is.
     """
     hosts: list[str] = []
     if settings.public_url:
@@ -160,9 +163,8 @@ def build_http_app(parts: Parts) -> ASGIApp:
         path="/mcp",
         json_response=settings.json_response,
         stateless_http=settings.stateless_http,
-        # The Host/Origin guard is applied below, around everything but the
-        # open operational paths: kubelet probes and Prometheus scrapes send
-        # the pod IP as Host, and those paths change nothing.
+        # graphgate's own Host/Origin guard is applied below, around every
+        # path: it also admits the IP-literal Host of probes and scrapes.
         host_origin_protection=False,
     )
     # The router tries routes in order and nearly every request is for /mcp,
@@ -175,49 +177,16 @@ def build_http_app(parts: Parts) -> ASGIApp:
         return len(getattr(manager, "_server_instances", ()))
 
     parts.observability.metrics.active_sessions.set_function(open_sessions)
-    guarded = HostOriginGuardMiddleware(
+    hosts = allowed_hosts(settings)
+    guarded = HostGuard(
         app,
-        allowed_hosts=allowed_hosts(settings),
+        allowed_hosts=hosts,
         allowed_origins=[settings.public_url] if settings.public_url else None,
-        mode="strict",
+        plain_hosts=hosts,
     )
-    # Outermost, so that even responses of the auth gate carry the id.
-    return RequestIdMiddleware(OpenPathsUnguarded(app, guarded, allowed_hosts(settings)))
-
-
-class OpenPathsUnguarded:
-    """Send the open operational paths straight to the app, the rest through the guard.
-
-    A request whose Host header is, to the letter, one of ``plain_hosts`` and
-    that carries no Origin (every non-browser MCP client) is one the guard
-    always lets through; it skips the guard's per-request host parsing. Any
-    other request, however close, gets the guard's full judgement.
-    """
-
-    def __init__(self, app: ASGIApp, guarded: ASGIApp, plain_hosts: Iterable[str] = ()) -> None:
-        self.app = app
-        self.guarded = guarded
-        self.plain_hosts = frozenset(host.encode("latin-1") for host in plain_hosts)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.guarded(scope, receive, send)
-            return
-        if scope["path"] in OPEN_PATHS or self._plainly_allowed(scope):
-            await self.app(scope, receive, send)
-        else:
-            await self.guarded(scope, receive, send)
-
-    def _plainly_allowed(self, scope: Scope) -> bool:
-        host: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                return False
-            if name == b"host":
-                if host is not None:  # two Host headers: the guard decides
-                    return False
-                host = value
-        return host is not None and host in self.plain_hosts
+    # Outermost, so that even responses of the auth gate carry the id; the body
+    # deadline around it all, so that no layer sees a half-received request.
+    return BodyTimeout(RequestIdMiddleware(guarded), settings.body_timeout)
 
 
 def local_caller_of(settings: Settings) -> CallerOf:
@@ -309,7 +278,6 @@ async def _serve(parts: Parts) -> None:
         host=settings.host,
         port=settings.port,
         loop="none",
-        http="httptools",
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
@@ -318,6 +286,8 @@ async def _serve(parts: Parts) -> None:
         # what is advertised, so X-Forwarded-* is neither trusted nor parsed.
         proxy_headers=False,
         timeout_graceful_shutdown=30,
+        # httptools with a header deadline, keep-alive and connection limits.
+        **connection_limits(settings),
     )
     server = uvicorn.Server(config)
     logger.info(

@@ -61,6 +61,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "tenants": "acme,globex",
         "public_url": PUBLIC_URL,
         "data_dir": tmp_path / "data",
+        # auth = oidc refuses to start with /metrics open and no token.
+        "metrics_token": "auth-tests-metrics-token",
     }
     values.update(overrides)
     return Settings(**values)

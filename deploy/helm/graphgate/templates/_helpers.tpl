@@ -91,17 +91,51 @@ static_client_secret: staticClientSecret
 {{- end }}
 
 {{- define "graphgate.createSecret" -}}
-{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.backendPassword .Values.secrets.metricsToken .Values.secrets.staticClientSecret) -}}
+{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.backendPassword .Values.secrets.metricsToken .Values.secrets.staticClientSecret (include "graphgate.generatesMetricsToken" .)) -}}
 true
 {{- end }}
 {{- end }}
 
 {{/*
+Whether the chart makes up the metrics token: graphgate refuses to start with
+auth = oidc and neither a token nor config.metrics_public, because /metrics
+names tenants. Only without an existing Secret and without a given token.
+*/}}
+{{- define "graphgate.generatesMetricsToken" -}}
+{{- if not (or .Values.secrets.existingSecret .Values.secrets.metricsToken .Values.config.metrics_public) -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+The metrics token the chart-made Secret holds: the given one, else the one the
+release's Secret already holds (so upgrades keep it), else a new random one.
+`lookup` sees nothing under `helm template` (Argo CD): give secrets.metricsToken
+or an existingSecret there, or the token changes with every render.
+*/}}
+{{- define "graphgate.metricsTokenValue" -}}
+{{- if .Values.secrets.metricsToken -}}
+{{- .Values.secrets.metricsToken -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "graphgate.secretName" .) -}}
+{{- $kept := "" -}}
+{{- if and $existing $existing.data -}}
+{{- $kept = index $existing.data .Values.secrets.keys.metricsToken | default "" -}}
+{{- end -}}
+{{- if $kept -}}
+{{- $kept | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 48 -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 Whether the metrics token is (or may be) set: a chart-made Secret with the
-value, or an existing Secret (its key is optional there).
+value (given or generated), or an existing Secret (its key is optional there).
 */}}
 {{- define "graphgate.hasMetricsToken" -}}
-{{- if or .Values.secrets.existingSecret .Values.secrets.metricsToken -}}
+{{- if or .Values.secrets.existingSecret .Values.secrets.metricsToken (include "graphgate.generatesMetricsToken" .) -}}
 true
 {{- end }}
 {{- end }}
