@@ -251,7 +251,9 @@ class Settings(BaseSettings):
     session_ttl: float = Field(default=24 * 3600.0, gt=0)
     metrics_token: SecretStr | None = None
     metrics_public: bool = False
-    """Serve /metrics without ``metrics_token`` although auth = oidc: its labels name tenants."""
+    """Serve /metrics without ``metrics_token`` although auth = oidc: its labels name tenants.
+
+    With auth = oidc, neither a token nor this, /metrics stays closed (401)."""
     audit_log: str = ""
     audit_query_text: bool = True
     rate_limit: int = Field(default=0, ge=0)
@@ -374,16 +376,6 @@ class Settings(BaseSettings):
             and not (self.static_client_id)
         ):
             raise ValueError(f"static_client_id: required for registration = {self.registration}")
-        if (
-            self.auth == "oidc"
-            and self.transport == "http"
-            and self.metrics_token is None
-            and not self.metrics_public
-        ):
-            raise ValueError(
-                "metrics_token: required with auth = oidc, because /metrics names tenants; "
-                "set one (Prometheus sends it as a bearer token) or metrics_public = true"
-            )
         return self
 
     # -- derived values -------------------------------------------------------------------

@@ -63,9 +63,16 @@ class Parts:
     caller_of: CallerOf
 
 
+def metrics_closed(settings: Settings) -> bool:
+    """Real sign-in but no metrics secret: the tenant names in /metrics stay private."""
+    return (
+        settings.auth == "oidc" and settings.metrics_token is None and not settings.metrics_public
+    )
+
+
 def _metrics_authorized(request: Request, settings: Settings) -> bool:
     if settings.metrics_token is None:
-        return True
+        return not metrics_closed(settings)
     expected = f"Bearer {settings.metrics_token.get_secret_value()}"
     return hmac.compare_digest(request.headers.get("authorization", ""), expected)
 
@@ -127,7 +134,15 @@ def build_server(parts: Parts) -> FastMCP:
     async def metrics(request: Request) -> Response:
         if not _metrics_authorized(request, settings):
             return JSONResponse(
-                {"error": "invalid_token", "error_description": "metrics need the metrics token"},
+                {
+                    "error": "invalid_token",
+                    "error_description": (
+                        "metrics are closed on this server: its operator sets metrics_token "
+                        "(or metrics_public = true)"
+                        if metrics_closed(settings)
+                        else "metrics need the metrics token"
+                    ),
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
