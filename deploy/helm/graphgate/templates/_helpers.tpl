@@ -97,9 +97,9 @@ true
 {{- end }}
 
 {{/*
-Whether the chart makes up the metrics token: graphgate refuses to start with
-auth = oidc and neither a token nor config.metrics_public, because /metrics
-names tenants. Only without an existing Secret and without a given token.
+Whether the chart makes up the metrics token: with auth = oidc and neither a
+token nor config.metrics_public, graphgate keeps /metrics closed, because it
+names tenants, and Prometheus could not scrape it. Only without an existing Secret and without a given token.
 */}}
 {{- define "graphgate.generatesMetricsToken" -}}
 {{- if not (or .Values.secrets.existingSecret .Values.secrets.metricsToken .Values.config.metrics_public) -}}
