@@ -223,9 +223,19 @@ async def test_get_schema_and_pattern(falkordb_service, tenants, tmp_path) -> No
         assert [t["type"] for t in schema["relationship_types"]] == ["WORKS_AT"]
         narrowed = await call(client, "get_schema", pattern="PERS")
         assert [entry["label"] for entry in narrowed["node_labels"]] == ["Person"]
-        assert narrowed["relationship_types"] == []
+        # The relationship that joins the matched label stays, with its direction.
+        [works_at] = narrowed["relationship_types"]
+        assert works_at["type"] == "WORKS_AT"
+        assert works_at["endpoints"] == [{"start": "Person", "end": "Company"}]
         by_property = await call(client, "get_schema", pattern="since")
         assert [t["type"] for t in by_property["relationship_types"]] == ["WORKS_AT"]
+        around = await call(client, "get_schema", label="Company")
+        assert [entry["label"] for entry in around["node_labels"]] == ["Person", "Company"]
+        person = next(e for e in around["node_labels"] if e["label"] == "Person")
+        assert person["properties"] == []  # a neighbour: its name, not its properties
+        assert [t["type"] for t in around["relationship_types"]] == ["WORKS_AT"]
+        unrelated = await call(client, "get_schema", pattern="zzz")
+        assert unrelated["node_labels"] == [] and unrelated["relationship_types"] == []
 
 
 async def test_query_databases_runs_everywhere_and_isolates_failures(

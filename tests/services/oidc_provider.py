@@ -68,7 +68,8 @@ _STAMP = ".graphgate-installed"
 #   ivy  groups ["graphgate-initech"]: not in the catalog
 # graphgate's settings for those shapes: the only thing that differs from Keycloak.
 GRAPHGATE_SETTINGS: dict[str, Any] = {
-    "tenants_claim": "https://graphgate.example/groups",
+    # A claim named by a URL: its dots are escaped, since a dot means nesting.
+    "tenants_claim": r"https://graphgate\.example/groups",
     "tenant_prefix": "graphgate-",
     "default_tenant_claim": "org.home",
     "admin_claim": "roles",

@@ -143,6 +143,8 @@ def serve(
         _announce_demo(settings, to_terminal=sys.stderr.isatty())
     try:
         _run_fast(run(settings))
+    except ConfigError as exc:  # e.g. the data directory is another graphgate's
+        _fail(str(exc), code=2)
     except GraphgateError as exc:
         _fail(str(exc), code=1)
 

@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     demo: bool = False
     stateless_http: bool = False
     json_response: bool = True
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a connection has to send a request's headers (slowloris, idle sockets)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request has to send its whole body once the headers are in."""
+    keepalive_timeout: int = Field(default=5, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open (above a load balancer's idle timeout)."""
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    """Open connections plus running requests past which new requests get 503."""
     otel_spans: bool = False
     """FastMCP's OpenTelemetry spans per request: off by default, because even
     with no OpenTelemetry SDK configured they cost ~3% of a call's CPU."""
@@ -187,7 +195,12 @@ class Settings(BaseSettings):
     allow_file_access: bool = False
     allow_procedures: StrList = Field(default_factory=list)
     deny_procedures: StrList = Field(default_factory=list)
-    max_result_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_result_bytes: int = Field(default=100_000, ge=1024, le=1024 * 1024 * 1024)
+    """Per-call answer budget: about 25,000 tokens, what Claude Code accepts by default."""
+    max_value_items: int = Field(default=100, ge=1, le=10_000_000)
+    """Longest list shown inside a value (an embedding is cut, with its length said)."""
+    max_string_chars: int = Field(default=2000, ge=16, le=1024 * 1024 * 1024)
+    """Longest string shown inside a value."""
     query_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
     """Memory one query may use in the database (FalkorDB QUERY_MEM_CAPACITY)."""
     embedded_memory_mb: int = Field(default=4096, ge=64, le=1024 * 1024)
@@ -195,7 +208,12 @@ class Settings(BaseSettings):
     backend_queue: int = Field(default=256, ge=1, le=1_000_000)
     """Queries the embedded FalkorDB queues before refusing more (MAX_QUEUED_QUERIES)."""
     max_query_depth: int = Field(default=12, ge=1, le=64)
-    """Deepest nesting of (), [] and {} in a query's text; deeper texts are refused."""
+    """Deepest nesting of (), [], {} and prefix operators (-x, NOT x) in a query's text.
+
+    Deeper texts are refused before any backend sees them: FalkorDB's parser
+    takes twice as long per level (12: 15 ms, 16: 0.23-0.49 s), before its
+    query timeout applies.
+    """
     tenant_concurrency: int = Field(default=0, ge=0, le=10_000)
     """Queries one tenant may have in flight; 0 picks half the backend's workers."""
     subject_concurrency: int = Field(default=0, ge=0, le=10_000)
@@ -221,6 +239,8 @@ class Settings(BaseSettings):
     static_client_id: str | None = None
     static_client_secret: SecretStr | None = None
     redirect_uri_allowlist: StrList = Field(default_factory=list)
+    registration_rate_limit: int = Field(default=20, ge=0, le=100_000)
+    """Proxy mode: registrations per minute from one address (a burst of that many); 0 = off."""
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
     max_token_lifetime: float = Field(default=24 * 3600.0, gt=0, le=366 * 24 * 3600.0)
     """Longest life (``exp`` after ``iat`` or now) graphgate accepts in a token."""
@@ -230,6 +250,10 @@ class Settings(BaseSettings):
     state_url: str = "memory://"
     session_ttl: float = Field(default=24 * 3600.0, gt=0)
     metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+    """Serve /metrics without ``metrics_token`` although auth = oidc: its labels name tenants.
+
+    With auth = oidc, neither a token nor this, /metrics stays closed (401)."""
     audit_log: str = ""
     audit_query_text: bool = True
     rate_limit: int = Field(default=0, ge=0)

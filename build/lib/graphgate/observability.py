@@ -141,10 +141,27 @@ class Metrics:
             "MCP sessions currently open on this replica.",
             registry=self.registry,
         )
+        self.backend_up = Gauge(
+            "graphgate_backend_up",
+            "1 while the database backend is ready; 0 while starting, unreachable or restarting.",
+            registry=self.registry,
+        )
+        self.backend_restarts = Counter(
+            "graphgate_backend_restarts",
+            "Times the embedded database process exited and graphgate restarted it.",
+            registry=self.registry,
+        )
         self.rows_returned = Counter(
             "graphgate_rows_returned",
             "Rows returned to clients, by tenant.",
             ["tenant"],
+            registry=self.registry,
+        )
+        # By reason only; which tenant or caller was busy is in the audit trail.
+        self.busy = Counter(
+            "graphgate_busy",
+            "Calls refused with busy: their tenant's or caller's share was in use, by reason.",
+            ["reason"],
             registry=self.registry,
         )
 

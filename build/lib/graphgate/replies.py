@@ -1,13 +1,21 @@
-"""Encoding tool answers as JSON once, within the per-call byte budget.
+"""Encoding tool answers as JSON once, within a budget sized for a model's context.
 
 Answers are serialised a single time (pydantic-core, in Rust) and sent as the
 text content of the tool result: no second pass to build structured content
-from the same rows. An answer over ``max_result_bytes`` keeps as many whole
-rows as fit and says ``truncated: true``, so a client always gets valid JSON.
+from the same rows. The reader is an LLM whose client refuses large tool
+output (Claude Code: 25,000 tokens by default), so:
+
+* very long lists (embeddings) and strings inside values are elided with a
+  marker saying how long they were (`ValueLimits`);
+* an answer over ``max_result_bytes`` keeps as many whole rows as fit and says
+  how many it returned, how many it cut, and how to get the rest.
+
+A client always gets valid JSON.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
@@ -21,10 +29,59 @@ def encode(payload: Any) -> bytes:
     return pydantic_core.to_json(payload, serialize_unknown=True)
 
 
+@dataclass(frozen=True, slots=True)
+class ValueLimits:
+    """How much of one value an answer shows: list items and string characters."""
+
+    max_items: int = 100
+    max_chars: int = 2000
+
+    def could_elide(self, encoded_size: int) -> bool:
+        """Whether an answer of this size can hold anything to elide at all.
+
+        A list of more than ``max_items`` items takes at least two bytes per
+        item, a string of more than ``max_chars`` characters at least that
+        many bytes: smaller answers skip the walk over their values.
+        """
+        return encoded_size > min(2 * self.max_items, self.max_chars)
+
+
+def elide(value: Any, limits: ValueLimits) -> tuple[Any, int]:
+    """``value`` with long lists and strings shortened; the number of values shortened."""
+    if isinstance(value, str):
+        if len(value) <= limits.max_chars:
+            return value, 0
+        return f"{value[: limits.max_chars]}… [elided: {len(value)} characters in all]", 1
+    if isinstance(value, list):
+        shortened = 0
+        items = value
+        if len(value) > limits.max_items:
+            items = value[: limits.max_items]
+            shortened = 1
+        kept = []
+        for item in items:
+            short, count = elide(item, limits)
+            kept.append(short)
+            shortened += count
+        if len(value) > limits.max_items:
+            kept.append(f"… [elided: {len(value)} items in all]")
+        return (kept if shortened else value), shortened
+    if isinstance(value, dict):
+        shortened = 0
+        fields = {}
+        for key, item in value.items():
+            short, count = elide(item, limits)
+            fields[key] = short
+            shortened += count
+        return (fields if shortened else value), shortened
+    return value, 0
+
+
 def _fit_rows(answer: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The answer with its rows cut to fit ``max_bytes`` (whole rows only)."""
     rows: list[Any] = answer["rows"]
-    shell = {**answer, "rows": [], "row_count": 0, "truncated": True}
+    shell = {**answer, "rows": [], "row_count": 0, "truncated": True, "rows_cut": len(rows)}
+    shell["hint"] = _hint(shell, max_bytes)
     budget = max_bytes - len(encode(shell)) - 16
     kept = 0
     for row in rows:
@@ -33,19 +90,58 @@ def _fit_rows(answer: dict[str, Any], max_bytes: int) -> dict[str, Any]:
             break
         budget -= size
         kept += 1
-    return {**answer, "rows": rows[:kept], "row_count": kept, "truncated": True}
+    fitted = {
+        **answer,
+        "rows": rows[:kept],
+        "row_count": kept,
+        "truncated": True,
+        "rows_cut": len(rows) - kept,
+    }
+    fitted["hint"] = _hint(fitted, max_bytes)
+    return fitted
 
 
-def bounded_rows(answer: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], bytes]:
-    """Encode a query answer (with ``rows``), cutting rows when it is too large."""
+def _hint(answer: dict[str, Any], max_bytes: int) -> str:
+    returned, cut = answer["row_count"], answer.get("rows_cut", 0)
+    if cut:
+        more = "at least " if answer.get("truncated_by_limit") else ""
+        return (
+            f"{returned} rows returned, {more}{cut} more cut to fit this server's answer budget "
+            f"of {max_bytes} bytes: page with ORDER BY … SKIP {returned} LIMIT {max(returned, 1)}, "
+            "return fewer or smaller columns, or aggregate (count, collect, avg)"
+        )
+    return (
+        f"{returned} rows returned; the query has more than the server's row limit: page with "
+        f"ORDER BY … SKIP {returned} LIMIT {returned}, or aggregate (count, collect, avg)"
+    )
+
+
+def bounded_rows(
+    answer: dict[str, Any], max_bytes: int, limits: ValueLimits | None = None
+) -> tuple[dict[str, Any], bytes]:
+    """Encode a query answer (with ``rows``): long values elided, rows cut to fit."""
     encoded = encode(answer)
+    limits = limits or ValueLimits()
+    if limits.could_elide(len(encoded)):
+        rows, shortened = elide(answer["rows"], limits)
+        if shortened:
+            answer = {**answer, "rows": rows, "values_elided": shortened}
+            encoded = encode(answer)
     if len(encoded) <= max_bytes:
+        if answer.get("truncated") and "hint" not in answer:
+            answer = {**answer, "truncated_by_limit": True}
+            answer["hint"] = _hint(answer, max_bytes)
+            del answer["truncated_by_limit"]
+            encoded = encode(answer)
         return answer, encoded
-    fitted = _fit_rows(answer, max_bytes)
+    was_cut_by_limit = bool(answer.get("truncated"))
+    fitted = _fit_rows({**answer, "truncated_by_limit": was_cut_by_limit}, max_bytes)
+    del fitted["truncated_by_limit"]
     encoded = encode(fitted)
     if len(encoded) > max_bytes:
         raise ResultTooLarge(
-            f"the answer exceeds the server's limit of {max_bytes} bytes even without rows"
+            f"the answer exceeds the server's limit of {max_bytes} bytes even without rows; "
+            "return fewer or smaller columns"
         )
     return fitted, encoded
 

@@ -6,9 +6,10 @@ Nothing here reads the environment or builds anything at import time: the CLI
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,26 +18,29 @@ from urllib.parse import urlsplit
 import fastmcp
 import httpx
 from fastmcp import FastMCP
-from fastmcp.server.http import HostOriginGuardMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from graphgate import __version__
 from graphgate.auth import AuthSetup, build_auth, current_caller
 from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
+from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
-from graphgate.errors import BackendUnavailable
-from graphgate.observability import Observability, RequestIdMiddleware
+from graphgate.errors import BackendUnavailable, GraphgateError
+from graphgate.host_guard import HostGuard
+from graphgate.http_limits import BodyTimeout, connection_limits
+from graphgate.observability import Metrics, Observability, RequestIdMiddleware
 from graphgate.tenancy import Router, StateStore
 from graphgate.tools import CallerOf, GraphTools
 
 logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Served without a bearer token; /metrics has its own optional secret."""
+"""Served without a bearer token (but behind the Host/Origin guard); /metrics has
+its own secret, required with auth = oidc unless ``metrics_public``."""
 
 INSTRUCTIONS = """\
 graphgate gives you read (and, where granted, write) access to graph databases
@@ -51,7 +55,7 @@ class Parts:
     """Everything the server is built from, constructed once by the caller."""
 
     settings: Settings
-    backend: Backend
+    backend: SupervisedBackend
     store: StateStore
     observability: Observability
     http_client: httpx.AsyncClient
@@ -59,9 +63,16 @@ class Parts:
     caller_of: CallerOf
 
 
+def metrics_closed(settings: Settings) -> bool:
+    """Real sign-in but no metrics secret: the tenant names in /metrics stay private."""
+    return (
+        settings.auth == "oidc" and settings.metrics_token is None and not settings.metrics_public
+    )
+
+
 def _metrics_authorized(request: Request, settings: Settings) -> bool:
     if settings.metrics_token is None:
-        return True
+        return not metrics_closed(settings)
     expected = f"Bearer {settings.metrics_token.get_secret_value()}"
     return hmac.compare_digest(request.headers.get("authorization", ""), expected)
 
@@ -76,12 +87,20 @@ def build_server(parts: Parts) -> FastMCP:
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+        # `run` has usually started it already; a remote database that is
+        # down does not stop start-up (see graphgate.backends.supervision).
         await parts.backend.start()
+        seeding: asyncio.Task[None] | None = None
         try:
             if settings.demo:
-                await seed_demo(parts.backend, settings.catalog)
+                if parts.backend.status.ready:
+                    await seed_demo(parts.backend, settings.catalog)
+                else:
+                    seeding = asyncio.create_task(seed_demo_when_ready(parts))
             yield {}
         finally:
+            if seeding is not None:
+                seeding.cancel()
             await parts.backend.close()
             await parts.store.close()
             await parts.auth.aclose()
@@ -105,17 +124,25 @@ def build_server(parts: Parts) -> FastMCP:
 
     @mcp.custom_route("/readyz", methods=["GET"], include_in_schema=False)
     async def readyz(_request: Request) -> Response:
-        try:
-            await parts.backend.ping()
-        except BackendUnavailable as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready", "backend": parts.backend.name})
+        # Unauthenticated: states and reasons only, never an address (issue 13).
+        backend = await parts.backend.readiness()
+        if backend["state"] == "ready":
+            return JSONResponse({"status": "ready", "backend": backend})
+        return JSONResponse({"status": "unavailable", "backend": backend}, status_code=503)
 
     @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
         if not _metrics_authorized(request, settings):
             return JSONResponse(
-                {"error": "invalid_token", "error_description": "metrics need the metrics token"},
+                {
+                    "error": "invalid_token",
+                    "error_description": (
+                        "metrics are closed on this server: its operator sets metrics_token "
+                        "(or metrics_public = true)"
+                        if metrics_closed(settings)
+                        else "metrics need the metrics token"
+                    ),
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
@@ -128,10 +155,11 @@ def build_server(parts: Parts) -> FastMCP:
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
-    """Host header values accepted on /mcp, against DNS rebinding.
+    """Host names accepted on every path, against DNS rebinding.
 
     Derived from the configuration only: the public URL's host, and loopback
-    names when bound to loopback.
+    names when bound to loopback. IP-literal hosts are accepted besides
+    (`graphgate.host_guard`); no other name is.
     """
     hosts: list[str] = []
     if settings.public_url:
@@ -150,9 +178,8 @@ def build_http_app(parts: Parts) -> ASGIApp:
         path="/mcp",
         json_response=settings.json_response,
         stateless_http=settings.stateless_http,
-        # The Host/Origin guard is applied below, around everything but the
-        # open operational paths: kubelet probes and Prometheus scrapes send
-        # the pod IP as Host, and those paths change nothing.
+        # graphgate's own Host/Origin guard is applied below, around every
+        # path: it also admits the IP-literal Host of probes and scrapes.
         host_origin_protection=False,
     )
     # The router tries routes in order and nearly every request is for /mcp,
@@ -165,49 +192,16 @@ def build_http_app(parts: Parts) -> ASGIApp:
         return len(getattr(manager, "_server_instances", ()))
 
     parts.observability.metrics.active_sessions.set_function(open_sessions)
-    guarded = HostOriginGuardMiddleware(
+    hosts = allowed_hosts(settings)
+    guarded = HostGuard(
         app,
-        allowed_hosts=allowed_hosts(settings),
+        allowed_hosts=hosts,
         allowed_origins=[settings.public_url] if settings.public_url else None,
-        mode="strict",
+        plain_hosts=hosts,
     )
-    # Outermost, so that even responses of the auth gate carry the id.
-    return RequestIdMiddleware(OpenPathsUnguarded(app, guarded, allowed_hosts(settings)))
-
-
-class OpenPathsUnguarded:
-    """Send the open operational paths straight to the app, the rest through the guard.
-
-    A request whose Host header is, to the letter, one of ``plain_hosts`` and
-    that carries no Origin (every non-browser MCP client) is one the guard
-    always lets through; it skips the guard's per-request host parsing. Any
-    other request, however close, gets the guard's full judgement.
-    """
-
-    def __init__(self, app: ASGIApp, guarded: ASGIApp, plain_hosts: Iterable[str] = ()) -> None:
-        self.app = app
-        self.guarded = guarded
-        self.plain_hosts = frozenset(host.encode("latin-1") for host in plain_hosts)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.guarded(scope, receive, send)
-            return
-        if scope["path"] in OPEN_PATHS or self._plainly_allowed(scope):
-            await self.app(scope, receive, send)
-        else:
-            await self.guarded(scope, receive, send)
-
-    def _plainly_allowed(self, scope: Scope) -> bool:
-        host: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                return False
-            if name == b"host":
-                if host is not None:  # two Host headers: the guard decides
-                    return False
-                host = value
-        return host is not None and host in self.plain_hosts
+    # Outermost, so that even responses of the auth gate carry the id; the body
+    # deadline around it all, so that no layer sees a half-received request.
+    return BodyTimeout(RequestIdMiddleware(guarded), settings.body_timeout)
 
 
 def local_caller_of(settings: Settings) -> CallerOf:
@@ -235,13 +229,31 @@ def build_parts(settings: Settings) -> Parts:
         observability.metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
     return Parts(
         settings=settings,
-        backend=create_backend(settings),
+        backend=supervised(create_backend(settings), observability.metrics),
         store=create_state_store(settings),
         observability=observability,
         http_client=http_client,
         auth=auth,
         caller_of=caller_of(settings, auth),
     )
+
+
+def supervised(backend: Backend, metrics: Metrics) -> SupervisedBackend:
+    """``backend`` watched and repaired, its state in ``graphgate_backend_up``."""
+    return SupervisedBackend(
+        backend,
+        on_change=lambda status: metrics.backend_up.set(1 if status.ready else 0),
+        on_restart=metrics.backend_restarts.inc,
+    )
+
+
+async def seed_demo_when_ready(parts: Parts) -> None:
+    """Demo data for a database that was not there at start, once it comes."""
+    await parts.backend.wait_ready()
+    try:
+        await seed_demo(parts.backend, parts.settings.catalog)
+    except GraphgateError as exc:
+        logger.warning("could not seed the demo data: %s", exc)
 
 
 def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
@@ -253,8 +265,22 @@ def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
 
 
 async def run(settings: Settings) -> None:
-    """Serve until interrupted; the lifespan starts and stops the backend."""
+    """Serve until interrupted.
+
+    The backend starts here, before the server, so that a start-up error (a
+    data directory another graphgate holds) ends graphgate with one line
+    rather than a lifespan traceback; the lifespan then finds it started.
+    """
     parts = build_parts(settings)
+    await parts.backend.start()
+    try:
+        await _serve(parts)
+    finally:
+        await parts.backend.close()
+
+
+async def _serve(parts: Parts) -> None:
+    settings = parts.settings
     if settings.transport == "stdio":
         mcp = build_server(parts)
         await mcp.run_stdio_async(show_banner=False, log_level="WARNING")
@@ -267,7 +293,6 @@ async def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="none",
-        http="httptools",
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
@@ -276,6 +301,8 @@ async def run(settings: Settings) -> None:
         # what is advertised, so X-Forwarded-* is neither trusted nor parsed.
         proxy_headers=False,
         timeout_graceful_shutdown=30,
+        # httptools with a header deadline, keep-alive and connection limits.
+        **connection_limits(settings),
     )
     server = uvicorn.Server(config)
     logger.info(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -24,17 +25,27 @@ from pydantic import Field
 
 from graphgate.auth.rights import Caller
 from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
+from graphgate.backends.cypher_scan import bound_structure
 from graphgate.config import Settings
 from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
 from graphgate.errors import (
     GraphgateError,
     QueryError,
+    ReadOnlyViolation,
     WritesNotAllowed,
     to_tool_error,
 )
+from graphgate.fairshare import FairShare, KnowsWorkers
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
 from graphgate.ratelimit import RateLimiter
-from graphgate.replies import bounded_rows, encode, object_of_encoded, reply, reply_json
+from graphgate.replies import (
+    ValueLimits,
+    bounded_rows,
+    encode,
+    object_of_encoded,
+    reply,
+    reply_json,
+)
 from graphgate.schema_view import schema_to_dict
 from graphgate.tenancy import Router, Target
 
@@ -43,6 +54,8 @@ logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 100_000
 MAX_PARAMS_BYTES = 1_000_000
 MAX_CROSS_TENANT_CONCURRENCY = 16
+READ_IN_THREAD_CHARS = 2_000
+"""Longer query texts are measured off the event loop, so other calls keep flowing."""
 
 CallerOf = Callable[[], Caller]
 """Returns the caller of the current request; built from its verified token."""
@@ -101,6 +114,34 @@ def _session_id() -> str | None:
     return value[:128] if value else None
 
 
+def _subject_key(caller: Caller) -> str:
+    return f"{caller.issuer}\x1f{caller.subject}"
+
+
+@asynccontextmanager
+async def speaking_of(target: Target) -> AsyncIterator[None]:
+    """Errors about ``target`` name its tenant, never its physical database.
+
+    A catalog may map ``initech`` to ``initech_prod_internal_7``; the backend
+    and the database server speak of the latter, users only ever see the
+    former. The physical name goes to the debug log.
+    """
+    try:
+        yield
+    except GraphgateError as exc:
+        if target.database != target.tenant:
+            text = str(exc)
+            # Only on the error path, so compiled per use: nothing cached at module level.
+            name = re.compile(rf"(?<![\w.-]){re.escape(target.database)}(?![\w.-])")
+            told = name.sub(target.tenant, text)
+            if told != text:
+                logger.debug(
+                    "error about database %r (tenant %r): %s", target.database, target.tenant, text
+                )
+                exc.args = (told,)
+        raise
+
+
 def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     if params is None:
         return {}
@@ -145,12 +186,47 @@ class GraphTools:
         self._caller_of = caller_of
         self._limiter = RateLimiter(settings.rate_limit)
         self._max_bytes = settings.max_result_bytes
+        self._values = ValueLimits(
+            max_items=settings.max_value_items, max_chars=settings.max_string_chars
+        )
         self._limits = QueryLimits(
             row_limit=settings.row_limit,
             timeout=settings.query_timeout,
             allow_file_access=settings.allow_file_access,
             max_bytes=settings.max_result_bytes,
         )
+        busy = observability.metrics.busy
+        self._fair = FairShare(
+            tenant_limit=settings.tenant_concurrency,
+            subject_limit=settings.subject_concurrency,
+            wait=settings.busy_wait,
+            workers=backend.workers if isinstance(backend, KnowsWorkers) else None,
+            on_busy=lambda reason: busy.labels(reason).inc(),
+        )
+
+    async def _bound_text(self, query: str) -> None:
+        """Refuse text the database's parser could not bound, before any backend sees it."""
+        depth = self._settings.max_query_depth
+        if len(query) > READ_IN_THREAD_CHARS:
+            await asyncio.to_thread(bound_structure, query, depth)
+        else:
+            bound_structure(query, depth)
+
+    def _read_only_advice(self, caller: Caller, target: Target, refused: Exception) -> str:
+        """What to do about a write sent through the read path, in the tools' terms."""
+        if not self._settings.allow_writes:
+            advice = "this server does not allow writes (allow_writes is off)"
+        elif not caller.rights.can_write(target.tenant):
+            advice = f"you have read-only access to database {target.tenant!r}"
+        else:
+            advice = "send queries that create, change or delete data with run_write_query"
+        return (
+            f"run_query only reads and this query writes: {advice}. (The database said: {refused})"
+        )
+
+    def _share(self, caller: Caller, target: Target) -> AbstractAsyncContextManager[None]:
+        """One of the caller's and one of the tenant's shares of the backend."""
+        return self._fair.share(target.tenant, _subject_key(caller))
 
     @asynccontextmanager
     async def _call(
@@ -161,7 +237,7 @@ class GraphTools:
         started = time.perf_counter()
         outcome, error_text = "ok", None
         try:
-            self._limiter.check(f"{caller.issuer}\x1f{caller.subject}")
+            self._limiter.check(_subject_key(caller))
             yield record
         except GraphgateError as exc:
             outcome, error_text = exc.code, str(exc)
@@ -236,13 +312,18 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("run_query", caller, query) as record:
+            await self._bound_text(query)
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            result = await self._backend.read(
-                target.database, query, _check_params(params), self._limits
-            )
+            async with self._share(caller, target), speaking_of(target):
+                try:
+                    result = await self._backend.read(
+                        target.database, query, _check_params(params), self._limits
+                    )
+                except ReadOnlyViolation as exc:
+                    raise ReadOnlyViolation(self._read_only_advice(caller, target, exc)) from None
             answer, encoded = bounded_rows(
-                _result_dict(target, result, with_stats=False), self._max_bytes
+                _result_dict(target, result, with_stats=False), self._max_bytes, self._values
             )
             record.rows = answer["row_count"]
             return reply(encoded)
@@ -261,15 +342,17 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("run_write_query", caller, query) as record:
+            await self._bound_text(query)
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
             if not caller.rights.can_write(target.tenant):
                 raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-            result = await self._backend.write(
-                target.database, query, _check_params(params), self._limits
-            )
+            async with self._share(caller, target), speaking_of(target):
+                result = await self._backend.write(
+                    target.database, query, _check_params(params), self._limits
+                )
             answer, encoded = bounded_rows(
-                _result_dict(target, result, with_stats=True), self._max_bytes
+                _result_dict(target, result, with_stats=True), self._max_bytes, self._values
             )
             record.rows = answer["row_count"]
             return reply(encoded)
@@ -285,16 +368,26 @@ class GraphTools:
                 max_length=200,
             ),
         ] = None,
+        label: Annotated[
+            str | None,
+            Field(
+                description="One node label (exact name): its properties, the relationship "
+                "types that touch it with their directions, and the labels at their other end.",
+                max_length=200,
+            ),
+        ] = None,
     ) -> ToolResult:
         """Describe a database: node labels, relationship types, their properties
         with value types, indexes and constraints, so you can write correct Cypher.
+        Relationship endpoints give each type's direction (start → end).
         """
         caller = self._caller_of()
         async with self._call("get_schema", caller) as record:
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            schema: Schema = await self._backend.schema(target.database, self._limits)
-            answer = {"database": target.tenant, **schema_to_dict(schema, pattern)}
+            async with self._share(caller, target), speaking_of(target):
+                schema: Schema = await self._backend.schema(target.database, self._limits)
+            answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
             return reply_json(answer, self._max_bytes)
 
     async def query_databases(
@@ -315,6 +408,7 @@ class GraphTools:
         """
         caller = self._caller_of()
         async with self._call("query_databases", caller, query) as record:
+            await self._bound_text(query)
             targets = self._router.resolve_many(caller, databases)
             record.databases.extend(target.tenant for target in targets)
             checked = _check_params(params)
@@ -327,12 +421,14 @@ class GraphTools:
                 nonlocal done
                 async with gate:
                     try:
-                        result = await self._backend.read(
-                            target.database, query, checked, self._limits
-                        )
+                        async with self._fair.tenant_share(target.tenant), speaking_of(target):
+                            result = await self._backend.read(
+                                target.database, query, checked, self._limits
+                            )
                         answer, encoded = bounded_rows(
                             _result_dict(target, result, with_stats=False, with_database=False),
                             share,
+                            self._values,
                         )
                         record.rows += answer["row_count"]
                     except GraphgateError as exc:
@@ -341,7 +437,11 @@ class GraphTools:
                 await report_progress(done, total, f"{target.tenant} done")
                 return target.tenant, encoded
 
-            pieces = await asyncio.gather(*(one(target) for target in targets))
+            # One share of the caller's for the whole call, and one of each
+            # tenant's while its read runs: the call is one of the caller's,
+            # and splitting it by caller shares would make it serial.
+            async with self._fair.caller_share(_subject_key(caller)):
+                pieces = await asyncio.gather(*(one(target) for target in targets))
             return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:

@@ -63,6 +63,7 @@ from fastmcp.server.auth.oauth_proxy.ui import create_error_html
 from key_value.aio.protocols import AsyncKeyValue
 from key_value.aio.stores.memory import MemoryStore
 from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
+from key_value.aio.wrappers.limit_size import LimitSizeWrapper
 from key_value.aio.wrappers.prefix_collections import PrefixCollectionsWrapper
 from key_value.aio.wrappers.ttl_clamp import TTLClampWrapper
 from mcp.server.auth.provider import AccessToken as SdkAccessToken
@@ -84,6 +85,8 @@ from graphgate.auth.discovery import (
     authorization_server_metadata_paths,
     discovery_routes,
 )
+from graphgate.auth.proxy_registration import BoundedRegistration
+from graphgate.auth.redis_entry_cap import RedisEntryCap
 from graphgate.auth.secret_files import create_once
 from graphgate.auth.tokens import (
     MAX_HEADER_BYTES,
@@ -109,6 +112,7 @@ __all__ = [
 ]
 
 CALLBACK_PATH: Final = "/auth/callback"
+REGISTRATION_PATH: Final = "/register"
 KEY_FILE: Final = "oauth-proxy.key"
 MCP_PATH: Final = "/mcp"
 # RFC 8252 §7.3: native clients listen on a loopback port chosen at run time.
@@ -117,7 +121,13 @@ LOOPBACK_PATTERNS: Final = ("http://127.0.0.1", "http://localhost", "http://[::1
 # Placeholders until the issuer's metadata is read; `.invalid` never resolves (RFC 6761).
 _UNRESOLVED: Final = "https://issuer-endpoint-not-yet-known.invalid/"
 # Bounds on stored state: anonymous registration must not grow memory or Redis forever.
-MAX_ENTRIES_PER_COLLECTION: Final = 100_000
+# A collection holds at most MAX_ENTRIES_PER_COLLECTION × MAX_ENTRY_BYTES (320 MiB,
+# in memory or Redis); a registration, checked to 16 KiB of metadata, stays far below.
+MAX_ENTRIES_PER_COLLECTION: Final = 10_000
+# An upstream token set (access, refresh and id token) from Keycloak is a few KiB;
+# issuers that list groups in tokens cap them (Entra ID: 200, then an overage claim).
+# A larger entry is refused rather than stored.
+MAX_ENTRY_BYTES: Final = 32 * 1024
 MAX_STATE_TTL: Final = 400 * 24 * 3600
 REGISTRATION_TTL: Final = 90 * 24 * 3600
 _REDIS_TIMEOUT: Final = 2.0
@@ -200,6 +210,11 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
 
     Entries FastMCP stores without a lifetime (client registrations) expire
     after 90 days; a client whose registration expired registers again.
+
+    Every entry is at most ``MAX_ENTRY_BYTES`` as JSON (larger ones raise
+    instead of being stored), and each collection keeps at most
+    ``MAX_ENTRIES_PER_COLLECTION`` entries, the oldest evicted first: by
+    `MemoryStore` itself, and in Redis by `RedisEntryCap`.
     """
     url = settings.state_url
     close: Callable[[], Awaitable[None]] | None = None
@@ -220,16 +235,24 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
         storage_key = derive_jwt_key(
             high_entropy_material=signing_key.decode(), salt="graphgate-oauth-proxy-storage"
         )
-        base = FernetEncryptionWrapper(
+        encrypted = FernetEncryptionWrapper(
             PrefixCollectionsWrapper(RedisStore(client=client), prefix="graphgate-oauth"),
             fernet=Fernet(storage_key),
             # A value written under another key (rotated secret) reads as absent:
             # the client registers or signs in again instead of seeing an error.
             raise_on_decryption_error=False,
         )
+        base = RedisEntryCap(
+            encrypted,
+            client,
+            max_entries=MAX_ENTRIES_PER_COLLECTION,
+            index_prefix="graphgate-index:oauth:",
+            index_ttl=MAX_STATE_TTL,
+        )
     else:
         raise ConfigError(f"state_url {url!r}: use memory:// or redis://host:port/db")
-    store = TTLClampWrapper(base, min_ttl=1, max_ttl=MAX_STATE_TTL, missing_ttl=REGISTRATION_TTL)
+    sized = LimitSizeWrapper(base, max_size=MAX_ENTRY_BYTES, raise_on_too_large=True)
+    store = TTLClampWrapper(sized, min_ttl=1, max_ttl=MAX_STATE_TTL, missing_ttl=REGISTRATION_TTL)
     return ProxyStorage(store=store, close=close)
 
 
@@ -382,11 +405,17 @@ def proxy_routes(settings: Settings, proxy: GraphgateOAuthProxy) -> list[Route]:
         for path in authorization_server_metadata_paths(settings)
     ]
     routes += [
-        route
+        _bounded_registration(route, settings) if route.path == REGISTRATION_PATH else route
         for route in own
         if isinstance(route, Route) and not route.path.startswith("/.well-known/")
     ]
     return routes
+
+
+def _bounded_registration(route: Route, settings: Settings) -> Route:
+    """FastMCP's ``/register`` behind graphgate's size, metadata and rate checks."""
+    bounded = BoundedRegistration(route.app, settings.registration_rate_limit)
+    return Route(REGISTRATION_PATH, bounded, methods=["POST", "OPTIONS"])
 
 
 # -- verification ---------------------------------------------------------------------------

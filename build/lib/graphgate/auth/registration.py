@@ -16,6 +16,7 @@ theirs), and without one any ``https`` URI.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,12 +28,23 @@ from starlette.responses import JSONResponse, Response
 
 from graphgate.config import Settings
 
-__all__ = ["RegistrationPolicy", "RegistrationRefused", "check_redirect_uri", "register_endpoint"]
+__all__ = [
+    "CORS_HEADERS",
+    "MAX_BODY_BYTES",
+    "RegistrationPolicy",
+    "RegistrationRefused",
+    "check_client_metadata",
+    "check_redirect_uri",
+    "read_client_metadata",
+    "register_endpoint",
+]
 
 MAX_BODY_BYTES: Final = 16 * 1024
 MAX_REDIRECT_URIS: Final = 10
 MAX_URI_LENGTH: Final = 2048
 MAX_TEXT_LENGTH: Final = 1024
+MAX_LIST_ITEMS: Final = 10
+MAX_TOKEN_LENGTH: Final = 64
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _SUPPORTED_GRANTS: Final = ("authorization_code", "refresh_token")
 _ECHOED_TEXT: Final = (
@@ -45,28 +57,50 @@ _ECHOED_TEXT: Final = (
     "software_version",
     "scope",
 )
-_CORS: Final = {
+# RFC 7591 §2 metadata whose value is a URL (shown to users, so http(s) only).
+_URL_FIELDS: Final = ("client_uri", "logo_uri", "tos_uri", "policy_uri", "jwks_uri")
+# Single-token values (RFC 7591 §2); their meaning is checked by whoever honours them.
+_TOKEN_FIELDS: Final = ("token_endpoint_auth_method", "application_type")
+_TOKEN_LIST_FIELDS: Final = ("grant_types", "response_types")
+CORS_HEADERS: Final = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, MCP-Protocol-Version",
 }
+_CORS: Final = CORS_HEADERS
 
-ErrorCode = Literal["invalid_client_metadata", "invalid_redirect_uri"]
+ErrorCode = Literal["invalid_client_metadata", "invalid_redirect_uri", "temporarily_unavailable"]
 
 
 class RegistrationRefused(Exception):
-    """An RFC 7591 §3.2.2 error: the code and a description safe to show the client."""
+    """An RFC 7591 §3.2.2 error: the code and a description safe to show the client.
 
-    def __init__(self, error: ErrorCode, description: str) -> None:
+    ``status`` is 400 but for an oversized body (413) and a rate limit (429,
+    with ``retry_after`` seconds in a Retry-After header).
+    """
+
+    def __init__(
+        self,
+        error: ErrorCode,
+        description: str,
+        *,
+        status: int = 400,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
+        self.status = status
+        self.retry_after = retry_after
 
     def to_response(self) -> JSONResponse:
+        headers = {**_CORS, "Cache-Control": "no-store"}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return JSONResponse(
             {"error": self.error, "error_description": self.description},
-            status_code=400,
-            headers={**_CORS, "Cache-Control": "no-store"},
+            status_code=self.status,
+            headers=headers,
         )
 
 
@@ -126,12 +160,37 @@ def check_redirect_uri(uri: Any, allowlist: frozenset[str]) -> str:
     )
 
 
-def validate_registration(body: Mapping[str, Any], policy: RegistrationPolicy) -> dict[str, Any]:
-    """RFC 7591 §2/§3.2.1: the client information for an acceptable request.
+def _short_text(name: str, value: Any, limit: int = MAX_TEXT_LENGTH) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise RegistrationRefused(
+            "invalid_client_metadata", f"{name} must be a string of at most {limit} characters"
+        )
+    return value
 
-    Values graphgate cannot honour are replaced, as §3.2.1 permits: the
-    client is always public (``token_endpoint_auth_method = none``, no
-    secret) and uses the authorization code grant with PKCE.
+
+def _short_list(name: str, value: Any, item_limit: int) -> list[str]:
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_LIST_ITEMS
+        or not all(isinstance(item, str) and len(item) <= item_limit for item in value)
+    ):
+        raise RegistrationRefused(
+            "invalid_client_metadata",
+            f"{name} must be a list of at most {MAX_LIST_ITEMS} strings of at most "
+            f"{item_limit} characters",
+        )
+    return list(value)
+
+
+def check_client_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7591 §2 client metadata checked for type and size; the known fields only.
+
+    Shared by the shim and the proxy. Each value is bounded, so what a
+    registration can make a server keep is bounded too; fields RFC 7591 does
+    not define (and ``jwks``, ``software_statement``, which graphgate does not
+    honour) are dropped, as §2 lets a server ignore what it does not
+    understand. Redirect URIs are checked for shape here and for acceptability
+    by the caller (the shim's and the proxy's rules differ).
     """
     uris = body.get("redirect_uris")
     if not isinstance(uris, list) or not uris:
@@ -140,17 +199,48 @@ def validate_registration(body: Mapping[str, Any], policy: RegistrationPolicy) -
         raise RegistrationRefused(
             "invalid_redirect_uri", f"at most {MAX_REDIRECT_URIS} redirect URIs"
         )
-    redirect_uris = [check_redirect_uri(uri, policy.redirect_uri_allowlist) for uri in uris]
-
-    grants = body.get("grant_types", ["authorization_code"])
-    if not isinstance(grants, list) or not all(isinstance(g, str) for g in grants):
+    if not all(isinstance(uri, str) and 0 < len(uri) <= MAX_URI_LENGTH for uri in uris):
         raise RegistrationRefused(
-            "invalid_client_metadata", "grant_types must be a list of strings"
+            "invalid_redirect_uri",
+            f"redirect URIs must be strings of at most {MAX_URI_LENGTH} characters",
         )
-    grant_types = [g for g in _SUPPORTED_GRANTS if g in grants or g == "authorization_code"]
+    known: dict[str, Any] = {"redirect_uris": list(uris)}
+    for name in _ECHOED_TEXT:
+        if body.get(name) is not None:
+            known[name] = _short_text(name, body[name])
+    for name in _URL_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        url = _short_text(name, value, MAX_URI_LENGTH)
+        if not url.startswith(("https://", "http://")) or any(ch.isspace() for ch in url):
+            raise RegistrationRefused("invalid_client_metadata", f"{name} must be an http(s) URL")
+        known[name] = url
+    for name in _TOKEN_FIELDS:
+        if body.get(name) is not None:
+            known[name] = _short_text(name, body[name], MAX_TOKEN_LENGTH)
+    for name in _TOKEN_LIST_FIELDS:
+        if body.get(name) is not None:
+            known[name] = _short_list(name, body[name], MAX_TOKEN_LENGTH)
+    if body.get("contacts") is not None:
+        known["contacts"] = _short_list("contacts", body["contacts"], MAX_TEXT_LENGTH)
+    return known
 
-    response_types = body.get("response_types", ["code"])
-    if not isinstance(response_types, list) or "code" not in response_types:
+
+def validate_registration(body: Mapping[str, Any], policy: RegistrationPolicy) -> dict[str, Any]:
+    """RFC 7591 §2/§3.2.1: the client information for an acceptable request.
+
+    Values graphgate cannot honour are replaced, as §3.2.1 permits: the
+    client is always public (``token_endpoint_auth_method = none``, no
+    secret) and uses the authorization code grant with PKCE.
+    """
+    known = check_client_metadata(body)
+    redirect_uris = [
+        check_redirect_uri(uri, policy.redirect_uri_allowlist) for uri in known["redirect_uris"]
+    ]
+    grants = known.get("grant_types", ["authorization_code"])
+    grant_types = [g for g in _SUPPORTED_GRANTS if g in grants or g == "authorization_code"]
+    if "code" not in known.get("response_types", ["code"]):
         raise RegistrationRefused(
             "invalid_client_metadata", "response_types must be a list containing 'code'"
         )
@@ -163,49 +253,52 @@ def validate_registration(body: Mapping[str, Any], policy: RegistrationPolicy) -
         "grant_types": grant_types,
         "response_types": ["code"],
     }
-    for name in _ECHOED_TEXT:
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH:
-            raise RegistrationRefused(
-                "invalid_client_metadata",
-                f"{name} must be a string of at most {MAX_TEXT_LENGTH} characters",
-            )
-        info[name] = value
-    contacts = body.get("contacts")
-    if contacts is not None:
-        if (
-            not isinstance(contacts, list)
-            or not all(isinstance(c, str) and len(c) <= MAX_TEXT_LENGTH for c in contacts)
-            or len(contacts) > MAX_REDIRECT_URIS
-        ):
-            raise RegistrationRefused(
-                "invalid_client_metadata", "contacts must be a short list of strings"
-            )
-        info["contacts"] = contacts
+    for name in (*_ECHOED_TEXT, "contacts"):
+        if name in known:
+            info[name] = known[name]
     return info
+
+
+def _too_large() -> RegistrationRefused:
+    return RegistrationRefused(
+        "invalid_client_metadata",
+        f"the request body exceeds {MAX_BODY_BYTES} bytes; send the client metadata only",
+        status=413,
+    )
 
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise RegistrationRefused(
-            "invalid_client_metadata", f"the request body exceeds {MAX_BODY_BYTES} bytes"
-        )
+        raise _too_large()
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_BODY_BYTES:
-                raise RegistrationRefused(
-                    "invalid_client_metadata", f"the request body exceeds {MAX_BODY_BYTES} bytes"
-                )
+                raise _too_large()
             chunks.append(chunk)
     except ClientDisconnect:
         raise RegistrationRefused("invalid_client_metadata", "incomplete request body") from None
     return b"".join(chunks)
+
+
+async def read_client_metadata(request: Request) -> dict[str, Any]:
+    """The JSON object of a registration request, at most `MAX_BODY_BYTES` long."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+    if media_type.lower() != "application/json":
+        raise RegistrationRefused(
+            "invalid_client_metadata", "send the client metadata as application/json"
+        )
+    raw = await _read_body(request)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RegistrationRefused("invalid_client_metadata", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RegistrationRefused("invalid_client_metadata", "the body must be a JSON object")
+    return body
 
 
 def register_endpoint(policy: RegistrationPolicy) -> Callable[[Request], Awaitable[Response]]:
@@ -215,23 +308,7 @@ def register_endpoint(policy: RegistrationPolicy) -> Callable[[Request], Awaitab
         if request.method == "OPTIONS":
             return Response(status_code=204, headers=_CORS)
         try:
-            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
-            if media_type.lower() != "application/json":
-                raise RegistrationRefused(
-                    "invalid_client_metadata", "send the client metadata as application/json"
-                )
-            raw = await _read_body(request)
-            try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError):
-                raise RegistrationRefused(
-                    "invalid_client_metadata", "the body is not valid JSON"
-                ) from None
-            if not isinstance(body, dict):
-                raise RegistrationRefused(
-                    "invalid_client_metadata", "the body must be a JSON object"
-                )
-            info = validate_registration(body, policy)
+            info = validate_registration(await read_client_metadata(request), policy)
         except RegistrationRefused as refused:
             return refused.to_response()
         return JSONResponse(info, status_code=201, headers={**_CORS, "Cache-Control": "no-store"})

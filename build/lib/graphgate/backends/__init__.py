@@ -30,8 +30,10 @@ def create_backend(settings: Settings) -> Backend:
 
     ``embedded`` keeps its FalkorDB files under ``<data_dir>/falkordb``, gives
     the server ``query_timeout`` as its TIMEOUT_MAX, so writes are bounded
-    too, and a RESULTSET_SIZE above ``row_limit``, so that millions of
-    unreturnable rows are never sent.
+    too, a RESULTSET_SIZE above ``row_limit``, so that millions of
+    unreturnable rows are never sent, and the per-query memory, total memory
+    and queue bounds of ``query_memory_mb``, ``embedded_memory_mb`` and
+    ``backend_queue``.
     """
     target = settings.backend
     password = settings.backend_password.get_secret_value() if settings.backend_password else None
@@ -42,6 +44,9 @@ def create_backend(settings: Settings) -> Backend:
             settings.data_dir / "falkordb",
             query_timeout=settings.query_timeout,
             result_set_size=max(settings.row_limit + 1, _RESULT_SET_FLOOR),
+            query_memory_mb=settings.query_memory_mb,
+            memory_mb=settings.embedded_memory_mb,
+            queue=settings.backend_queue,
         )
         return EmbeddedBackend(server)
     scheme = target.split("://", 1)[0].lower() if "://" in target else ""

@@ -25,15 +25,27 @@ shapes):
    not allowed"). Memgraph does not enforce access modes, so there a read
    runs in an explicit transaction that is rolled back, never committed.
 
-Timeouts are the driver's transaction timeout, enforced by the server, with
-a client-side bound one second later as a backstop. A dropped connection is
-retried once for a read, never for a write.
+Deadlines: every transaction carries ``query_timeout`` as its server-side
+timeout; graphgate gives up itself a few seconds later (`_CLIENT_GRACE`,
+covering how late Neo4j's transaction monitor notices a timeout), and then
+terminates the abandoned transaction on the server in the background
+(`bolt_abandon`). Waiting for a pooled connection is bounded separately and
+short (``pool_wait``), answered with `Busy`. Errors say whether a write was
+not sent, rolled back, or may have committed (`bolt_errors`). A dropped
+connection is retried once for a read, never for a write.
+
+Results stop at ``row_limit`` rows and at ``QueryLimits.max_bytes`` (the
+rows' JSON size, measured per fetched batch): the rest is discarded on the
+server, never sent. A single value is built whole by the driver before
+graphgate sees it; the server's per-transaction memory limit bounds the
+values it materialises, not those it streams (docs/backends.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -41,9 +53,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import pydantic_core
+
 from graphgate.backends import bolt_schema as schema_sql
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.bolt_abandon import Terminator, new_call_id, transaction_metadata
 from graphgate.backends.bolt_convert import bolt_converter
+from graphgate.backends.bolt_errors import WriteProgress, abandoned, translate
 from graphgate.backends.cypher_scan import Scan, require_single_statement, scan
 from graphgate.backends.dialects import (
     Dialect,
@@ -60,7 +76,6 @@ from graphgate.errors import (
     GraphgateError,
     QueryError,
     QueryRefused,
-    QueryTimeout,
     ReadOnlyViolation,
 )
 
@@ -71,18 +86,25 @@ if TYPE_CHECKING:
 
 __all__ = ["BOLT_SCHEMES", "BoltBackend"]
 
+logger = logging.getLogger(__name__)
+
 _T = TypeVar("_T")
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 # How much longer than the server-side transaction timeout the client waits.
-_CLIENT_GRACE = 1.0
+# Neo4j's transaction monitor checks timeouts every 2 s by default
+# (db.transaction.monitor.check.interval): a 1 s timeout ends between 1.05
+# and 2.3 s (measured on 5.26). A shorter grace would abandon, and report as
+# outcome-unknown, writes the server is about to roll back itself.
+_CLIENT_GRACE = 3.0
+# The smallest wait for a pooled connection: 0 would fail even a free pool's acquisition.
+_MIN_POOL_WAIT = 0.05
 _SCHEMA_SAMPLE = 100
 _MEMGRAPH_FALLBACK_SAMPLE = 1000
 _FETCH_SIZE = 1000
 _SCAN_CACHE_MAX_CHARS = 10_000
-_METADATA: Final = {"app": "graphgate"}
 _SYSTEM_DATABASE = "system"
 
 _STATS: Final = {
@@ -116,6 +138,7 @@ class BoltBackend:
         max_connections: int = 100,
         connect_timeout: float = 5.0,
         query_timeout: float = 30.0,
+        pool_wait: float = 2.0,
         user_agent: str = "graphgate",
     ) -> None:
         parts = urlsplit(uri)
@@ -150,12 +173,14 @@ class BoltBackend:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout
+        self.pool_wait = pool_wait
         self.user_agent = user_agent
         self.agent = ""
         self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
         self._plans: RecentCache[tuple[str, str, str], PlanFacts] = RecentCache()
         self._scans: RecentCache[str, Scan] = RecentCache(ttl=None)
+        self._terminator = Terminator(self._plain_session, bound=connect_timeout * 2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BoltBackend:
@@ -172,6 +197,7 @@ class BoltBackend:
             dialect=dialect,
             policy=ProcedurePolicy.from_lists(settings.allow_procedures, settings.deny_procedures),
             query_timeout=settings.query_timeout,
+            pool_wait=settings.busy_wait,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -199,15 +225,20 @@ class BoltBackend:
                 info = await driver.get_server_info()
         except TimeoutError:
             await driver.close()
+            logger.warning("no answer from %s within %g s", self.uri, self.connect_timeout * 2)
             raise BackendUnavailable(
-                f"no answer from {self.uri} within {self.connect_timeout * 2:g} s"
+                f"no answer from the database server within {self.connect_timeout * 2:g} s"
             ) from None
         except AuthError as exc:
             await driver.close()
-            raise BackendUnavailable(f"{self.uri} refused our credentials: {exc.message}") from exc
+            logger.warning("%s refused graphgate's credentials: %s", self.uri, exc.message)
+            raise BackendUnavailable(
+                f"the database server refused graphgate's credentials: {exc.message}"
+            ) from exc
         except (DriverError, Neo4jError, OSError) as exc:
             await driver.close()
-            raise BackendUnavailable(f"cannot reach {self.uri}: {exc}") from exc
+            logger.warning("cannot reach %s: %s", self.uri, exc)
+            raise BackendUnavailable("cannot reach the database server") from exc
         self.agent = str(info.agent)
         if self.dialect is None:
             self.dialect = guess_dialect(self.agent)
@@ -215,6 +246,7 @@ class BoltBackend:
         self._driver = driver
 
     async def close(self) -> None:
+        await self._terminator.close()
         driver, self._driver = self._driver, None
         if driver is not None:
             # Closing only says goodbye on idle sockets; a dead peer must not hold up shutdown.
@@ -228,11 +260,12 @@ class BoltBackend:
             async with asyncio.timeout(self.connect_timeout):
                 await driver.verify_connectivity()
         except TimeoutError:
+            logger.warning("%s did not answer within %g s", self.uri, self.connect_timeout)
             raise BackendUnavailable(
-                f"{self.uri} did not answer within {self.connect_timeout:g} s"
+                f"the database server did not answer within {self.connect_timeout:g} s"
             ) from None
         except Exception as exc:
-            raise _translate(exc, "") from exc
+            raise translate(exc) from exc
 
     # -- queries --------------------------------------------------------------------------
     async def read(
@@ -248,18 +281,22 @@ class BoltBackend:
         found = self._scan(query)
         started = time.perf_counter()
         for attempt in (1, 2):
+            call = new_call_id()
             try:
                 result = await self._bounded(
-                    limits, self._read_once(database, query, found, params, limits), read=True
+                    limits,
+                    self._read_once(database, query, found, params, limits, call),
+                    database=database,
+                    call=call,
                 )
             except (ServiceUnavailable, SessionExpired) as exc:
                 if attempt == 1:
                     continue  # a dropped connection: reads are safe to send again, once
-                raise _translate(exc, database) from exc
+                raise self._translate(exc, limits) from exc
             except GraphgateError:
                 raise
             except Exception as exc:
-                raise _translate(exc, database) from exc
+                raise self._translate(exc, limits) from exc
             result.elapsed_ms = (time.perf_counter() - started) * 1000
             return result
         raise AssertionError("unreachable")  # pragma: no cover
@@ -274,28 +311,37 @@ class BoltBackend:
         self._check_database(database)
         found = self._scan(query)
         started = time.perf_counter()
+        call = new_call_id()
+        progress = WriteProgress()
         try:
             result = await self._bounded(
-                limits, self._write_once(database, query, found, params, limits), read=False
+                limits,
+                self._write_once(database, query, found, params, limits, call, progress),
+                database=database,
+                call=call,
+                progress=progress,
             )
         except GraphgateError:
             raise
         except Exception as exc:
-            raise _translate(exc, database, write=True) from exc
+            raise self._translate(exc, limits, progress) from exc
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
 
     async def schema(self, database: str, limits: QueryLimits) -> Schema:
         """Labels, types, properties, counts, endpoints, indexes and constraints."""
         self._check_database(database)
+        call = new_call_id()
         try:
             if self._dialect() == "memgraph":
-                return await self._bounded(limits, self._memgraph_schema(database, limits))
-            return await self._bounded(limits, self._neo4j_schema(database, limits))
+                work = self._memgraph_schema(database, limits, call)
+            else:
+                work = self._neo4j_schema(database, limits, call)
+            return await self._bounded(limits, work, database=database, call=call)
         except GraphgateError:
             raise
         except Exception as exc:
-            raise _translate(exc, database) from exc
+            raise self._translate(exc, limits) from exc
 
     async def list_databases(self) -> list[str]:
         """Standard databases only: never ``system``, never composite (they span databases)."""
@@ -307,12 +353,31 @@ class BoltBackend:
         except GraphgateError:
             raise
         except Exception as exc:
-            raise _translate(exc, "") from exc
+            raise self._translate(exc, limits) from exc
+
+    async def abandoned_work_done(self) -> None:
+        """Until the background terminations of abandoned transactions have finished."""
+        await self._terminator.wait()
 
     # -- internals: running -------------------------------------------------------------------
     def _longest_wait(self) -> float:
         """The longest any exchange with the server may take before graphgate gives up."""
-        return max(self.query_timeout, self.connect_timeout * 2) + _CLIENT_GRACE
+        return (
+            max(self.query_timeout, self.connect_timeout * 2)
+            + self._pool_wait(self.query_timeout)
+            + _CLIENT_GRACE
+        )
+
+    def _pool_wait(self, timeout: float) -> float:
+        """How long a call may wait for a pooled connection: short, and within its deadline."""
+        return max(_MIN_POOL_WAIT, min(self.pool_wait, timeout))
+
+    def _translate(
+        self, exc: BaseException, limits: QueryLimits, progress: WriteProgress | None = None
+    ) -> GraphgateError:
+        return translate(
+            exc, progress=progress, timeout=limits.timeout, pool_size=self.max_connections
+        )
 
     def _require_driver(self) -> AsyncDriver:
         if self._driver is None:
@@ -344,7 +409,9 @@ class BoltBackend:
             raise QueryRefused("the system database is not a tenant database")
 
     @asynccontextmanager
-    async def _session(self, database: str, *, read: bool) -> AsyncIterator[AsyncSession]:
+    async def _session(
+        self, database: str, *, read: bool, pool_wait: float | None = None
+    ) -> AsyncIterator[AsyncSession]:
         from neo4j import READ_ACCESS, WRITE_ACCESS
 
         driver = self._require_driver()
@@ -352,22 +419,43 @@ class BoltBackend:
             database=database,
             default_access_mode=READ_ACCESS if read else WRITE_ACCESS,
             fetch_size=_FETCH_SIZE,
+            connection_acquisition_timeout=self._pool_wait(
+                self.query_timeout if pool_wait is None else pool_wait
+            ),
         )
         try:
             yield session
         finally:
             await session.close()
 
-    async def _bounded(self, limits: QueryLimits, work: Awaitable[_T], *, read: bool = True) -> _T:
-        """Await ``work`` for at most the query timeout plus a grace second."""
+    def _plain_session(self, database: str) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """A session for graphgate's own housekeeping statements."""
+        return self._session(database, read=False)
+
+    async def _bounded(
+        self,
+        limits: QueryLimits,
+        work: Awaitable[_T],
+        *,
+        database: str = "",
+        call: str | None = None,
+        progress: WriteProgress | None = None,
+    ) -> _T:
+        """Await ``work`` until the server should have answered, then give up on it.
+
+        The server stops the transaction at ``limits.timeout``; graphgate waits
+        for a pooled connection, that timeout and `_CLIENT_GRACE` more. Past
+        that, the transaction tagged ``call`` is terminated on the server in
+        the background and the caller gets its error at once.
+        """
+        deadline = limits.timeout + self._pool_wait(limits.timeout) + _CLIENT_GRACE
         try:
-            async with asyncio.timeout(limits.timeout + _CLIENT_GRACE):
+            async with asyncio.timeout(deadline):
                 return await work
         except TimeoutError:
-            hint = "" if read else " (the write may still complete on the server)"
-            raise QueryTimeout(
-                f"query ran longer than {limits.timeout:g} s and was abandoned{hint}"
-            ) from None
+            if call is not None and self.dialect is not None:
+                self._terminator.stop(self.dialect, database, call)
+            raise abandoned(deadline, progress) from None
 
     async def _read_once(
         self,
@@ -376,10 +464,12 @@ class BoltBackend:
         found: Scan,
         params: Mapping[str, Any] | None,
         limits: QueryLimits,
+        call: str,
     ) -> QueryResult:
         dialect = self._dialect()
         statement = query[: found.body_end]
         body = query[found.body_start : found.body_end]
+        metadata = transaction_metadata(call)
         # The text's verdict first: USE, administration and named procedures are
         # refused as such, even where the planner would only answer with an error.
         _refuse_text(found, self.policy, limits)
@@ -390,24 +480,30 @@ class BoltBackend:
                 "only Cypher queries run through the read path; use get_schema for "
                 "indexes and constraints"
             )
-        async with self._session(database, read=True) as session:
+        async with self._session(database, read=True, pool_wait=limits.timeout) as session:
             if dialect == "memgraph":
                 # Memgraph ignores the access mode: the transaction is never committed.
-                tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+                tx = await session.begin_transaction(metadata=metadata, timeout=limits.timeout)
                 try:
                     facts = await self._explain(tx, dialect, database, body, params)
                     self._enforce_read(facts, found, limits)
                     cursor = await tx.run(statement, _params(params))
-                    return self._pure_read(*await self._collect(cursor, limits.row_limit), found)
+                    return self._pure_read(*await self._collect(cursor, limits), found)
                 finally:
                     await tx.close()
             # Neo4j refuses writes in a read-mode transaction: one auto-commit round trip.
             facts = await self._explain(
-                session, dialect, database, body, params, server_timeout=limits.timeout
+                session,
+                dialect,
+                database,
+                body,
+                params,
+                server_timeout=limits.timeout,
+                metadata=metadata,
             )
             self._enforce_read(facts, found, limits)
-            cursor = await session.run(_query(statement, limits.timeout), _params(params))
-            return self._pure_read(*await self._collect(cursor, limits.row_limit), found)
+            cursor = await session.run(_query(statement, limits.timeout, metadata), _params(params))
+            return self._pure_read(*await self._collect(cursor, limits), found)
 
     def _enforce_read(self, facts: PlanFacts, found: Scan, limits: QueryLimits) -> None:
         enforce(
@@ -432,10 +528,13 @@ class BoltBackend:
         found: Scan,
         params: Mapping[str, Any] | None,
         limits: QueryLimits,
+        call: str,
+        progress: WriteProgress,
     ) -> QueryResult:
         dialect = self._dialect()
         statement = query[: found.body_end]
         body = query[found.body_start : found.body_end]
+        metadata = transaction_metadata(call)
         _refuse_text(found, self.policy, limits)
         if dialect == "memgraph" and found.kind != "cypher":
             if found.kind != "schema":
@@ -444,12 +543,15 @@ class BoltBackend:
                     "definitions are not available through graphgate"
                 )
             # Memgraph allows index and constraint changes only outside explicit transactions.
-            async with self._session(database, read=False) as session:
-                cursor = await session.run(_query(statement, limits.timeout), _params(params))
-                result, _ = await self._collect(cursor, limits.row_limit)
+            async with self._session(database, read=False, pool_wait=limits.timeout) as session:
+                progress.phase = "committing"  # auto-commit: it commits as it runs
+                cursor = await session.run(
+                    _query(statement, limits.timeout, metadata), _params(params)
+                )
+                result, _ = await self._collect(cursor, limits)
                 return result
-        async with self._session(database, read=False) as session:
-            tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+        async with self._session(database, read=False, pool_wait=limits.timeout) as session:
+            tx = await session.begin_transaction(metadata=metadata, timeout=limits.timeout)
             try:
                 facts = await self._explain(tx, dialect, database, body, params)
                 enforce(
@@ -458,13 +560,24 @@ class BoltBackend:
                     self.policy,
                     read_only=False,
                     allow_file_access=limits.allow_file_access,
+                    allow_batched=dialect == "neo4j",
                 )
-                cursor = await tx.run(statement, _params(params))
-                result, _ = await self._collect(cursor, limits.row_limit)
-                await tx.commit()
-                return result
+                if not facts.batched:
+                    progress.phase = "open"
+                    cursor = await tx.run(statement, _params(params))
+                    result, _ = await self._collect(cursor, limits)
+                    progress.phase = "committing"
+                    await tx.commit()
+                    return result
             finally:
-                await tx.close()
+                await tx.close()  # rolls back whatever was not committed (here: only the plan)
+            # CALL {} IN TRANSACTIONS commits batch by batch, and Neo4j runs it only as
+            # an auto-commit statement; its timeout bounds the whole, not each batch.
+            progress.phase = "committing"
+            progress.batched = True
+            cursor = await session.run(_query(statement, limits.timeout, metadata), _params(params))
+            result, _ = await self._collect(cursor, limits)
+            return result
 
     async def _explain(
         self,
@@ -475,6 +588,7 @@ class BoltBackend:
         params: Mapping[str, Any] | None,
         *,
         server_timeout: float | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> PlanFacts:
         """The planner's facts about ``body``, remembered briefly per database and text.
 
@@ -493,7 +607,8 @@ class BoltBackend:
         if server_timeout is None:
             cursor = await runner.run(explain, _params(params))
         else:
-            cursor = await runner.run(_query(explain, server_timeout), _params(params))  # type: ignore[arg-type]
+            statement = _query(explain, server_timeout, metadata)
+            cursor = await runner.run(statement, _params(params))  # type: ignore[arg-type]
         if dialect == "memgraph":
             rows = [str(record[0]) async for record in cursor]
             await cursor.consume()
@@ -504,16 +619,33 @@ class BoltBackend:
         self._plans.put(key, facts)
         return facts
 
-    async def _collect(self, cursor: AsyncResult, row_limit: int) -> tuple[QueryResult, str]:
-        """Rows up to ``row_limit``; the rest are discarded on the server, not sent."""
+    async def _collect(self, cursor: AsyncResult, limits: QueryLimits) -> tuple[QueryResult, str]:
+        """Rows up to ``row_limit`` and ``max_bytes``; the rest are discarded on the server."""
         keys = cursor.keys()
         columns = [str(key) for key in keys]
-        # One fetch instead of an await per record; one row past the limit
-        # tells whether there were more.
-        records = await cursor.fetch(row_limit + 1)
-        truncated = len(records) > row_limit
+        row_limit = limits.row_limit
+        budget = limits.max_bytes
         convert = self._convert
-        rows = [convert.row(record.values()) for record in records[:row_limit]]
+        rows: list[list[Any]] = []
+        truncated = False
+        used = 2  # the rows' brackets
+        while not truncated:
+            # Fetches of at most a driver batch instead of an await per record;
+            # one row past the limit tells whether there were more.
+            wanted = min(_FETCH_SIZE, row_limit + 1 - len(rows))
+            records = await cursor.fetch(wanted)
+            batch = [convert.row(record.values()) for record in records]
+            if len(rows) + len(batch) > row_limit:
+                batch = batch[: row_limit - len(rows)]
+                truncated = True
+            if budget is not None:
+                fits, used = _fitting(batch, used, budget)
+                if fits < len(batch):
+                    batch = batch[:fits]
+                    truncated = True  # no row past the budget is kept, or fetched
+            rows.extend(batch)
+            if len(records) < wanted:
+                break
         summary = await cursor.consume()
         counters = summary.counters
         stats = {name: int(getattr(counters, attribute, 0)) for attribute, name in _STATS.items()}
@@ -528,9 +660,11 @@ class BoltBackend:
         return [record.data() async for record in cursor]
 
     # -- internals: schema and catalog -----------------------------------------------------------
-    async def _neo4j_schema(self, database: str, limits: QueryLimits) -> Schema:
-        async with self._session(database, read=True) as session:
-            tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+    async def _neo4j_schema(self, database: str, limits: QueryLimits, call: str) -> Schema:
+        async with self._session(database, read=True, pool_wait=limits.timeout) as session:
+            tx = await session.begin_transaction(
+                metadata=transaction_metadata(call), timeout=limits.timeout
+            )
             try:
                 labels = [row["label"] for row in await self._rows(tx, "CALL db.labels()")]
                 types = [
@@ -571,18 +705,19 @@ class BoltBackend:
             constraints=constraints,
         )
 
-    async def _memgraph_schema(self, database: str, limits: QueryLimits) -> Schema:
+    async def _memgraph_schema(self, database: str, limits: QueryLimits, call: str) -> Schema:
         from neo4j.exceptions import Neo4jError
 
-        async with self._session(database, read=True) as session:
+        metadata = transaction_metadata(call)
+        async with self._session(database, read=True, pool_wait=limits.timeout) as session:
             try:
                 rows = await self._rows(
-                    session, _query(schema_sql.MEMGRAPH_SCHEMA_INFO, limits.timeout)
+                    session, _query(schema_sql.MEMGRAPH_SCHEMA_INFO, limits.timeout, metadata)
                 )
                 node_labels, rel_types = schema_sql.memgraph_schema_info(rows[0]["schema"])
             except Neo4jError:
                 # Run-time schema tracking is off (or the server predates it): sample instead.
-                tx = await session.begin_transaction(metadata=_METADATA, timeout=limits.timeout)
+                tx = await session.begin_transaction(metadata=metadata, timeout=limits.timeout)
                 try:
                     sample = {"sample": _MEMGRAPH_FALLBACK_SAMPLE}
                     node_labels, rel_types = schema_sql.memgraph_sampled(
@@ -593,10 +728,14 @@ class BoltBackend:
                 finally:
                     await tx.close()
             indexes = schema_sql.memgraph_indexes(
-                await self._rows(session, _query(schema_sql.MEMGRAPH_INDEXES, limits.timeout))
+                await self._rows(
+                    session, _query(schema_sql.MEMGRAPH_INDEXES, limits.timeout, metadata)
+                )
             )
             constraints = schema_sql.memgraph_constraints(
-                await self._rows(session, _query(schema_sql.MEMGRAPH_CONSTRAINTS, limits.timeout))
+                await self._rows(
+                    session, _query(schema_sql.MEMGRAPH_CONSTRAINTS, limits.timeout, metadata)
+                )
             )
         return Schema(
             node_labels=node_labels,
@@ -626,6 +765,16 @@ class BoltBackend:
             return ["memgraph"]
         names = [str(next(iter(row.values()))) for row in rows if row]
         return sorted(names)
+
+    # -- fair share -----------------------------------------------------------------------
+    async def workers(self) -> int:
+        """The driver's pool size: at most that many queries are in flight at once.
+
+        The server's own worker count is not readable over Bolt; the pool is
+        what one tenant could otherwise exhaust, so the fair share gives each
+        tenant half of it.
+        """
+        return self.max_connections
 
 
 def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
@@ -657,6 +806,33 @@ def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
     pool.opener = open_connection
 
 
+def _fitting(batch: list[list[Any]], used: int, budget: int) -> tuple[int, int]:
+    """How many rows of ``batch`` fit in ``budget`` after ``used`` bytes, and the bytes then used.
+
+    The batch is encoded once (pydantic-core, in Rust, as the reply will be);
+    only a batch that does not fit is measured row by row to find the cut. A
+    row whose top-level values alone cannot fit is never encoded: one
+    ``range(1, 5000000)`` would otherwise cost another 40 MB of JSON.
+    """
+    if used + sum(_size_at_least(row) for row in batch) <= budget:
+        size = len(pydantic_core.to_json(batch, serialize_unknown=True)) - 1  # one pair of []
+        if used + size <= budget:
+            return len(batch), used + size
+    for kept, row in enumerate(batch):
+        if used + _size_at_least(row) > budget:
+            return kept, used
+        row_size = len(pydantic_core.to_json(row, serialize_unknown=True)) + 1
+        if used + row_size > budget:
+            return kept, used
+        used += row_size
+    return len(batch), used
+
+
+def _size_at_least(row: list[Any]) -> int:
+    """A lower bound of a row's JSON size from its top-level values' lengths, without encoding."""
+    return 1 + sum(len(value) + 1 if isinstance(value, str | list | dict) else 2 for value in row)
+
+
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(params) if params else None
 
@@ -672,52 +848,11 @@ def _refuse_text(found: Scan, policy: ProcedurePolicy, limits: QueryLimits) -> N
     )
 
 
-def _translate(exc: BaseException, database: str, *, write: bool = False) -> GraphgateError:
-    """Driver and server errors onto graphgate's tree, keeping the server's words."""
-    from neo4j.exceptions import (
-        AuthError,
-        DriverError,
-        IncompleteCommit,
-        Neo4jError,
-        ServiceUnavailable,
-        SessionExpired,
-    )
-
-    if isinstance(exc, GraphgateError):
-        return exc
-    if isinstance(exc, AuthError):
-        return BackendUnavailable(f"the database server refused our credentials: {exc.message}")
-    if isinstance(exc, IncompleteCommit):
-        return BackendUnavailable(
-            "the connection broke while committing: the write may or may not have been applied"
-        )
-    if isinstance(exc, ServiceUnavailable | SessionExpired | OSError):
-        hint = " (the write was not retried)" if write else ""
-        return BackendUnavailable(f"cannot reach the database server: {exc}{hint}")
-    if isinstance(exc, Neo4jError):
-        code = exc.code or ""
-        message = exc.message or str(exc)
-        if code == "Neo.ClientError.Database.DatabaseNotFound" or (
-            "unknown database" in message.lower()
-        ):
-            return QueryError(f"database {database!r} does not exist on the server")
-        if "TransactionTimedOut" in code or "because of transaction timeout" in message:
-            return QueryTimeout(message)
-        if code == "Neo.ClientError.Statement.AccessMode":
-            return ReadOnlyViolation(message)
-        if "Database switching is prohibited" in message:
-            return QueryRefused(message)
-        return QueryError(message)
-    if isinstance(exc, DriverError):
-        return QueryError(f"{type(exc).__name__}: {exc}")
-    return QueryError(f"{type(exc).__name__}: {exc}")
-
-
-def _query(text: str, timeout: float) -> Query:
+def _query(text: str, timeout: float, metadata: dict[str, str] | None = None) -> Query:
     """An auto-commit statement with the transaction timeout the server enforces."""
     from neo4j import Query
 
-    return Query(text, metadata=_METADATA, timeout=timeout)
+    return Query(text, metadata=metadata or transaction_metadata(new_call_id()), timeout=timeout)
 
 
 class RecentCache(Generic[_K, _V]):

@@ -16,17 +16,23 @@ union, so either reading of ``U\\u200bSE`` or ``USE\\u200bsystem`` is caught.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from graphgate.errors import QueryError, QueryRefused
+from graphgate.errors import QueryError, QueryRefused, QueryTooComplex
 
 __all__ = [
+    "MAX_PARSE_COST",
     "Scan",
     "StatementKind",
+    "Structure",
     "Token",
+    "bound_structure",
+    "iter_tokens",
     "scan",
     "split_statements",
+    "structure",
     "tokenize",
 ]
 
@@ -67,7 +73,11 @@ def tokenize(text: str) -> list[Token]:
     identifier: the database would refuse it too, and guessing where it ends
     could hide a clause.
     """
-    tokens: list[Token] = []
+    return list(iter_tokens(text))
+
+
+def iter_tokens(text: str) -> Iterator[Token]:
+    """`tokenize`, one token at a time, for readers that may stop early."""
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -83,11 +93,11 @@ def tokenize(text: str) -> list[Token]:
             i = close + 2
         elif ch in "'\"":
             end = _string_end(text, i)
-            tokens.append(Token("string", text[i:end], i, end))
+            yield Token("string", text[i:end], i, end)
             i = end
         elif ch == "`":
             name, end = _backtick(text, i)
-            tokens.append(Token("name", name, i, end))
+            yield Token("name", name, i, end)
             i = end
         elif ch == "$":
             j = i + 1
@@ -97,7 +107,7 @@ def tokenize(text: str) -> list[Token]:
                 while j < n and _word_part(text[j]):
                     j += 1
                 name = text[i + 1 : j]
-            tokens.append(Token("param", name, i, j))
+            yield Token("param", name, i, j)
             i = j
         elif ch.isdigit():
             j = i + 1
@@ -105,18 +115,17 @@ def tokenize(text: str) -> list[Token]:
                 _word_part(text[j]) or (text[j] == "." and j + 1 < n and text[j + 1].isdigit())
             ):
                 j += 1
-            tokens.append(Token("number", text[i:j], i, j))
+            yield Token("number", text[i:j], i, j)
             i = j
         elif _word_start(ch):
             j = i + 1
             while j < n and _word_part(text[j]):
                 j += 1
-            tokens.append(Token("word", text[i:j], i, j))
+            yield Token("word", text[i:j], i, j)
             i = j
         else:
-            tokens.append(Token("punct", ch, i, i + 1))
+            yield Token("punct", ch, i, i + 1)
             i += 1
-    return tokens
 
 
 def _string_end(text: str, start: int) -> int:
@@ -405,4 +414,147 @@ def require_single_statement(found: Scan) -> None:
     if found.statements > 1:
         raise QueryRefused(
             f"the query holds {found.statements} statements separated by ';': send one at a time"
+        )
+
+
+# -- what a query costs to parse ----------------------------------------------------------
+
+MAX_PARSE_COST = 10_000
+"""Parse cost a query may have: about 50 ms of FalkorDB's parser on one core.
+
+Measured on the embedded FalkorDB 4.16 (BENCHMARKS.md, "Noisy neighbour"):
+flat text costs a few microseconds per token (a 40,000-item list literal,
+80,000 tokens: 0.33 s), and the parser backtracks at every nesting level, so
+a bracket at depth d costs as much as 2**(d-1) tokens (``RETURN ((…1…))`` 12
+deep: 15 ms, 16 deep: 0.23 s) and groups side by side add up (100 groups 12
+deep: 1.8 s). Prefix operators nest the same way (``RETURN ----…1`` 16 deep:
+0.49 s, ``NOT NOT …`` 16 deep: 0.34 s). Parsing runs before the query's
+timeout and holds one of the server's few threads, so the bound has to be on
+the text; graphgate's own reading stops as soon as the bound is passed.
+"""
+
+_OPENERS = frozenset("([{")
+_CLOSERS = frozenset(")]}")
+_SIGNS = frozenset("+-")
+# Words after which + and - begin an operand rather than join two.
+_OPERAND_LEADS = frozenset(
+    {
+        "RETURN", "WITH", "WHERE", "AND", "OR", "XOR", "NOT", "IN", "WHEN", "THEN", "ELSE",
+        "CASE", "UNWIND", "SET", "SKIP", "LIMIT", "BY", "IS", "CONTAINS", "STARTS", "ENDS",
+        "DISTINCT", "AS", "YIELD",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Structure:
+    """How hard a query's text is to parse, whatever it means."""
+
+    depth: int
+    """Deepest nesting of (), [], {} and prefix operators (-x, +x, NOT x)."""
+    cost: int
+    """One per token, plus 2**(d-1) for each level opened at depth d."""
+
+
+_ARROW = frozenset("<>-")
+_ARROW_DASHES = 2
+"""Dashes after a ``)`` or ``]`` that draw a relationship (``)-->(``, ``)<--(``)."""
+
+
+def _is_prefix(token: Token, previous: Token | None, arrow_dashes: int) -> bool:
+    """Is ``token`` a prefix operator: NOT, or a sign where an operand must begin?
+
+    ``arrow_dashes`` counts the dashes already seen since the last ``)`` or
+    ``]``: the first two draw an arrow; any further one is a sign again.
+    """
+    if token.kind == "word":
+        return token.upper == "NOT"
+    if token.kind != "punct" or token.text not in _SIGNS:
+        return False
+    if 0 <= arrow_dashes < _ARROW_DASHES:
+        return False
+    if previous is None:
+        return True
+    if previous.kind == "punct":
+        return previous.text not in _CLOSERS
+    return previous.upper in _OPERAND_LEADS
+
+
+def structure(text: str, stop_above: int | None = None) -> Structure:
+    """The nesting and parse cost of ``text``, read with the tokenizer.
+
+    Strings, comments and `quoted names` are single tokens, so brackets in
+    them never count. A run of prefix operators nests like brackets until the
+    operand it prefixes. Unbalanced brackets are left to the database to
+    refuse: a stray closer never makes the depth negative. Reading stops once
+    the cost passes ``stop_above``, so a huge text costs graphgate no more
+    than a refused one.
+    """
+    depth = deepest = cost = 0
+    prefixes = 0  # prefix operators since the last operand, nesting what follows
+    outer: list[int] = []
+    previous: Token | None = None
+    arrow_dashes = -1  # dashes since the last ) or ], or -1 outside such a run
+    for token in iter_tokens(text):
+        cost += 1
+        if token.kind == "punct" and token.text in _ARROW and arrow_dashes >= 0:
+            prefix = _is_prefix(token, previous, arrow_dashes)
+            arrow_dashes += token.text == "-"
+        else:
+            prefix = _is_prefix(token, previous, -1)
+            arrow_dashes = 0 if token.kind == "punct" and token.text in ")]" else -1
+        if prefix:
+            prefixes += 1
+            level = depth + prefixes
+            cost += 1 << min(level - 1, 62)
+            deepest = max(deepest, level)
+        elif token.kind == "punct" and token.text in _OPENERS:
+            outer.append(depth)
+            depth += prefixes + 1
+            prefixes = 0
+            deepest = max(deepest, depth)
+            cost += 1 << min(depth - 1, 62)
+        elif token.kind == "punct" and token.text in _CLOSERS:
+            depth = outer.pop() if outer else 0
+            prefixes = 0
+        else:
+            prefixes = 0
+        if stop_above is not None and cost > stop_above:
+            break
+        previous = token
+    return Structure(deepest, cost)
+
+
+def bound_structure(text: str, max_depth: int, max_cost: int = MAX_PARSE_COST) -> None:
+    """Refuse, with `QueryTooComplex`, text too deep or too costly for the parser.
+
+    A short text with no more brackets and operators than ``max_depth`` cannot
+    exceed either bound and is let through unread. Format characters are
+    read both ways, as in `scan`, and the worse reading counts: where one
+    lexer ends a string another may not.
+    """
+    if len(text) <= max_depth or (
+        len(text) <= max_cost
+        and sum(text.count(ch) for ch in "([{+-") + text.upper().count("NOT") <= max_depth
+    ):
+        return
+    found = structure(text, stop_above=max_cost)
+    if any(_is_format(ch) for ch in text):
+        for variant in (
+            "".join(ch for ch in text if not _is_format(ch)),
+            "".join(" " if _is_format(ch) else ch for ch in text),
+        ):
+            other = structure(variant, stop_above=max_cost)
+            found = Structure(max(found.depth, other.depth), max(found.cost, other.cost))
+    if found.depth > max_depth:
+        raise QueryTooComplex(
+            f"the query nests brackets or prefix operators {found.depth} deep; at most "
+            f"{max_depth} is allowed: nest less deeply, for example by naming intermediate "
+            "values with WITH or passing nested values as $params"
+        )
+    if found.cost > max_cost:
+        raise QueryTooComplex(
+            f"the query is too large for the database's parser to read safely (cost over "
+            f"{max_cost:,}): pass long lists and maps as $params, split it into smaller "
+            "queries, or nest less deeply"
         )

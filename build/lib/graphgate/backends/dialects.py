@@ -212,11 +212,15 @@ def enforce(
     *,
     read_only: bool,
     allow_file_access: bool,
+    allow_batched: bool = False,
 ) -> None:
     """Refuse the query unless plan and text agree it stays in its database and its rights.
 
     Leaving the database is checked first, so that ``USE system`` through
-    `read` is reported as what it is rather than as a write.
+    `read` is reported as what it is rather than as a write. ``allow_batched``
+    lets through writes that commit in batches (Neo4j's ``CALL {} IN
+    TRANSACTIONS``), for a caller that runs them as the auto-commit
+    statements they must be and reports a failure halfway as such.
     """
     if found.use_clause:
         raise QueryRefused(
@@ -238,7 +242,7 @@ def enforce(
             f"the planner reported an operator graphgate does not know ({facts.unknown[0]}); "
             "refusing rather than guessing what it does"
         )
-    if facts.batched:
+    if facts.batched and not allow_batched:
         raise QueryRefused(
             f"{facts.batched[0]} commits in batches outside the call's transaction; "
             "send the work as ordinary queries"

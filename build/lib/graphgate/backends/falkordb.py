@@ -24,16 +24,48 @@ measured against FalkorDB 4.16:
   on the client side may still finish on the server. A per-query timeout
   above ``TIMEOUT_MAX`` is refused by the server.
 
+Deadlines are graphgate's, not redis-py's: the pool sets no socket timeout
+(redis-py's default of 5 s cut every longer call and called it
+"unavailable"); each call runs under an asyncio deadline of the query
+timeout plus `_CLIENT_GRACE`, while the server stops the query at the
+timeout itself. How a failed write is reported, measured on FalkorDB 4.16.3:
+
+* the server's own "Query timed out" on a write: FalkorDB undoes it (nodes a
+  timed-out ``CREATE`` made are not there afterwards), so `QueryTimeout`;
+* graphgate's deadline passed after the write was sent (the server was still
+  parsing, queueing or running it): `WriteOutcomeUnknown`;
+* the connection broke after the write was sent: `BackendUnavailable` with
+  `UNKNOWN_OUTCOME_HINT`; before anything was sent (refused, no slot in
+  time): plain `BackendUnavailable` or `QueryTimeout`, nothing ran.
+
+The server's refusals, as it words them: "Query's mem consumption exceeded
+capacity" (QUERY_MEM_CAPACITY, nothing written) is `MemoryLimitExceeded`;
+"OOM command not allowed when used memory > 'maxmemory'" (``noeviction``:
+every ``GRAPH.QUERY`` is refused, deletes included, reads still work) says
+the database is full; "Max pending queries exceeded" (MAX_QUEUED_QUERIES) is
+`Busy`. Neither bound covers ``range()``: FalkorDB allocates the whole list
+before it checks the memory cap or the deadline, so ``range(1, 3000000000)``
+makes the server abort on a failed allocation (or, with enough virtual
+memory, fill it) whatever graphgate asks; only a hard limit on the server
+process and its supervision bound that.
+
 Rows beyond ``row_limit`` are neither parsed nor converted: the raw reply is
 cut before the client's parser sees it. They are still shipped and decoded
 by redis-py, unless the server's ``RESULTSET_SIZE`` caps them (the embedded
 server sets it to the row limit + 1); a reply of exactly that many rows is
-reported as truncated.
+reported as truncated. Within ``QueryLimits.max_bytes`` the same holds for
+size: each row's JSON size is estimated from the raw reply, stopping as soon
+as the budget is spent (`falkordb_reply`), and the rows past it are never
+converted, so ``RETURN range(1, 1500000)`` no longer builds its 1.5 million
+values twice more in graphgate. The raw reply itself is decoded whole by
+redis-py before graphgate sees it: what bounds that is the server's memory
+cap on the query that produced it (QUERY_MEM_CAPACITY) and RESULTSET_SIZE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -51,27 +83,46 @@ from graphgate.backends.base import (
     Schema,
 )
 from graphgate.backends.convert import Converter, falkordb_converter
+from graphgate.backends.falkordb_reply import row_size
 from graphgate.errors import (
+    UNKNOWN_OUTCOME_HINT,
     BackendUnavailable,
+    Busy,
     ConfigError,
     GraphgateError,
+    MemoryLimitExceeded,
     QueryError,
     QueryRefused,
     QueryTimeout,
     ReadOnlyViolation,
+    WriteOutcomeUnknown,
 )
 
 __all__ = ["FalkorDBBackend"]
+
+logger = logging.getLogger(__name__)
 
 _EMPTY_KEY = "Invalid graph operation on empty key"
 _READ_ONLY = "is to be executed only on read-only queries"
 _TIMED_OUT = "Query timed out"
 _TIMEOUT_MAX = "cannot exceed the TIMEOUT_MAX"
+_QUERY_MEMORY = "mem consumption exceeded capacity"
+_QUEUE_FULL = "Max pending queries exceeded"
+_FULL = "used memory > 'maxmemory'"
+# Seconds a caller refused by a full queue is told to wait.
+_QUEUE_RETRY = 1.0
+_RECONNECT_RETRY = 1.0
+# The server-wide bounds whose absence `missing_bounds` reports: without them
+# one query can hold the server for ever or take all of its memory.
+_GRAPH_BOUNDS = ("TIMEOUT_MAX", "QUERY_MEM_CAPACITY", "MAX_QUEUED_QUERIES")
+_UNBOUNDED_QUEUE = 2**32 - 1
 _LOAD_CSV_OPERATION = "Load CSV"
 # How much longer than the server-side TIMEOUT the client waits: the server's
 # own "Query timed out" is the better answer, the client timeout is the backstop.
 _CLIENT_GRACE = 1.0
 _SCHEMA_SAMPLE = 100
+# The schema's own queries return a few rows each; no byte budget applies.
+_SCHEMA_LIMITS = QueryLimits(row_limit=1_000_000)
 _SCHEMA_CONCURRENCY = 8
 _GRAPH_CACHE = 1024
 _INT64 = (-(2**63), 2**63 - 1)
@@ -129,6 +180,8 @@ class FalkorDBBackend:
         self._slots = asyncio.Semaphore(max_connections)
         self._timeout_max_ms = 0
         self._resultset_cap = 0
+        self._query_memory = 0
+        self._missing: list[str] = []
         self._graphs: OrderedDict[str, Any] = OrderedDict()
         self._convert: Converter = falkordb_converter()
 
@@ -203,6 +256,10 @@ class FalkorDBBackend:
             username=self.username,
             password=self._password,
             socket_connect_timeout=self.connect_timeout,
+            # No read timeout: redis-py's default (5 s) would cut every longer
+            # query and call it "unavailable"; each call's asyncio deadline
+            # (the query timeout plus `_CLIENT_GRACE`) decides instead.
+            socket_timeout=None,
             socket_keepalive=True,
             health_check_interval=30,
             client_name="graphgate",
@@ -218,6 +275,45 @@ class FalkorDBBackend:
             raise _unavailable(exc, self.host, self.port) from exc
         self._timeout_max_ms = await self._server_limit("TIMEOUT_MAX")
         self._resultset_cap = await self._server_limit("RESULTSET_SIZE")
+        self._query_memory = await self._server_limit("QUERY_MEM_CAPACITY")
+        self._missing = await self._find_missing_bounds()
+        if self._missing:
+            logger.warning(
+                "FalkorDB at %s:%s lacks bounds that keep one query from holding it: %s",
+                self.host,
+                self.port,
+                ", ".join(self._missing),
+            )
+
+    def missing_bounds(self) -> list[str]:
+        """The server-wide bounds the server had unset (or unreadable) at `start`.
+
+        Each entry names the setting and what its absence allows, for logs and
+        readiness details; empty when every bound is set.
+        """
+        return list(self._missing)
+
+    async def _find_missing_bounds(self) -> list[str]:
+        missing: list[str] = []
+        for name in _GRAPH_BOUNDS:
+            value = await self._server_limit(name)
+            if value == 0 or (name == "MAX_QUEUED_QUERIES" and value >= _UNBOUNDED_QUEUE):
+                missing.append(f"GRAPH.CONFIG {name}")
+        try:
+            reply = await self._command(self.connect_timeout, "CONFIG", "GET", "maxmemory*")
+            # A map on RESP3 servers, a flat name/value list on RESP2.
+            config = (
+                reply
+                if isinstance(reply, dict)
+                else dict(zip(reply[::2], reply[1::2], strict=True))
+            )
+        except (GraphgateError, TypeError, ValueError):
+            config = {}
+        if str(config.get("maxmemory", "0")) == "0":
+            missing.append("maxmemory")
+        if config.get("maxmemory-policy") != "noeviction":
+            missing.append("maxmemory-policy noeviction")
+        return missing
 
     async def _server_limit(self, name: str) -> int:
         """A server-wide bound from GRAPH.CONFIG (0 when unset or unreadable).
@@ -309,17 +405,32 @@ class FalkorDBBackend:
             self._graphs.move_to_end(database)
         return graph
 
-    async def _send(self, target: Any, *args: Any) -> Any:
-        """One command through ``target`` (a graph or the client), holding a slot while it runs."""
+    async def _send(self, *args: Any, progress: _Progress | None = None) -> Any:
+        """One command on a pooled connection, holding a slot while it runs.
+
+        The connection is taken (and connected) before the command is sent,
+        so ``progress.sent`` tells a refused connection (nothing ran) from one
+        that broke with the command on its way or running.
+        """
+        if self._pool is None:
+            raise BackendUnavailable("the FalkorDB backend is not started")
+        pool = self._pool
         async with self._slots:
-            return await target.execute_command(*args)
+            connection = await pool.get_connection()
+            try:
+                if progress is not None:
+                    progress.sent = True
+                await connection.send_command(*args, check_health=False)
+                return await connection.read_response()
+            finally:
+                await pool.release(connection)
 
     async def _command(self, seconds: float, *args: Any) -> Any:
         if self._db is None:
             raise BackendUnavailable("the FalkorDB backend is not started")
         try:
             async with asyncio.timeout(seconds):
-                return await self._send(self._db.connection, *args)
+                return await self._send(*args)
         except TimeoutError:
             raise BackendUnavailable(
                 f"FalkorDB did not answer {args[0]} in {seconds:g} s"
@@ -341,23 +452,29 @@ class FalkorDBBackend:
         text = _params_header(params) + query
         timeout_ms = self._timeout_ms(limits)
         command = "GRAPH.RO_QUERY" if read_only else "GRAPH.QUERY"
+        progress = _Progress()
         try:
             async with asyncio.timeout(timeout_ms / 1000 + _CLIENT_GRACE):
                 if not limits.allow_file_access:
                     await self._refuse_file_access(graph, database, text, read_only=read_only)
                 reply = await self._send(
-                    graph, command, database, text, "--compact", "timeout", timeout_ms
+                    command, database, text, "--compact", "timeout", timeout_ms, progress=progress
                 )
-                result = await self._parse(graph, reply, limits.row_limit, read_only=read_only)
+                result = await self._parse(graph, reply, limits, read_only=read_only)
         except TimeoutError:
-            hint = "" if read_only else " (the write may still complete on the server)"
-            raise QueryTimeout(
-                f"query ran longer than {limits.timeout:g} s and was abandoned{hint}"
-            ) from None
+            raise _abandoned(limits.timeout, read_only=read_only, sent=progress.sent) from None
         except GraphgateError:
             raise
         except Exception as exc:
-            raise _translate(exc, database, read_only=read_only) from exc
+            if not read_only and progress.sent and _connection_lost(exc):
+                logger.warning("FalkorDB connection broke during a write: %s", exc)
+                raise BackendUnavailable(
+                    f"the connection to FalkorDB broke while the write was running; "
+                    f"{UNKNOWN_OUTCOME_HINT}"
+                ) from exc
+            raise _translate(
+                exc, database, read_only=read_only, query_memory=self._query_memory
+            ) from exc
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
 
@@ -375,13 +492,13 @@ class FalkorDBBackend:
         if "load" not in text.lower():
             return
         try:
-            plan = await self._send(graph, "GRAPH.EXPLAIN", database, text)
+            plan = await self._send("GRAPH.EXPLAIN", database, text)
         except Exception as exc:
             if read_only or _EMPTY_KEY not in str(exc):
                 raise
             # A write would create the graph anyway; create it so it can be planned.
-            await self._send(graph, "GRAPH.QUERY", database, "RETURN 0", "--compact")
-            plan = await self._send(graph, "GRAPH.EXPLAIN", database, text)
+            await self._send("GRAPH.QUERY", database, "RETURN 0", "--compact")
+            plan = await self._send("GRAPH.EXPLAIN", database, text)
         if any(str(step).strip() == _LOAD_CSV_OPERATION for step in plan):
             raise QueryRefused(
                 "LOAD CSV is disabled: this server does not allow queries to read files "
@@ -389,7 +506,7 @@ class FalkorDBBackend:
             )
 
     async def _parse(
-        self, graph: Any, reply: list[Any], row_limit: int, *, read_only: bool
+        self, graph: Any, reply: list[Any], limits: QueryLimits, *, read_only: bool
     ) -> QueryResult:
         from falkordb.asyncio.query_result import parse_scalar
         from redis.exceptions import ResponseError
@@ -402,19 +519,27 @@ class FalkorDBBackend:
             return QueryResult(columns=[], rows=[], stats=stats)
         columns = [str(column[1]) for column in reply[0]]
         records = reply[1]
+        row_limit, budget = limits.row_limit, limits.max_bytes
         cap = self._resultset_cap
         truncated = len(records) > row_limit or (0 < cap <= len(records))
         convert = self._convert
         rows = []
+        spent = 0
         for record in records[:row_limit] if len(records) > row_limit else records:
+            if budget is not None:
+                # Measured on the raw reply first: a row past the budget is never built.
+                spent += row_size(record, budget - spent)
+                if spent > budget:
+                    truncated = True
+                    break
             rows.append([convert(await parse_scalar(cell, graph)) for cell in record])
         return QueryResult(columns=columns, rows=rows, truncated=truncated, stats=stats)
 
     async def _ro(self, graph: Any, database: str, query: str, timeout_ms: int) -> list[Any]:
         reply = await self._send(
-            graph, "GRAPH.RO_QUERY", database, query, "--compact", "timeout", timeout_ms
+            "GRAPH.RO_QUERY", database, query, "--compact", "timeout", timeout_ms
         )
-        result = await self._parse(graph, reply, 1_000_000, read_only=True)
+        result = await self._parse(graph, reply, _SCHEMA_LIMITS, read_only=True)
         return result.rows
 
     async def _schema(self, database: str, limits: QueryLimits) -> Schema:
@@ -492,6 +617,19 @@ class FalkorDBBackend:
             endpoints=[(s, e) for s, e in ends],
         )
 
+    # -- fair share -----------------------------------------------------------------------
+    async def workers(self) -> int:
+        """Queries the server runs at once (GRAPH.CONFIG THREAD_COUNT); 0 if it will not say.
+
+        The fair share gives each tenant half of them. Raises
+        `BackendUnavailable` when the server cannot be asked now.
+        """
+        try:
+            reply = await self._command(self.connect_timeout, "GRAPH.CONFIG", "GET", "THREAD_COUNT")
+            return max(0, int(reply[1]))
+        except (QueryError, LookupError, TypeError, ValueError):
+            return 0
+
 
 def _indexes(rows: list[Any]) -> list[IndexInfo]:
     """One `IndexInfo` per (label, kind): FalkorDB reports one row per label."""
@@ -540,15 +678,50 @@ def _unavailable(exc: BaseException, host: str, port: int) -> BackendUnavailable
     return BackendUnavailable(f"cannot reach FalkorDB at {host}:{port}: {detail}")
 
 
-def _translate(exc: BaseException, database: str, *, read_only: bool = True) -> GraphgateError:
-    """Map client and server errors onto graphgate's tree, keeping the server's words."""
+class _Progress:
+    """Whether a call's command has left graphgate: after that a write may have run."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+def _abandoned(timeout: float, *, read_only: bool, sent: bool) -> QueryTimeout:
+    """The error for a call graphgate stopped waiting for at its own deadline."""
+    if not sent:
+        return QueryTimeout(
+            f"the query did not start within {timeout:g} s (the backend's connections "
+            "were busy); nothing was run"
+        )
+    if read_only:
+        return QueryTimeout(f"the query ran longer than {timeout:g} s and was abandoned")
+    return WriteOutcomeUnknown(
+        f"FalkorDB did not answer the write within {timeout:g} s and graphgate stopped waiting"
+    )
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    from redis.exceptions import ConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(exc, ConnectionError | RedisTimeout | OSError)
+
+
+def _translate(
+    exc: BaseException, database: str, *, read_only: bool = True, query_memory: int = 0
+) -> GraphgateError:
+    """Map client and server errors onto graphgate's tree, keeping the server's words.
+
+    Connection errors name the server's address; that goes to the log, never
+    into the error a client sees.
+    """
     from redis.exceptions import (
         AuthenticationError,
         BusyLoadingError,
-        ConnectionError,
+        OutOfMemoryError,
         ResponseError,
     )
-    from redis.exceptions import TimeoutError as RedisTimeout
 
     if isinstance(exc, GraphgateError):
         return exc
@@ -557,13 +730,32 @@ def _translate(exc: BaseException, database: str, *, read_only: bool = True) -> 
         return BackendUnavailable(f"FalkorDB refused our credentials: {message}")
     if isinstance(exc, BusyLoadingError):
         return BackendUnavailable(f"FalkorDB is still loading its data: {message}")
-    if isinstance(exc, ConnectionError | RedisTimeout | OSError):
-        return BackendUnavailable(f"cannot reach FalkorDB: {message}")
+    if _connection_lost(exc):
+        logger.warning("cannot reach FalkorDB: %s", message)
+        return BackendUnavailable(
+            "cannot reach FalkorDB; nothing was run", retry_after=_RECONNECT_RETRY
+        )
+    if isinstance(exc, OutOfMemoryError) or _FULL in message:
+        return MemoryLimitExceeded(
+            "the database is full: FalkorDB refuses every write (deletes too) until "
+            "memory is freed; nothing was changed. Reads still work; ask the operator "
+            "to raise embedded_memory_mb (the server's maxmemory)"
+        )
     if isinstance(exc, ResponseError):
         if _READ_ONLY in message:
             return ReadOnlyViolation(message)
         if _TIMED_OUT in message:
-            return QueryTimeout(message)
+            done = "nothing was changed" if read_only else "FalkorDB undid the write"
+            return QueryTimeout(f"FalkorDB stopped the query at its time limit; {done}")
+        if _QUERY_MEMORY in message:
+            allowed = f" ({query_memory // 2**20} MB)" if query_memory else ""
+            return MemoryLimitExceeded(
+                f"the query needed more memory than one query may use{allowed}; nothing "
+                "was changed. Use LIMIT, aggregate, or ask the operator to raise "
+                "query_memory_mb"
+            )
+        if _QUEUE_FULL in message:
+            return Busy("FalkorDB's queue of waiting queries is full.", _QUEUE_RETRY)
         if _EMPTY_KEY in message:
             return QueryError(
                 f"database {database!r} holds no graph yet: nothing has been written to it"

@@ -1,0 +1,121 @@
+"""What a model reads back: answers sized for its context, errors in the tools' terms.
+
+Through the production assembly over real HTTP with the MCP SDK client.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+import pytest_asyncio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from graphgate.auth.dev import mint_dev_token
+from graphgate.config import Settings
+from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
+from tests.services.graphgate import http_settings, make_parts, serve_http
+from tests.services.mcp_results import tool, tool_error
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def answers_server(
+    falkordb_service: FalkorDBService, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, Settings, dict[str, str]]]:
+    suffix = uuid.uuid4().hex[:6]
+    catalog = {
+        "acme": f"acme_{suffix}",
+        # Mapped to a physical name no user should ever read, and never written to.
+        "initech": f"initech_prod_internal_{suffix}",
+    }
+    await seed_tagged_tenants(falkordb_service, {"acme": catalog["acme"]})
+    options = http_settings(
+        tenants=catalog,
+        auth="dev",
+        data_dir=tmp_path_factory.mktemp("answers"),
+        allow_writes=True,
+    )
+    parts = make_parts(falkordb_service.backend(), **options)
+    async with serve_http(parts) as url:
+        yield url, parts.settings, catalog
+
+
+def client_for(url: str, settings: Settings, *tenants: str) -> Client:
+    bearer = mint_dev_token(settings, sub="ada", tenants=list(tenants), admin=False, ttl=600)
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=60)
+    return Client(streamable_http_client(f"{url}/mcp", http_client=http))
+
+
+async def test_long_values_are_elided_with_their_length(
+    answers_server: tuple[str, Settings, dict[str, str]],
+) -> None:
+    url, settings, _ = answers_server
+    async with client_for(url, settings, "acme") as client:
+        answer: dict[str, Any] = await tool(
+            client,
+            "run_query",
+            query="RETURN range(1, 1536) AS embedding, $text AS text, [1, 2, 3] AS small",
+            params={"text": "x" * 5000},
+        )
+    embedding, text, small = answer["rows"][0]
+    assert len(embedding) == 101 and embedding[:3] == [1, 2, 3]
+    assert embedding[-1] == "… [elided: 1536 items in all]"
+    assert text.startswith("x" * 2000) and text.endswith("[elided: 5000 characters in all]")
+    assert small == [1, 2, 3]
+    assert answer["values_elided"] == 2
+
+
+async def test_rows_are_cut_to_the_budget_and_the_answer_says_how_to_page(
+    answers_server: tuple[str, Settings, dict[str, str]],
+) -> None:
+    url, settings, _ = answers_server
+    async with client_for(url, settings, "acme") as client:
+        answer: dict[str, Any] = await tool(
+            client,
+            "run_query",
+            query="UNWIND range(1, 900) AS i RETURN i, reduce(s = '', k IN range(1, 200) | s + 'y')",
+        )
+    encoded = json.dumps(answer, ensure_ascii=False)
+    assert len(encoded.encode()) <= 100_000
+    assert answer["truncated"] is True
+    assert 0 < answer["row_count"] < 900
+    assert answer["row_count"] + answer.get("rows_cut", 0) < 900
+    assert f"SKIP {answer['row_count']}" in answer["hint"] and "LIMIT" in answer["hint"]
+
+
+async def test_errors_name_the_tenant_never_its_physical_database(
+    answers_server: tuple[str, Settings, dict[str, str]],
+) -> None:
+    url, settings, catalog = answers_server
+    async with client_for(url, settings, "initech") as client:
+        errors = [
+            await tool_error(client, "run_query", query="MATCH (n) RETURN count(n)"),
+            await tool_error(client, "run_query", query="MATCH (n RETURN n"),
+        ]
+        schema = await tool(client, "get_schema")
+    for error in errors:
+        assert catalog["initech"] not in error and "internal" not in error, error
+    assert "'initech'" in errors[0]
+    assert schema["database"] == "initech" and schema["node_labels"] == []
+
+
+@pytest.mark.parametrize(
+    ("tenants", "advice"),
+    [
+        (["acme:write"], "run_write_query"),
+        (["acme"], "read-only access"),
+    ],
+)
+async def test_a_write_through_run_query_says_what_to_do(
+    answers_server: tuple[str, Settings, dict[str, str]], tenants: list[str], advice: str
+) -> None:
+    url, settings, _ = answers_server
+    async with client_for(url, settings, *tenants) as client:
+        error = await tool_error(client, "run_query", query="CREATE (:Leak)")
+    assert error.startswith("read_only: run_query only reads"), error
+    assert advice in error
