@@ -462,3 +462,53 @@ async def test_neo4j_started_after_graphgate(
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        "UNWIND range(1, 100000000000) AS x RETURN count(x)",
+        "RETURN size(range(1, 3000000000))",
+    ],
+)
+async def test_a_range_no_bound_of_falkordb_catches_costs_one_restart(
+    tmp_path: Path, bomb: str
+) -> None:
+    """FalkorDB builds range()'s list before its own bounds apply. graphgate's cap on the
+    embedded process (RLIMIT_AS) makes the allocation fail; the server exits instead of
+    filling the machine, and is back within the issue's 5 s for everyone."""
+    settings = Settings(
+        **http_settings(
+            tenants="acme,globex",
+            data_dir=tmp_path / "data",
+            allow_writes=True,
+            query_memory_mb=64,
+            embedded_memory_mb=256,
+            embedded_address_space_mb=2048,
+        )
+    )
+    parts = build_parts(settings)
+    embedded = parts.backend.backend
+    assert isinstance(embedded, EmbeddedBackend)
+    async with serve_http(parts) as url, mcp_client(url) as client:
+        await tool(client, "run_write_query", query="CREATE (:Kept)", database="globex")
+        await tool(client, "run_write_query", query="CREATE (:Mine)", database="acme")
+        first_pid = embedded.pid
+        refused = await client.call_tool("run_query", {"query": bomb, "database": "acme"})
+        assert refused.is_error
+        text = refused.content[0].text  # type: ignore[union-attr]
+        assert text.startswith("backend_unavailable:"), text
+        assert "127.0.0.1" not in text and "Traceback" not in text
+        failed_at = time.monotonic()
+        while True:
+            result = await client.call_tool(
+                "run_query", {"query": "MATCH (k:Kept) RETURN count(k)", "database": "globex"}
+            )
+            if not result.is_error:
+                break
+            assert time.monotonic() - failed_at < RECOVERY_BOUND, result
+            await asyncio.sleep(0.05)
+        assert json.loads(result.content[0].text)["rows"] == [[1]]  # type: ignore[union-attr]
+        assert embedded.pid != first_pid
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            assert (await http.get("/readyz")).status_code == 200

@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     """Memory one query may use in the database (FalkorDB QUERY_MEM_CAPACITY)."""
     embedded_memory_mb: int = Field(default=4096, ge=64, le=1024 * 1024)
     """The embedded FalkorDB's maxmemory: past it writes are refused, never graphs evicted."""
+    embedded_address_space_mb: int = Field(default=0, ge=0, le=16 * 1024 * 1024)
+    """Hard cap on the embedded database process's memory (RLIMIT_AS); 0 derives one
+    from embedded_memory_mb and query_memory_mb."""
     backend_queue: int = Field(default=256, ge=1, le=1_000_000)
     """Queries the embedded FalkorDB queues before refusing more (MAX_QUEUED_QUERIES)."""
     max_query_depth: int = Field(default=12, ge=1, le=64)

@@ -102,17 +102,14 @@ def _fit_rows(answer: dict[str, Any], max_bytes: int) -> dict[str, Any]:
 
 
 def _hint(answer: dict[str, Any], max_bytes: int) -> str:
-    returned, cut = answer["row_count"], answer.get("rows_cut", 0)
-    if cut:
-        more = "at least " if answer.get("truncated_by_limit") else ""
-        return (
-            f"{returned} rows returned, {more}{cut} more cut to fit this server's answer budget "
-            f"of {max_bytes} bytes: page with ORDER BY … SKIP {returned} LIMIT {max(returned, 1)}, "
-            "return fewer or smaller columns, or aggregate (count, collect, avg)"
-        )
+    """How to get the rows an answer left out, in Cypher a model can write next."""
+    returned, cut = answer["row_count"], answer.get("rows_cut")
+    counted = f", {cut} more in this answer" if cut else ""
     return (
-        f"{returned} rows returned; the query has more than the server's row limit: page with "
-        f"ORDER BY … SKIP {returned} LIMIT {returned}, or aggregate (count, collect, avg)"
+        f"{returned} rows returned{counted}; the rest were cut to fit this server's row limit "
+        f"and answer budget ({max_bytes} bytes): page with ORDER BY … SKIP {returned} "
+        f"LIMIT {max(returned, 1)}, return fewer or smaller columns, or aggregate "
+        "(count, collect, avg)"
     )
 
 
@@ -129,14 +126,10 @@ def bounded_rows(
             encoded = encode(answer)
     if len(encoded) <= max_bytes:
         if answer.get("truncated") and "hint" not in answer:
-            answer = {**answer, "truncated_by_limit": True}
-            answer["hint"] = _hint(answer, max_bytes)
-            del answer["truncated_by_limit"]
+            answer = {**answer, "hint": _hint(answer, max_bytes)}
             encoded = encode(answer)
         return answer, encoded
-    was_cut_by_limit = bool(answer.get("truncated"))
-    fitted = _fit_rows({**answer, "truncated_by_limit": was_cut_by_limit}, max_bytes)
-    del fitted["truncated_by_limit"]
+    fitted = _fit_rows(answer, max_bytes)
     encoded = encode(fitted)
     if len(encoded) > max_bytes:
         raise ResultTooLarge(

@@ -33,7 +33,9 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import logging
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -50,6 +52,8 @@ from graphgate.backends.supervision import ReportsMissingBounds
 from graphgate.errors import BackendUnavailable, ConfigError
 
 __all__ = ["EmbeddedBackend", "EmbeddedFalkorDB", "falkordb_binaries"]
+
+logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _LOCK_FILE = "graphgate.lock"
@@ -156,6 +160,7 @@ class EmbeddedFalkorDB:
         query_memory_mb: int | None = None,
         memory_mb: int | None = None,
         queue: int | None = None,
+        address_space_mb: int | None = None,
         port: int | None = None,
         password: str | None = None,
         startup_timeout: float = 20.0,
@@ -171,6 +176,7 @@ class EmbeddedFalkorDB:
             ("query_memory_mb", query_memory_mb),
             ("memory_mb", memory_mb),
             ("queue", queue),
+            ("address_space_mb", address_space_mb),
         ):
             if bound is not None and bound < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -185,6 +191,7 @@ class EmbeddedFalkorDB:
         self.query_memory_mb = query_memory_mb
         self.memory_mb = memory_mb
         self.queue = queue
+        self.address_space_mb = address_space_mb
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._requested_port = port
@@ -360,6 +367,7 @@ class EmbeddedFalkorDB:
             start_new_session=True,
             cwd=self.data_dir,
         )
+        self._cap_address_space(self._process.pid)
         read_end, write_end = os.pipe()
         try:
             self._watchdog = subprocess.Popen(
@@ -372,6 +380,24 @@ class EmbeddedFalkorDB:
         finally:
             os.close(read_end)
         self._watchdog_pipe = write_end
+
+    def _cap_address_space(self, pid: int) -> None:
+        """A hard limit on the server's memory, so an allocation past it fails at once.
+
+        FalkorDB builds ``range()``'s whole list before any of its own bounds
+        apply (``range(1, 1e11)`` asks for one 19 GB block, ``size(range(1,
+        3e9))`` grows without end); under RLIMIT_AS the allocation fails, the
+        server exits and the supervisor brings it back, instead of the
+        machine filling up. Set right after the process starts: it is still
+        loading, so no query can run before the limit holds.
+        """
+        if self.address_space_mb is None or not sys.platform.startswith("linux"):
+            return
+        limit = self.address_space_mb * 1024 * 1024
+        try:
+            resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+        except (OSError, ValueError) as exc:
+            logger.warning("could not cap the embedded database's memory: %s", exc)
 
     async def _wait_ready(self) -> None:
         import redis.asyncio as redis

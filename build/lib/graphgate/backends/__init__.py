@@ -7,6 +7,7 @@ object; the server's lifespan calls ``start()`` and ``close()``.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 from graphgate.backends.base import Backend
@@ -23,6 +24,25 @@ _FALKORDB_SCHEMES = frozenset({"falkordb", "falkordbs", "redis", "rediss"})
 # must stay far above any plausible number of property keys.
 _RESULT_SET_FLOOR = 100_000
 _BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
+
+
+# What the server maps beyond its data and its queries' memory: binaries, the
+# module's thread stacks and allocator arenas (about 0.9 GB of address space idle).
+_ADDRESS_SPACE_OVERHEAD_MB = 2048
+
+
+def embedded_address_space(settings: Settings) -> int:
+    """The embedded server's hard memory cap in MB: its data, every worker's query, overhead.
+
+    Generous on purpose: it exists to stop allocations no bound of FalkorDB's
+    catches (``range(1, 1e11)``), not to police ordinary use.
+    """
+    workers = (os.cpu_count() or 2) + 2
+    return (
+        settings.embedded_memory_mb
+        + settings.query_memory_mb * workers
+        + _ADDRESS_SPACE_OVERHEAD_MB
+    )
 
 
 def create_backend(settings: Settings) -> Backend:
@@ -47,6 +67,7 @@ def create_backend(settings: Settings) -> Backend:
             query_memory_mb=settings.query_memory_mb,
             memory_mb=settings.embedded_memory_mb,
             queue=settings.backend_queue,
+            address_space_mb=settings.embedded_address_space_mb or embedded_address_space(settings),
         )
         return EmbeddedBackend(server)
     scheme = target.split("://", 1)[0].lower() if "://" in target else ""

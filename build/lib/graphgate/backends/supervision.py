@@ -267,6 +267,14 @@ class SupervisedBackend:
     async def list_databases(self) -> list[str]:
         return await self._call(self.backend.list_databases)
 
+    async def workers(self) -> int:
+        """How many queries the database runs at once (0: it does not say), for the fair share."""
+        workers = getattr(self.backend, "workers", None)
+        if workers is None:
+            return 0
+        count: int = await self._call(workers)
+        return count
+
     # -- internals ------------------------------------------------------------------------
     async def _call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         if not self._connected:
