@@ -60,6 +60,8 @@ from graphgate.auth.dev import DevKeys, mint_dev_token
 from graphgate.backends.embedded import EmbeddedFalkorDB
 from graphgate.config import Settings
 
+METRICS_TOKEN = "bench-metrics-token"
+METRICS_HEADERS = {"authorization": f"Bearer {METRICS_TOKEN}"}
 ALL_PARTS = ("falkordb", "bare", "auth", "scale", "sessions", "cross", "convert", "memgraph")
 PARTS = (*ALL_PARTS, "profile", "whatif", "revision", "noisy")
 DEFAULT_PARTS = (*ALL_PARTS, "profile")
@@ -210,6 +212,8 @@ class Bench:
             "GRAPHGATE_BACKEND_PASSWORD": backend_password or self.falkor.password,
             "GRAPHGATE_TENANTS": json.dumps(catalog),
             "GRAPHGATE_LOG_LEVEL": "warning",
+            # Sign-in on keeps /metrics closed without its own secret.
+            "GRAPHGATE_METRICS_TOKEN": METRICS_TOKEN,
         }
         if backend_user:
             env["GRAPHGATE_BACKEND_USER"] = backend_user
@@ -497,7 +501,7 @@ async def part_sessions(bench: Bench, catalog: dict[str, str]) -> None:
 
     async def open_sessions() -> int | None:
         async with httpx2.AsyncClient(timeout=10) as http:
-            text = (await http.get(server.url + "/metrics")).text
+            text = (await http.get(server.url + "/metrics", headers=METRICS_HEADERS)).text
         for line in text.splitlines():
             if line.startswith("graphgate_active_sessions"):
                 return int(float(line.split()[-1]))

@@ -35,7 +35,7 @@ from graphgate.errors import Busy
 from graphgate.fairshare import FairShare
 from graphgate.server import Parts
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
-from tests.services.graphgate import http_settings, make_parts, serve_http
+from tests.services.graphgate import METRICS_HEADERS, http_settings, make_parts, serve_http
 from tests.services.mcp_results import tool, tool_error
 
 # 9 million rows counted in constant memory: about 1.8 s of one FalkorDB thread
@@ -79,7 +79,7 @@ def client_for(
 
 async def busy_count(url: str, reason: str) -> float:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        text = (await http.get("/metrics")).text
+        text = (await http.get("/metrics", headers=METRICS_HEADERS)).text
     for line in text.splitlines():
         if line.startswith(f'graphgate_busy_total{{reason="{reason}"}}'):
             return float(line.rsplit(" ", 1)[1])

@@ -24,7 +24,7 @@ from graphgate.auth.dev import mint_dev_token
 from graphgate.config import Settings
 from graphgate.server import Parts
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
-from tests.services.graphgate import http_settings, make_parts, serve_http
+from tests.services.graphgate import METRICS_HEADERS, http_settings, make_parts, serve_http
 from tests.services.mcp_results import tool, tool_error
 
 
@@ -189,7 +189,8 @@ async def test_open_endpoints_and_dns_rebinding(server: tuple[str, Settings]) ->
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
-        assert (await http.get("/metrics")).status_code == 200
+        assert (await http.get("/metrics", headers=METRICS_HEADERS)).status_code == 200
+        assert (await http.get("/metrics")).status_code == 401  # sign-in on: its own secret
         bearer = {
             "authorization": f"Bearer {token(settings, 'alice', 'acme')}",
             "accept": "application/json, text/event-stream",
@@ -277,7 +278,7 @@ async def test_paths_answer_ip_hosts_but_no_foreign_name(server: tuple[str, Sett
     url, _ = server
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         for path in ("/healthz", "/readyz", "/metrics"):
-            response = await http.get(path, headers={"host": "10.1.2.3:8000"})
+            response = await http.get(path, headers={"host": "10.1.2.3:8000", **METRICS_HEADERS})
             assert response.status_code == 200, path
             rebound = await http.get(path, headers={"host": "rebind.evil.example:8000"})
             assert rebound.status_code == 421, path

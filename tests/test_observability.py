@@ -20,7 +20,7 @@ from graphgate.errors import RateLimited
 from graphgate.ratelimit import RateLimiter
 from graphgate.server import build_server
 from tests.services.falkordb import FalkorDBService
-from tests.services.graphgate import http_settings, make_parts, serve_http
+from tests.services.graphgate import METRICS_HEADERS, http_settings, make_parts, serve_http
 
 
 async def seeded_catalog(falkordb_service: FalkorDBService) -> dict[str, str]:
@@ -78,7 +78,7 @@ async def test_audit_without_query_text(
             )
             assert broken.is_error  # the caller still sees the database's message
         async with httpx.AsyncClient(base_url=url) as plain:
-            metrics = (await plain.get("/metrics")).text
+            metrics = (await plain.get("/metrics", headers=METRICS_HEADERS)).text
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
     assert "query" not in lines[0] and "count(r)" not in audit.read_text()
     assert len(lines[0]["query_sha256"]) == 64

@@ -28,7 +28,11 @@ pytestmark = pytest.mark.falkordb
 
 def oidc_settings(data_dir: Path, **overrides: Any) -> dict[str, Any]:
     options = http_settings(
-        auth="oidc", issuer=ISSUER, tenants={"acme": "acme_phys"}, data_dir=data_dir
+        auth="oidc",
+        issuer=ISSUER,
+        tenants={"acme": "acme_phys"},
+        data_dir=data_dir,
+        metrics_token=None,
     )
     options["public_url"] = f"http://127.0.0.1:{options['port']}"
     return {**options, **overrides}
@@ -43,11 +47,12 @@ async def oidc_server(
         yield url
 
 
-async def test_oidc_without_a_metrics_token_keeps_metrics_closed(
-    falkordb_service: FalkorDBService, tmp_path: Path
+@pytest.mark.parametrize("auth", ["oidc", "dev"])
+async def test_sign_in_without_a_metrics_token_keeps_metrics_closed(
+    falkordb_service: FalkorDBService, tmp_path: Path, auth: str
 ) -> None:
     """No secret configured: /metrics answers 401 to everyone and says what to set."""
-    options = oidc_settings(tmp_path)
+    options = oidc_settings(tmp_path, auth=auth)
     async with (
         serve_http(make_parts(falkordb_service.backend(), **options)) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as http,

@@ -32,7 +32,7 @@ from graphgate.config import Settings
 from graphgate.errors import ConfigError
 from graphgate.server import build_parts
 from tests.services._common import free_port, service_unavailable
-from tests.services.graphgate import http_settings, serve_http
+from tests.services.graphgate import METRICS_HEADERS, http_settings, serve_http
 from tests.services.mcp_results import tool
 
 pytestmark = pytest.mark.falkordb
@@ -128,7 +128,7 @@ async def test_embedded_database_killed_under_load_comes_back(
             await asyncio.sleep(0.5)  # some calls on the new server
             stop.set()
             await asyncio.wait_for(asyncio.gather(*workers), 60)
-            metrics = (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics", headers=METRICS_HEADERS)).text
 
         async with mcp_client(url) as client:
             present = await tool(

@@ -254,9 +254,9 @@ class Settings(BaseSettings):
     session_ttl: float = Field(default=24 * 3600.0, gt=0)
     metrics_token: SecretStr | None = None
     metrics_public: bool = False
-    """Serve /metrics without ``metrics_token`` although auth = oidc: its labels name tenants.
+    """Serve /metrics without ``metrics_token`` although sign-in is on: its labels name tenants.
 
-    With auth = oidc, neither a token nor this, /metrics stays closed (401)."""
+    With auth on (dev or oidc) and neither a token nor this, /metrics stays closed (401)."""
     audit_log: str = ""
     audit_query_text: bool = True
     rate_limit: int = Field(default=0, ge=0)

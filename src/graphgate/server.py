@@ -64,9 +64,9 @@ class Parts:
 
 
 def metrics_closed(settings: Settings) -> bool:
-    """Real sign-in but no metrics secret: the tenant names in /metrics stay private."""
+    """Sign-in on but no metrics secret: the tenant names in /metrics stay private."""
     return (
-        settings.auth == "oidc" and settings.metrics_token is None and not settings.metrics_public
+        settings.auth != "none" and settings.metrics_token is None and not settings.metrics_public
     )
 
 

@@ -56,7 +56,12 @@ async def serve_http(parts: Parts) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 30)
 
 
+METRICS_TOKEN = "test-metrics-token"
+METRICS_HEADERS = {"authorization": f"Bearer {METRICS_TOKEN}"}
+"""What a Prometheus scrape of a test server sends (auth on keeps /metrics closed without it)."""
+
+
 def http_settings(**overrides: Any) -> dict[str, Any]:
-    """Settings for an HTTP test server on a fresh loopback port."""
+    """Settings for an HTTP test server on a fresh loopback port, with a metrics token."""
     port = free_port()
-    return {"host": "127.0.0.1", "port": port, **overrides}
+    return {"host": "127.0.0.1", "port": port, "metrics_token": METRICS_TOKEN, **overrides}
