@@ -109,3 +109,21 @@ async def test_metrics_public_serves_without_a_token(
     ):
         assert (await http.get("/metrics")).status_code == 200
         assert (await http.get("/metrics", headers={"host": "evil.example"})).status_code == 421
+
+
+async def test_readyz_names_the_bounds_an_external_falkordb_lacks(
+    falkordb_service: FalkorDBService, tmp_path: Path
+) -> None:
+    """The session's FalkorDB runs without a memory cap, queue bound or maxmemory."""
+    options = http_settings(tenants={"acme": "acme_phys"}, data_dir=tmp_path)
+    async with (
+        serve_http(make_parts(falkordb_service.backend(), **options)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+    ):
+        ready = await http.get("/readyz")
+    assert ready.status_code == 200
+    backend = ready.json()["backend"]
+    assert backend["state"] == "ready"
+    missing = " ".join(backend["missing_bounds"])
+    assert "QUERY_MEM_CAPACITY" in missing and "maxmemory" in missing
+    assert str(falkordb_service.port) not in ready.text and "127.0.0.1" not in ready.text
