@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -252,3 +253,39 @@ async def test_stdio_transport(tmp_path: Path) -> None:
         assert "run_write_query" not in tools
     time.sleep(0.5)
     assert processes_using(tmp_path / "data") == []
+
+
+def test_start_up_failures_are_one_line(tmp_path: Path) -> None:
+    """A port in use and a bad flag: one line saying what to do, no traceback, no
+    "listening" line, a non-zero exit; the embedded database never started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        in_use = subprocess.run(
+            [GRAPHGATE, "serve", "--demo", "--port", port, "--data-dir", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+    bad_port = subprocess.run(
+        [GRAPHGATE, "serve", "--port", "abc"], capture_output=True, text=True, env=clean_env()
+    )
+    for result, needle in ((in_use, "in use"), (bad_port, "port")):
+        assert result.returncode not in (0, None), result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("graphgate:"), lines
+        assert "Traceback" not in result.stderr and "listening" not in result.stderr
+    assert "--port" in in_use.stderr
+    assert processes_using(tmp_path / "d") == []
+
+
+def test_sigterm_is_a_clean_stop_with_exit_code_0(serve) -> None:
+    port, data_dir, started = serve
+    process = start(port, data_dir)
+    started.append(process)
+    wait_ready(f"http://127.0.0.1:{port}", process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert "Traceback" not in process.communicate()[1]

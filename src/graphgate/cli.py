@@ -73,7 +73,8 @@ ConfigOpt = Annotated[
 def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
+    # A string here, so a bad value is judged (in one line) with the other settings.
+    port: Annotated[str | None, typer.Option(help="Port [default: 8000]")] = None,
     transport: Annotated[str | None, typer.Option(help="http or stdio [default: http]")] = None,
     public_url: Annotated[
         str | None, typer.Option(help="The URL clients reach graphgate at.")
@@ -139,10 +140,15 @@ def serve(
         from graphgate.auth.dev import record_dev_issuer
 
         record_dev_issuer(settings)
+    announce = None
     if settings.demo and settings.auth == "dev" and settings.transport == "http":
-        _announce_demo(settings, to_terminal=sys.stderr.isatty())
+        to_terminal = sys.stderr.isatty()
+
+        def announce() -> None:
+            _announce_demo(settings, to_terminal=to_terminal)
+
     try:
-        _run_fast(run(settings))
+        _run_fast(run(settings, announce))
     except ConfigError as exc:  # e.g. the data directory is another graphgate's
         _fail(str(exc), code=2)
     except GraphgateError as exc:
@@ -221,7 +227,7 @@ def token(
     data_dir: Annotated[Path | None, typer.Option(help="The server's data dir.")] = None,
     public_url: Annotated[str | None, typer.Option(help="The server's public URL.")] = None,
     host: Annotated[str | None, typer.Option(help="The server's host.")] = None,
-    port: Annotated[int | None, typer.Option(help="The server's port.")] = None,
+    port: Annotated[str | None, typer.Option(help="The server's port.")] = None,
 ) -> None:
     """Mint a token signed by the dev issuer (auth = dev); printed on the last line.
 
@@ -249,16 +255,17 @@ app.add_typer(keycloak_app, name="keycloak")
 
 
 def main() -> None:
-    # SIGTERM becomes a KeyboardInterrupt-like clean shutdown in every transport.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM is how service managers ask for a stop: a clean shutdown, exit code 0
+    # (130 would be reported as a failure). Ctrl-C keeps the shell's 130.
+    signal.signal(signal.SIGTERM, _stop_cleanly)
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
 
 
-def _raise_interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
+def _stop_cleanly(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

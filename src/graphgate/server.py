@@ -7,9 +7,11 @@ Nothing here reads the environment or builds anything at import time: the CLI
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ from graphgate.backends.base import Backend
 from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
-from graphgate.errors import BackendUnavailable, GraphgateError
+from graphgate.errors import BackendUnavailable, ConfigError, GraphgateError
 from graphgate.host_guard import HostGuard
 from graphgate.http_limits import BodyTimeout, connection_limits
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
@@ -264,22 +266,53 @@ def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
     return lambda: current_caller(settings, rights_of)
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, announce: Callable[[], None] | None = None) -> None:
     """Serve until interrupted.
 
     The backend starts here, before the server, so that a start-up error (a
     data directory another graphgate holds) ends graphgate with one line
     rather than a lifespan traceback; the lifespan then finds it started.
     """
-    parts = build_parts(settings)
-    await parts.backend.start()
+    listener = bind_listener(settings) if settings.transport == "http" else None
     try:
-        await _serve(parts)
+        parts = build_parts(settings)
+        await parts.backend.start()
+        if announce is not None:  # the port is ours and the backend started: now say so
+            announce()
+        try:
+            await _serve(parts, listener)
+        finally:
+            await parts.backend.close()
     finally:
-        await parts.backend.close()
+        if listener is not None:
+            listener.close()
 
 
-async def _serve(parts: Parts) -> None:
+def bind_listener(settings: Settings) -> socket.socket:
+    """The HTTP port, taken before anything else starts.
+
+    A port in use is then one line and a non-zero exit before the database
+    starts or anything claims to listen, instead of uvicorn's log after the
+    demo data was seeded.
+    """
+    family = socket.AF_INET6 if ":" in settings.host.strip("[]") else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((settings.host.strip("[]"), settings.port))
+    except OSError as exc:
+        listener.close()
+        reason = (
+            "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        )
+        raise ConfigError(
+            f"port {settings.port} on {settings.host} {reason}: stop what holds it, "
+            "or choose another with --port"
+        ) from None
+    return listener
+
+
+async def _serve(parts: Parts, listener: socket.socket | None) -> None:
     settings = parts.settings
     if settings.transport == "stdio":
         mcp = build_server(parts)
@@ -305,11 +338,12 @@ async def _serve(parts: Parts) -> None:
         **connection_limits(settings),
     )
     server = uvicorn.Server(config)
+    assert listener is not None
     logger.info(
         "graphgate listening on %s/mcp",
         settings.public_url or f"http://{settings.host}:{settings.port}",
     )
-    await server.serve()
+    await server.serve(sockets=[listener])
     if server.started is False:
         raise BackendUnavailable(
             f"could not start the HTTP server on {settings.host}:{settings.port}"
