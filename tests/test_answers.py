@@ -119,3 +119,18 @@ async def test_a_write_through_run_query_says_what_to_do(
         error = await tool_error(client, "run_query", query="CREATE (:Leak)")
     assert error.startswith("read_only: run_query only reads"), error
     assert advice in error
+
+
+async def test_a_missing_parameter_is_named_with_how_to_pass_it(
+    answers_server: tuple[str, Settings, dict[str, str]],
+) -> None:
+    url, settings, _ = answers_server
+    async with client_for(url, settings, "acme") as client:
+        error = await tool_error(
+            client, "run_query", query="MATCH (t:Tag) WHERE t.tenant = $who RETURN t", params={}
+        )
+        both = await tool_error(
+            client, "run_query", query="RETURN $a + $b, '$notone'", params={"c": 1}
+        )
+    assert "$who" in error and 'params={"who": …}' in error, error
+    assert "$a, $b" in both and "notone" not in both.split("(the database said")[0], both

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from graphgate.auth.rights import Caller
 from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
-from graphgate.backends.cypher_scan import bound_structure
+from graphgate.backends.cypher_scan import bound_structure, missing_parameters
 from graphgate.config import Settings
 from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
 from graphgate.errors import (
@@ -116,6 +116,27 @@ def _session_id() -> str | None:
 
 def _subject_key(caller: Caller) -> str:
     return f"{caller.issuer}\x1f{caller.subject}"
+
+
+@asynccontextmanager
+async def naming_missing_parameters(
+    query: str, params: Mapping[str, Any] | None
+) -> AsyncIterator[None]:
+    """A query the database refused for a ``$name`` not in ``params`` says which, and how."""
+    try:
+        yield
+    except QueryError as exc:
+        if type(exc) is not QueryError:
+            raise
+        missing = missing_parameters(query, params or {})
+        if not missing:
+            raise
+        names = ", ".join(f"${name}" for name in missing)
+        example = ", ".join(f'"{name}": …' for name in missing)
+        raise QueryError(
+            f"the query uses {names}, which params does not give: pass "
+            f"params={{{example}}} (the database said: {exc})"
+        ) from None
 
 
 @asynccontextmanager
@@ -315,7 +336,11 @@ class GraphTools:
             await self._bound_text(query)
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            async with self._share(caller, target), speaking_of(target):
+            async with (
+                self._share(caller, target),
+                speaking_of(target),
+                naming_missing_parameters(query, params),
+            ):
                 try:
                     result = await self._backend.read(
                         target.database, query, _check_params(params), self._limits
@@ -347,7 +372,11 @@ class GraphTools:
             record.databases.append(target.tenant)
             if not caller.rights.can_write(target.tenant):
                 raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-            async with self._share(caller, target), speaking_of(target):
+            async with (
+                self._share(caller, target),
+                speaking_of(target),
+                naming_missing_parameters(query, params),
+            ):
                 result = await self._backend.write(
                     target.database, query, _check_params(params), self._limits
                 )
@@ -421,7 +450,11 @@ class GraphTools:
                 nonlocal done
                 async with gate:
                     try:
-                        async with self._fair.tenant_share(target.tenant), speaking_of(target):
+                        async with (
+                            self._fair.tenant_share(target.tenant),
+                            speaking_of(target),
+                            naming_missing_parameters(query, checked),
+                        ):
                             result = await self._backend.read(
                                 target.database, query, checked, self._limits
                             )

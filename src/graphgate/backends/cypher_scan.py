@@ -16,7 +16,7 @@ union, so either reading of ``U\\u200bSE`` or ``USE\\u200bsystem`` is caught.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,6 +30,7 @@ __all__ = [
     "Token",
     "bound_structure",
     "iter_tokens",
+    "missing_parameters",
     "scan",
     "split_statements",
     "structure",
@@ -558,3 +559,19 @@ def bound_structure(text: str, max_depth: int, max_cost: int = MAX_PARSE_COST) -
             f"{max_cost:,}): pass long lists and maps as $params, split it into smaller "
             "queries, or nest less deeply"
         )
+
+
+def missing_parameters(text: str, given: Iterable[str]) -> list[str]:
+    """The ``$names`` the text uses that ``given`` lacks, in order of first use.
+
+    Read only after a database refused a query, to name what to pass: each
+    database words "missing parameter" its own way, or not at all. Numbered
+    parameters (``$0``) are names like any other. A text that does not
+    tokenize has nothing to say here.
+    """
+    have = set(given)
+    try:
+        used = [token.text for token in iter_tokens(text) if token.kind == "param"]
+    except QueryError:
+        return []
+    return [name for name in dict.fromkeys(used) if name not in have]
