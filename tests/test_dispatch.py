@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from fastmcp import Client, FastMCP
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from graphgate.auth.rights import Caller
 from graphgate.dispatch import DirectToolCalls, schemas_with_header_marks
@@ -140,8 +142,10 @@ async def test_argument_errors_are_tool_errors(falkordb_service, tmp_path) -> No
         )
         assert wrong.is_error and "params" in text_of(wrong)
 
-        unknown = await client.call_tool("drop_everything", {}, raise_on_error=False)
-        assert unknown.is_error and "Unknown tool" in text_of(unknown)
+        # An unknown tool is a protocol error (MCP spec), not a tool result.
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("drop_everything", {}, raise_on_error=False)
+        assert unknown.value.code == INVALID_PARAMS and "Unknown tool" in unknown.value.message
 
         # And the server keeps serving.
         fine = await client.call_tool("list_databases", {})

@@ -299,3 +299,19 @@ async def test_argument_errors_name_the_argument_and_nothing_else(
     assert "x" * 200 not in text  # the input is not echoed back
     for name in names:
         assert name in text, text
+
+
+async def test_an_unknown_tool_is_a_json_rpc_error(
+    hostile_server: tuple[str, Settings, dict[str, str]],
+) -> None:
+    """The MCP spec: calling a tool that does not exist is a protocol error (-32602)."""
+    url, settings, _ = hostile_server
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for name in ["no_such_tool", "run_write_query_", "RUN_QUERY", ""]:
+            headers = {**bearer(settings, "alice", "acme"), "mcp-name": name}
+            response = await http.post("/mcp", json=call(name, {}), headers=headers)
+            assert response.status_code in {200, 400}, response.text
+            body = response.json()
+            assert "result" not in body, body
+            assert body["error"]["code"] == -32602, body
+            assert name in body["error"]["message"] or not name

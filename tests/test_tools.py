@@ -12,6 +12,8 @@ import pytest
 import pytest_asyncio
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from graphgate.server import build_server
 from tests.services.falkordb import FalkorDBService
@@ -166,8 +168,9 @@ async def test_write_query_returns_stats(falkordb_service, tenants, tmp_path) ->
 
 async def test_writes_refused_when_server_disallows(falkordb_service, tenants, tmp_path) -> None:
     async with server_client(falkordb_service, tenants, tmp_path) as client:
-        with pytest.raises(ToolError):
+        with pytest.raises(MCPError) as unknown:  # not offered at all: a protocol error
             await client.call_tool("run_write_query", {"query": "CREATE (:X)"})
+        assert unknown.value.code == INVALID_PARAMS
 
 
 @pytest.mark.parametrize(

@@ -40,8 +40,9 @@ from fastmcp.exceptions import ToolError
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.types import get_cached_typeadapter
 from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
-from mcp.types import CallToolRequestParams, CallToolResult, TextContent
+from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult, TextContent
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -142,7 +143,11 @@ class DirectToolCalls:
     ) -> CallToolResult | Any:
         validator = self._validators.get(params.name)
         if validator is None:
-            return await self._fallback(ctx, params)
+            # The MCP spec: an unknown tool is a protocol error, not a tool result.
+            shown = params.name if len(params.name) <= 64 else params.name[:61] + "..."
+            raise MCPError(
+                INVALID_PARAMS, f"Unknown tool: {shown!r}; tools/list names the tools offered"
+            )
         try:
             call = validator.validate_python(params.arguments or {})
         except PydanticValidationError as exc:
