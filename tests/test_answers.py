@@ -134,3 +134,27 @@ async def test_a_missing_parameter_is_named_with_how_to_pass_it(
         )
     assert "$who" in error and 'params={"who": …}' in error, error
     assert "$a, $b" in both and "notone" not in both.split("(the database said")[0], both
+
+
+async def test_a_larger_schema_sample_finds_a_rare_property(
+    answers_server: tuple[str, Settings, dict[str, str]],
+) -> None:
+    url, settings, _ = answers_server
+    async with client_for(url, settings, "acme:write") as client:
+        await tool(
+            client,
+            "run_write_query",
+            query="UNWIND range(1, 150) AS i CREATE (:Rare {i: i}) WITH count(*) AS made "
+            "CREATE (:Rare {i: 0, seldom: 'x'})",
+        )
+        default = await tool(client, "get_schema", label="Rare")
+        wide = await tool(client, "get_schema", label="Rare", sample_size=1000)
+        refused = await tool_error(client, "get_schema", sample_size=0)
+
+    def properties(schema: dict[str, Any]) -> set[str]:
+        [rare] = [entry for entry in schema["node_labels"] if entry["label"] == "Rare"]
+        return {p["name"] for p in rare["properties"]}
+
+    assert properties(default) == {"i"}  # the first 100 of 151 never have it
+    assert properties(wide) == {"i", "seldom"}
+    assert "sample_size" in refused

@@ -8,6 +8,7 @@ and writes the audit line is `GraphTools._call`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 100_000
 MAX_PARAMS_BYTES = 1_000_000
 MAX_CROSS_TENANT_CONCURRENCY = 16
+MAX_SCHEMA_SAMPLE = 10_000
 READ_IN_THREAD_CHARS = 2_000
 """Longer query texts are measured off the event loop, so other calls keep flowing."""
 
@@ -405,6 +407,15 @@ class GraphTools:
                 max_length=200,
             ),
         ] = None,
+        sample_size: Annotated[
+            int | None,
+            Field(
+                description="Entities read per label and relationship type to learn property "
+                "types (default 100): raise it to find rare properties of a large graph.",
+                ge=1,
+                le=MAX_SCHEMA_SAMPLE,
+            ),
+        ] = None,
     ) -> ToolResult:
         """Describe a database: node labels, relationship types, their properties
         with value types, indexes and constraints, so you can write correct Cypher.
@@ -415,7 +426,10 @@ class GraphTools:
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
             async with self._share(caller, target), speaking_of(target):
-                schema: Schema = await self._backend.schema(target.database, self._limits)
+                limits = self._limits
+                if sample_size is not None:
+                    limits = dataclasses.replace(limits, sample=sample_size)
+                schema: Schema = await self._backend.schema(target.database, limits)
             answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
             return reply_json(answer, self._max_bytes)
 

@@ -24,6 +24,9 @@ class QueryLimits:
     allow_file_access: bool = False
     max_bytes: int | None = None
     """Rough bound on a result's JSON size: backends stop converting rows past it."""
+    sample: int = 100
+    """Entities per label or relationship type that schema reads to learn property
+    types and endpoints: more finds rarer properties, and costs more."""
 
 
 @dataclass(slots=True)

@@ -101,7 +101,6 @@ BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s
 _CLIENT_GRACE = 3.0
 # The smallest wait for a pooled connection: 0 would fail even a free pool's acquisition.
 _MIN_POOL_WAIT = 0.05
-_SCHEMA_SAMPLE = 100
 _MEMGRAPH_FALLBACK_SAMPLE = 1000
 _FETCH_SIZE = 1000
 _SCAN_CACHE_MAX_CHARS = 10_000
@@ -687,7 +686,7 @@ class BoltBackend:
                     rels.count(rel_type, rows[0]["c"])
                     ends = await self._rows(
                         tx,
-                        f"MATCH (a)-[:{quoted}]->(b) WITH a, b LIMIT {_SCHEMA_SAMPLE} "
+                        f"MATCH (a)-[:{quoted}]->(b) WITH a, b LIMIT {int(limits.sample)} "
                         "UNWIND labels(a) AS s UNWIND labels(b) AS e RETURN DISTINCT s, e",
                     )
                     for row in ends:
@@ -719,7 +718,7 @@ class BoltBackend:
                 # Run-time schema tracking is off (or the server predates it): sample instead.
                 tx = await session.begin_transaction(metadata=metadata, timeout=limits.timeout)
                 try:
-                    sample = {"sample": _MEMGRAPH_FALLBACK_SAMPLE}
+                    sample = {"sample": max(limits.sample, _MEMGRAPH_FALLBACK_SAMPLE)}
                     node_labels, rel_types = schema_sql.memgraph_sampled(
                         await self._rows(tx, schema_sql.MEMGRAPH_NODE_SAMPLE, sample),
                         await self._rows(tx, schema_sql.MEMGRAPH_REL_SAMPLE, sample),

@@ -120,7 +120,6 @@ _LOAD_CSV_OPERATION = "Load CSV"
 # How much longer than the server-side TIMEOUT the client waits: the server's
 # own "Query timed out" is the better answer, the client timeout is the backstop.
 _CLIENT_GRACE = 1.0
-_SCHEMA_SAMPLE = 100
 # The schema's own queries return a few rows each; no byte budget applies.
 _SCHEMA_LIMITS = QueryLimits(row_limit=1_000_000)
 _SCHEMA_CONCURRENCY = 8
@@ -559,8 +558,12 @@ class FalkorDBBackend:
             raise _translate(exc, database) from exc
         try:
             types = [row[0] for row in await ro("CALL db.relationshipTypes()")]
-            node_infos = await asyncio.gather(*(self._label_info(ro, name) for name in labels))
-            rel_infos = await asyncio.gather(*(self._type_info(ro, name) for name in types))
+            node_infos = await asyncio.gather(
+                *(self._label_info(ro, name, limits.sample) for name in labels)
+            )
+            rel_infos = await asyncio.gather(
+                *(self._type_info(ro, name, limits.sample) for name in types)
+            )
             index_rows = await ro(
                 "CALL db.indexes() YIELD label, properties, types, entitytype "
                 "RETURN label, properties, types, entitytype"
@@ -583,11 +586,11 @@ class FalkorDBBackend:
         )
 
     @staticmethod
-    async def _label_info(ro: Any, label: str) -> LabelInfo:
+    async def _label_info(ro: Any, label: str, sample: int) -> LabelInfo:
         if "`" in label:  # FalkorDB cannot escape a backtick in a name
             return LabelInfo(name=label)
         properties = await ro(
-            f"MATCH (n:`{label}`) WITH n LIMIT {_SCHEMA_SAMPLE} UNWIND keys(n) AS k "
+            f"MATCH (n:`{label}`) WITH n LIMIT {int(sample)} UNWIND keys(n) AS k "
             "RETURN k, collect(DISTINCT typeOf(n[k])) ORDER BY k"
         )
         count = await ro(f"MATCH (n:`{label}`) RETURN count(n)")
@@ -598,16 +601,16 @@ class FalkorDBBackend:
         )
 
     @staticmethod
-    async def _type_info(ro: Any, rel_type: str) -> LabelInfo:
+    async def _type_info(ro: Any, rel_type: str, sample: int) -> LabelInfo:
         if "`" in rel_type:
             return LabelInfo(name=rel_type)
         properties = await ro(
-            f"MATCH ()-[r:`{rel_type}`]->() WITH r LIMIT {_SCHEMA_SAMPLE} UNWIND keys(r) AS k "
+            f"MATCH ()-[r:`{rel_type}`]->() WITH r LIMIT {int(sample)} UNWIND keys(r) AS k "
             "RETURN k, collect(DISTINCT typeOf(r[k])) ORDER BY k"
         )
         count = await ro(f"MATCH ()-[r:`{rel_type}`]->() RETURN count(r)")
         ends = await ro(
-            f"MATCH (a)-[r:`{rel_type}`]->(b) WITH a, b LIMIT {_SCHEMA_SAMPLE} "
+            f"MATCH (a)-[r:`{rel_type}`]->(b) WITH a, b LIMIT {int(sample)} "
             "UNWIND labels(a) AS s UNWIND labels(b) AS e RETURN DISTINCT s, e ORDER BY s, e"
         )
         return LabelInfo(
