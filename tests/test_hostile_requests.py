@@ -23,14 +23,7 @@ from graphgate.auth.dev import mint_dev_token
 from graphgate.config import Settings
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import http_settings, make_parts, serve_http
-
-MCP_ACCEPT = "application/json, text/event-stream"
-PROTOCOL = "2026-07-28"
-META = {
-    "io.modelcontextprotocol/protocolVersion": PROTOCOL,
-    "io.modelcontextprotocol/clientInfo": {"name": "hostile", "version": "1"},
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
+from tests.services.raw_mcp import tool_call_body, tool_call_headers
 
 # Names that must never reach another tenant's data: case, spacing, look-alikes,
 # paths, wildcards, the physical name, control characters, overlong ones.
@@ -83,21 +76,9 @@ async def hostile_server(
 def bearer(settings: Settings, sub: str, *tenants: str) -> dict[str, str]:
     """Headers of a client speaking the default (sessionless) protocol as ``sub``."""
     value = mint_dev_token(settings, sub=sub, tenants=list(tenants), admin=False, ttl=600)
-    return {
-        "authorization": f"Bearer {value}",
-        "accept": MCP_ACCEPT,
-        "mcp-protocol-version": PROTOCOL,
-        "mcp-method": "tools/call",
-    }
-
-
-def call(tool: str, arguments: dict[str, Any], request_id: int = 1) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments, "_meta": META},
-    }
+    headers = {"authorization": f"Bearer {value}", **tool_call_headers("")}
+    del headers["mcp-name"]  # named per call, by tool_answer
+    return headers
 
 
 async def tool_answer(http: httpx.AsyncClient, headers: dict[str, str], body: Any) -> Any:
@@ -108,7 +89,9 @@ async def tool_answer(http: httpx.AsyncClient, headers: dict[str, str], body: An
 
 
 async def still_serving(http: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    body = await tool_answer(http, headers, call("run_query", {"query": "RETURN 1 AS one"}))
+    body = await tool_answer(
+        http, headers, tool_call_body("run_query", {"query": "RETURN 1 AS one"})
+    )
     assert body["result"]["isError"] is False, body
 
 
@@ -136,7 +119,9 @@ async def test_no_database_name_form_reaches_another_tenant(
     headers = bearer(settings, "mallory", "acme:write")
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         for name in names:
-            body = await tool_answer(http, headers, call(tool, arguments_naming(tool, name)))
+            body = await tool_answer(
+                http, headers, tool_call_body(tool, arguments_naming(tool, name))
+            )
             result = body["result"]
             if tool != "query_databases" or result["isError"]:
                 assert result["isError"] is True, (name, body)
@@ -167,11 +152,11 @@ async def test_run_query_neither_writes_nor_reads_files(
     url, settings, _ = hostile_server
     headers = bearer(settings, "mallory", "acme:write")
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        body = await tool_answer(http, headers, call("run_query", {"query": query}))
+        body = await tool_answer(http, headers, tool_call_body("run_query", {"query": query}))
         assert body["result"]["isError"] is True
         assert body["result"]["content"][0]["text"].startswith(expected), body
         count = await tool_answer(
-            http, headers, call("run_query", {"query": "MATCH (n:Leak) RETURN count(n)"})
+            http, headers, tool_call_body("run_query", {"query": "MATCH (n:Leak) RETURN count(n)"})
         )
         assert json.loads(count["result"]["content"][0]["text"])["rows"] == [[0]]
 
@@ -193,7 +178,9 @@ async def test_host_and_origin_tricks_are_refused(
     url, settings, _ = hostile_server
     headers = {**bearer(settings, "alice", "acme"), **extra}
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        response = await http.post("/mcp", json=call("list_databases", {}), headers=headers)
+        response = await http.post(
+            "/mcp", json=tool_call_body("list_databases", {}), headers=headers
+        )
         assert response.status_code in {400, 403, 421}, response.text
         assert "acme" not in response.text
 
@@ -208,7 +195,7 @@ async def test_malformed_bodies_are_refused_cleanly(
         '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_query",'
         '"arguments":{"query":"RETURN 1","params":{"x":' + deep + "}}}}"
     )
-    batch = json.dumps([call("list_databases", {}, i) for i in range(10_000)])
+    batch = json.dumps([tool_call_body("list_databases", {}, i) for i in range(10_000)])
     bodies: list[bytes] = [
         deep.encode(),
         deep_params.encode(),
@@ -262,7 +249,9 @@ async def test_many_concurrent_connections_are_each_answered(
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
 
     async def one(http: httpx.AsyncClient) -> int:
-        response = await http.post("/mcp", json=call("list_databases", {}), headers=headers)
+        response = await http.post(
+            "/mcp", json=tool_call_body("list_databases", {}), headers=headers
+        )
         return response.status_code
 
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
@@ -291,7 +280,9 @@ async def test_argument_errors_name_the_argument_and_nothing_else(
 ) -> None:
     url, settings, _ = hostile_server
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        body = await tool_answer(http, bearer(settings, "alice", "acme"), call(tool, arguments))
+        body = await tool_answer(
+            http, bearer(settings, "alice", "acme"), tool_call_body(tool, arguments)
+        )
     result = body.get("result") or {}
     text = result["content"][0]["text"] if result else json.dumps(body["error"])
     assert result.get("isError", True), body
@@ -309,7 +300,7 @@ async def test_an_unknown_tool_is_a_json_rpc_error(
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         for name in ["no_such_tool", "run_write_query_", "RUN_QUERY", ""]:
             headers = {**bearer(settings, "alice", "acme"), "mcp-name": name}
-            response = await http.post("/mcp", json=call(name, {}), headers=headers)
+            response = await http.post("/mcp", json=tool_call_body(name, {}), headers=headers)
             assert response.status_code in {200, 400}, response.text
             body = response.json()
             assert "result" not in body, body

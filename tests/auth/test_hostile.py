@@ -33,24 +33,14 @@ from tests.auth._support import (
 )
 from tests.auth.conftest import PUBLIC_URL, make_settings
 from tests.services.falkordb import FalkorDBService
+from tests.services.raw_mcp import tool_call_body, tool_call_headers
 
 PRM = f"{PUBLIC_URL}/.well-known/oauth-protected-resource/mcp"
 CHALLENGE = f'Bearer resource_metadata="{PRM}", scope="mcp:tools"'
 AUDIENCE = f"{PUBLIC_URL}/mcp"
 METRICS_TOKEN = "hostile-suite-metrics"
-PROTOCOL = "2026-07-28"
-META = {
-    "io.modelcontextprotocol/protocolVersion": PROTOCOL,
-    "io.modelcontextprotocol/clientInfo": {"name": "hostile", "version": "1"},
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
 # The default (sessionless) protocol's headers for a tools/call of list_databases.
-MCP_HEADERS = {
-    "Accept": "application/json, text/event-stream",
-    "MCP-Protocol-Version": PROTOCOL,
-    "Mcp-Method": "tools/call",
-    "Mcp-Name": "list_databases",
-}
+MCP_HEADERS = tool_call_headers("list_databases")
 
 Headers = list[tuple[str | bytes, str | bytes]]
 
@@ -467,12 +457,7 @@ async def auth_failures(client: httpx.AsyncClient) -> Counter[str]:
 
 
 def tool_call(name: str = "list_databases", request_id: int = 1) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": name, "arguments": {}, "_meta": META},
-    }
+    return tool_call_body(name, {}, request_id)
 
 
 def listed_tenants(response: httpx.Response) -> dict[str, str]:
