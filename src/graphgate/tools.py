@@ -121,48 +121,52 @@ def _subject_key(caller: Caller) -> str:
 
 
 @asynccontextmanager
-async def naming_missing_parameters(
-    query: str, params: Mapping[str, Any] | None
+async def in_callers_terms(
+    target: Target, query: str | None = None, params: Mapping[str, Any] | None = None
 ) -> AsyncIterator[None]:
-    """A query the database refused for a ``$name`` not in ``params`` says which, and how."""
-    try:
-        yield
-    except QueryError as exc:
-        if type(exc) is not QueryError:
-            raise
-        missing = missing_parameters(query, params or {})
-        if not missing:
-            raise
-        names = ", ".join(f"${name}" for name in missing)
-        example = ", ".join(f'"{name}": …' for name in missing)
-        raise QueryError(
-            f"the query uses {names}, which params does not give: pass "
-            f"params={{{example}}} (the database said: {exc})"
-        ) from None
+    """Errors of a call on ``target`` told in the terms of the one who made it.
 
-
-@asynccontextmanager
-async def speaking_of(target: Target) -> AsyncIterator[None]:
-    """Errors about ``target`` name its tenant, never its physical database.
-
-    A catalog may map ``initech`` to ``initech_prod_internal_7``; the backend
-    and the database server speak of the latter, users only ever see the
-    former. The physical name goes to the debug log.
+    Read only on the error path: a ``$name`` the database missed is named
+    with how to pass it, and the tenant is named, never its physical
+    database (a catalog may map ``initech`` to ``initech_prod_internal_7``;
+    the backend and the server speak of the latter; it goes to the debug log).
     """
     try:
         yield
     except GraphgateError as exc:
-        if target.database != target.tenant:
-            text = str(exc)
-            # Only on the error path, so compiled per use: nothing cached at module level.
-            name = re.compile(rf"(?<![\w.-]){re.escape(target.database)}(?![\w.-])")
-            told = name.sub(target.tenant, text)
-            if told != text:
-                logger.debug(
-                    "error about database %r (tenant %r): %s", target.database, target.tenant, text
-                )
-                exc.args = (told,)
-        raise
+        told = _naming_missing_parameters(exc, query, params)
+        _naming_the_tenant(told, target)
+        if told is exc:
+            raise
+        raise told from None
+
+
+def _naming_missing_parameters(
+    exc: GraphgateError, query: str | None, params: Mapping[str, Any] | None
+) -> GraphgateError:
+    if type(exc) is not QueryError or query is None:
+        return exc
+    missing = missing_parameters(query, params or {})
+    if not missing:
+        return exc
+    names = ", ".join(f"${name}" for name in missing)
+    example = ", ".join(f'"{name}": …' for name in missing)
+    return QueryError(
+        f"the query uses {names}, which params does not give: pass "
+        f"params={{{example}}} (the database said: {exc})"
+    )
+
+
+def _naming_the_tenant(exc: GraphgateError, target: Target) -> None:
+    if target.database == target.tenant:
+        return
+    text = str(exc)
+    # Only on the error path, so compiled per use: nothing cached at module level.
+    name = re.compile(rf"(?<![\w.-]){re.escape(target.database)}(?![\w.-])")
+    told = name.sub(target.tenant, text)
+    if told != text:
+        logger.debug("error about %r (tenant %r): %s", target.database, target.tenant, text)
+        exc.args = (told,)
 
 
 def _check_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -338,11 +342,7 @@ class GraphTools:
             await self._bound_text(query)
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            async with (
-                self._share(caller, target),
-                speaking_of(target),
-                naming_missing_parameters(query, params),
-            ):
+            async with self._share(caller, target), in_callers_terms(target, query, params):
                 try:
                     result = await self._backend.read(
                         target.database, query, _check_params(params), self._limits
@@ -374,11 +374,7 @@ class GraphTools:
             record.databases.append(target.tenant)
             if not caller.rights.can_write(target.tenant):
                 raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-            async with (
-                self._share(caller, target),
-                speaking_of(target),
-                naming_missing_parameters(query, params),
-            ):
+            async with self._share(caller, target), in_callers_terms(target, query, params):
                 result = await self._backend.write(
                     target.database, query, _check_params(params), self._limits
                 )
@@ -425,7 +421,7 @@ class GraphTools:
         async with self._call("get_schema", caller) as record:
             target = await self._router.resolve(caller, database, _session_id())
             record.databases.append(target.tenant)
-            async with self._share(caller, target), speaking_of(target):
+            async with self._share(caller, target), in_callers_terms(target):
                 limits = self._limits
                 if sample_size is not None:
                     limits = dataclasses.replace(limits, sample=sample_size)
@@ -466,8 +462,7 @@ class GraphTools:
                     try:
                         async with (
                             self._fair.tenant_share(target.tenant),
-                            speaking_of(target),
-                            naming_missing_parameters(query, checked),
+                            in_callers_terms(target, query, checked),
                         ):
                             result = await self._backend.read(
                                 target.database, query, checked, self._limits
