@@ -51,7 +51,6 @@ from graphgate.observability import REQUEST_ID
 logger = logging.getLogger(__name__)
 
 ToolFunction = Callable[..., Awaitable[ToolResult]]
-Handler = Callable[[ServerRequestContext[Any], CallToolRequestParams], Awaitable[Any]]
 Reporter = Callable[[float, float | None, str | None], Awaitable[None]]
 
 _PROGRESS: ContextVar[Reporter | None] = ContextVar("graphgate_progress", default=None)
@@ -102,17 +101,16 @@ class DirectToolCalls:
     """Runs graphgate's tools without FastMCP's per-call machinery.
 
     ``tools`` maps each tool name to the coroutine function FastMCP registered
-    under it; anything else is handed to ``fallback``, FastMCP's own handler.
+    under it; any other name is an unknown tool, a protocol error.
     """
 
-    def __init__(self, tools: Mapping[str, ToolFunction], fallback: Handler) -> None:
+    def __init__(self, tools: Mapping[str, ToolFunction]) -> None:
         # A TypeAdapter over a function validates a dict of keyword arguments
         # against its signature and returns the call. FastMCP's helper resolves
         # the signature's forward references the way FastMCP's tools do.
         self._validators: dict[str, TypeAdapter[Any]] = {
             name: get_cached_typeadapter(function) for name, function in tools.items()
         }
-        self._fallback = fallback
 
     @classmethod
     def install(cls, mcp: FastMCP, tools: Mapping[str, ToolFunction]) -> DirectToolCalls:
@@ -126,10 +124,7 @@ class DirectToolCalls:
             names = ", ".join(type(m).__name__ for m in acting)
             raise RuntimeError(f"direct tool calls would bypass FastMCP middleware: {names}")
         server = mcp._mcp_server
-        entry = server.get_request_handler("tools/call")
-        if entry is None:  # pragma: no cover - FastMCP registers it in its constructor
-            raise RuntimeError("FastMCP registered no tools/call handler to take over")
-        direct = cls(tools, entry.handler)
+        direct = cls(tools)
         server.add_request_handler("tools/call", CallToolRequestParams, direct.handle)
         if server.get_tool_input_schema is not None:
             server.get_tool_input_schema = schemas_with_header_marks(server.get_tool_input_schema)
