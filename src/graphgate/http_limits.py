@@ -23,10 +23,10 @@ import asyncio
 import logging
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graphgate.config import Settings
+from graphgate.errors import RequestTimeout, to_http_response
 from graphgate.header_timeout import header_timeout_protocol
 
 __all__ = ["BodyTimeout", "connection_limits"]
@@ -153,12 +153,5 @@ class _BodyWatch:
         if self.response_started:
             return
         # Connection: close, so that the server closes the connection after the answer.
-        response = JSONResponse(
-            {
-                "error": "request_timeout",
-                "error_description": f"the request body did not arrive within {seconds:g} s",
-            },
-            status_code=408,
-            headers={"Connection": "close"},
-        )
+        response = to_http_response(RequestTimeout(seconds))
         await response(self.scope, self._receive, self._send)

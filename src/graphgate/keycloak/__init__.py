@@ -32,9 +32,9 @@ What graphgate needs from the realm, and why:
   with ``--features=cimd`` (experimental).
 """
 
+from graphgate.errors import KeycloakAdminError
 from graphgate.keycloak.configure import (
     Change,
-    KeycloakAdminError,
     KeycloakConfigurator,
     configure_keycloak,
 )

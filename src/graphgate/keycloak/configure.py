@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from graphgate.errors import GraphgateError
+from graphgate.errors import KeycloakAdminError
 from graphgate.keycloak.realm import (
     ADMIN_ROLE,
     CLIENT_DEFAULT_SCOPES,
@@ -43,12 +43,6 @@ from graphgate.keycloak.realm import (
 )
 
 _TIMEOUT = 30.0
-
-
-class KeycloakAdminError(GraphgateError):
-    """Keycloak's admin API refused or failed a request; the message names it."""
-
-    code = "keycloak_admin_error"
 
 
 @dataclass(frozen=True, slots=True)
