@@ -159,6 +159,9 @@ def mint_dev_token(
     admin: bool,
     ttl: int,
     scopes: Sequence[str] | None = None,
+    *,
+    client_id: str = DEV_CLIENT_ID,
+    keys: DevKeys | None = None,
 ) -> str:
     """A token from the dev issuer, shaped like the configured issuer's claims.
 
@@ -167,7 +170,10 @@ def mint_dev_token(
     ``tenants_claim``; ``admin`` puts ``admin_value`` at ``admin_claim``.
     ``scopes`` defaults to ``required_scopes``. Tenants are checked for syntax
     only: a token naming tenants outside the catalog is valid and simply
-    grants nothing there.
+    grants nothing there. ``client_id`` names the client the token is for
+    (``azp``): ``graphgate-cli`` for ``graphgate token``, the registered
+    client for the dev authorization server; ``keys`` saves reading the key
+    file again.
     """
     if not sub or not isinstance(sub, str):
         raise ValueError("sub: give a subject name")
@@ -183,7 +189,7 @@ def mint_dev_token(
         if access not in {"", "read", "write"}:
             raise ValueError(f"tenant {entry!r}: use NAME, NAME:read or NAME:write")
         entries.append(settings.tenant_prefix + entry.strip())
-    keys = DevKeys.load_or_create(settings.data_dir)
+    keys = keys or DevKeys.load_or_create(settings.data_dir)
     now = int(time.time())
     chosen = list(settings.required_scopes if scopes is None else scopes)
     claims: dict[str, Any] = {
@@ -194,8 +200,8 @@ def mint_dev_token(
         "nbf": now,
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(16),
-        "azp": DEV_CLIENT_ID,
-        "client_id": DEV_CLIENT_ID,
+        "azp": client_id,
+        "client_id": client_id,
         "scope": " ".join(chosen),
     }
     _set_claim(claims, settings.tenants_claim, entries)
