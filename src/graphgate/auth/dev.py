@@ -1,9 +1,11 @@
 """Dev mode: graphgate is its own issuer, with a key pair kept in the data directory.
 
-There is no login UI: ``graphgate token`` mints tokens with `mint_dev_token`,
-and the server verifies them against the same key, locally (no HTTP). The
-issuer is ``settings.dev_issuer`` (the public URL), so dev tokens pass the
-very checks real ones do: ``iss``, ``aud``, ``exp``, scopes and tenants.
+``graphgate token`` mints tokens with `mint_dev_token`; on loopback the dev
+issuer also signs people in through the browser
+(`graphgate.auth.dev_authorization`), minting the same tokens. The server
+verifies them against the same key, locally (no HTTP). The issuer is
+``settings.dev_issuer`` (the public URL), so dev tokens pass the very checks
+real ones do: ``iss``, ``aud``, ``exp``, scopes and tenants.
 """
 
 from __future__ import annotations
