@@ -12,6 +12,7 @@ oversized or malformed, the sign-in page's one-time requests.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -394,6 +395,30 @@ async def test_a_code_works_once_and_its_reuse_revokes_the_refresh_token(demo: D
     assert first.status_code == 200, first.text
     assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
     assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"
+
+
+async def test_a_code_raced_by_concurrent_exchanges_is_granted_once(demo: Demo) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = await RawClient.register(http, demo.url)
+        code = await client.code_for("carol")
+        answers = await asyncio.gather(*(client.exchange(http, code) for _ in range(12)))
+    assert sorted(answer.status_code for answer in answers) == [200] + [400] * 11
+
+
+async def test_a_flood_of_authorizations_keeps_a_bounded_number_waiting(demo: Demo) -> None:
+    """1,100 parked sign-ins: the oldest are forgotten (MAX_PENDING = 1000), the newest work."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        client = await RawClient.register(http, demo.url)
+        url = client.authorization_url()
+        locations: list[str] = []
+        for _ in range(11):
+            batch = await asyncio.gather(*(http.get(url) for _ in range(100)))
+            assert {answer.status_code for answer in batch} == {302}
+            locations += [answer.headers["location"] for answer in batch]
+        oldest = await http.get(locations[0])
+        newest = await http.get(locations[-1])
+    assert oldest.status_code == 400 and "expired or was already used" in oldest.text
+    assert newest.status_code == 200
 
 
 async def test_a_wrong_verifier_is_refused_and_spends_the_code(demo: Demo) -> None:
