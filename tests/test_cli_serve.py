@@ -232,6 +232,8 @@ def test_demo_prints_its_tokens_on_a_terminal(serve) -> None:
     assert not (data_dir / "demo-tokens.txt").exists()
     banner = seen.decode(errors="replace")
     assert "--allow-writes" in banner  # this demo is read-only, and says how to change it
+    # Sign-in through the browser comes first: no header to paste.
+    assert f"claude mcp add --transport http graphgate http://127.0.0.1:{port}/mcp\r\n" in banner
     # The token command is printed with a path that runs as printed, from any directory.
     printed = banner.split("more tokens: ", 1)[1].split(" token ", 1)[0].strip()
     assert os.access(printed, os.X_OK) and Path(printed).is_absolute(), printed

@@ -188,8 +188,9 @@ def _announce_demo(settings: Settings, *, to_terminal: bool) -> None:
 
 
 def _demo_banner(settings: Settings) -> str:
-    """Ready-to-paste client commands for a one-tenant user and an admin."""
+    """Ready-to-paste client commands: browser sign-in, or a token for a user and an admin."""
     from graphgate.auth.dev import mint_dev_token
+    from graphgate.auth.dev_authorization import serves_authorization
 
     first = sorted(settings.catalog)[0]
     user = mint_dev_token(settings, sub="demo-user", tenants=[first], admin=False, ttl=86400)
@@ -202,9 +203,19 @@ def _demo_banner(settings: Settings) -> str:
         if settings.allow_writes
         else "  read-only: restart with --allow-writes to offer run_write_query"
     )
+    sign_in = (
+        [
+            "  sign in through the browser (pick a demo user on graphgate's page):",
+            f"    claude mcp add --transport http graphgate {url}",
+            "  or paste a token instead,",
+        ]
+        if serves_authorization(settings)
+        else []
+    )
     return "\n".join(
         [
             f"graphgate demo: tenants {', '.join(sorted(settings.catalog))} at {url}",
+            *sign_in,
             f"  a user of {first!r} (token valid 24 h):",
             f"    claude mcp add --transport http graphgate-{first} {url} "
             f'--header "Authorization: Bearer {user}"',

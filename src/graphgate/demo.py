@@ -8,14 +8,17 @@ start seeds again without duplicating anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from graphgate.backends.base import Backend, QueryLimits
 
-__all__ = ["seed_demo"]
+__all__ = ["DemoUser", "demo_users", "seed_demo"]
 
 _LIMITS = QueryLimits(row_limit=1000, timeout=30.0)
+MAX_DEMO_TENANTS = 10
+"""At most this many tenants in one demo user's token (a reader of all, with a big catalog)."""
 
 _PEOPLE: dict[str, Any] = {
     "people": [
@@ -138,6 +141,48 @@ _INDEXES: dict[str, list[tuple[str, str]]] = {
     "people": [("Person", "name"), ("Company", "name"), ("Project", "name")],
     "shop": [("Product", "sku"), ("Supplier", "name"), ("Order", "number")],
 }
+
+
+@dataclass(frozen=True, slots=True)
+class DemoUser:
+    """Someone to sign in as on the dev issuer's sign-in page.
+
+    ``tenants`` are token entries (``name`` or ``name:write``), exactly what
+    ``graphgate token --tenants`` takes; ``admin`` grants every tenant.
+    """
+
+    name: str
+    tenants: tuple[str, ...] = ()
+    admin: bool = False
+
+    def access(self) -> list[tuple[str, str]]:
+        """(tenant, what this user may do there), as the sign-in page lists it."""
+        if self.admin:
+            return [("every tenant", "read, write, admin")]
+        shown = []
+        for entry in self.tenants:
+            name, _, access = entry.partition(":")
+            shown.append((name, "read, write" if access == "write" else "read"))
+        return shown
+
+
+def demo_users(tenants: Sequence[str]) -> list[DemoUser]:
+    """The users the dev issuer offers, derived from the catalog's tenant names.
+
+    One user per kind of access, so a demo shows each: a reader of the first
+    tenant, a writer of the last, a reader of all (with two or more tenants;
+    the first `MAX_DEMO_TENANTS`)
+    and an admin. Writes still need ``--allow-writes`` on the server.
+    """
+    names = sorted(tenants)
+    users: list[DemoUser] = []
+    if names:
+        users.append(DemoUser("alice", (names[0],)))
+        users.append(DemoUser("bob", (f"{names[-1]}:write",)))
+    if len(names) > 1:
+        users.append(DemoUser("carol", tuple(names[:MAX_DEMO_TENANTS])))
+    users.append(DemoUser("admin", admin=True))
+    return users
 
 
 async def seed_demo(backend: Backend, catalog: Mapping[str, str]) -> None:

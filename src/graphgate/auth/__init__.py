@@ -11,6 +11,10 @@ the bearer gate middleware, so::
 Tools call `current_caller` on every call: rights come from the verified
 token of that very request, never from anything stored.
 
+With ``auth = dev`` on loopback the provider also serves the dev issuer's
+sign-in (`graphgate.auth.dev_authorization`): ``/authorize``, ``/token``,
+``/register`` and ``/sign-in``.
+
 With ``registration = proxy`` (`graphgate.auth.proxy`) the provider also
 serves FastMCP's OAuth proxy endpoints (``/authorize``, ``/token``,
 ``/register``, ``/consent``, ``/auth/callback``, ``/revoke``), and the gate's
@@ -32,6 +36,7 @@ from starlette.routing import Route
 
 from graphgate.auth.challenge import BearerGate, Challenge
 from graphgate.auth.dev import DevKeys, dev_verifier, mint_dev_token
+from graphgate.auth.dev_authorization import DevAuthorizationServer, serves_authorization
 from graphgate.auth.discovery import (
     PRM_PATH,
     IssuerMetadata,
@@ -163,7 +168,13 @@ def build_auth(
     if settings.auth == "dev":
         keys = DevKeys.load_or_create(settings.data_dir)
         verifier = dev_verifier(settings, keys)
-        routes = discovery_routes(settings, dev_jwks=keys.jwks)
+        # On loopback the dev issuer also signs people in (a page of demo users).
+        signs_in = serves_authorization(settings)
+        server = DevAuthorizationServer(settings, keys) if signs_in else None
+        routes = discovery_routes(
+            settings, dev_jwks=keys.jwks, dev_metadata=server.metadata() if server else None
+        )
+        routes += server.routes() if server else []
     else:
         assert settings.issuer is not None
         # Shim mirrors the issuer's metadata and proxy reads its endpoints from it.

@@ -1,9 +1,11 @@
 """Dev mode: graphgate is its own issuer, with a key pair kept in the data directory.
 
-There is no login UI: ``graphgate token`` mints tokens with `mint_dev_token`,
-and the server verifies them against the same key, locally (no HTTP). The
-issuer is ``settings.dev_issuer`` (the public URL), so dev tokens pass the
-very checks real ones do: ``iss``, ``aud``, ``exp``, scopes and tenants.
+``graphgate token`` mints tokens with `mint_dev_token`; on loopback the dev
+issuer also signs people in through the browser
+(`graphgate.auth.dev_authorization`), minting the same tokens. The server
+verifies them against the same key, locally (no HTTP). The issuer is
+``settings.dev_issuer`` (the public URL), so dev tokens pass the very checks
+real ones do: ``iss``, ``aud``, ``exp``, scopes and tenants.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ def mint_dev_token(
     admin: bool,
     ttl: int,
     scopes: Sequence[str] | None = None,
+    *,
+    client_id: str = DEV_CLIENT_ID,
+    keys: DevKeys | None = None,
 ) -> str:
     """A token from the dev issuer, shaped like the configured issuer's claims.
 
@@ -167,7 +172,10 @@ def mint_dev_token(
     ``tenants_claim``; ``admin`` puts ``admin_value`` at ``admin_claim``.
     ``scopes`` defaults to ``required_scopes``. Tenants are checked for syntax
     only: a token naming tenants outside the catalog is valid and simply
-    grants nothing there.
+    grants nothing there. ``client_id`` names the client the token is for
+    (``azp``): ``graphgate-cli`` for ``graphgate token``, the registered
+    client for the dev authorization server; ``keys`` saves reading the key
+    file again.
     """
     if not sub or not isinstance(sub, str):
         raise ValueError("sub: give a subject name")
@@ -183,7 +191,7 @@ def mint_dev_token(
         if access not in {"", "read", "write"}:
             raise ValueError(f"tenant {entry!r}: use NAME, NAME:read or NAME:write")
         entries.append(settings.tenant_prefix + entry.strip())
-    keys = DevKeys.load_or_create(settings.data_dir)
+    keys = keys or DevKeys.load_or_create(settings.data_dir)
     now = int(time.time())
     chosen = list(settings.required_scopes if scopes is None else scopes)
     claims: dict[str, Any] = {
@@ -194,8 +202,8 @@ def mint_dev_token(
         "nbf": now,
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(16),
-        "azp": DEV_CLIENT_ID,
-        "client_id": DEV_CLIENT_ID,
+        "azp": client_id,
+        "client_id": client_id,
         "scope": " ".join(chosen),
     }
     _set_claim(claims, settings.tenants_claim, entries)

@@ -333,7 +333,7 @@ def shim_metadata(upstream: Mapping[str, Any], settings: Settings) -> dict[str, 
 
 
 def dev_issuer_metadata(settings: Settings) -> dict[str, Any]:
-    """RFC 8414 metadata for the dev issuer, which has no login UI.
+    """RFC 8414 metadata for a dev issuer that is not on loopback, hence has no login UI.
 
     Tokens come from ``graphgate token``; no grant is served, so the lists of
     supported grant and response types are empty (RFC 8414 §2 allows omitting
@@ -404,11 +404,14 @@ def discovery_routes(
     *,
     metadata: IssuerMetadata | None = None,
     dev_jwks: Mapping[str, Any] | None = None,
+    dev_metadata: Mapping[str, Any] | None = None,
     registration: RegistrationPolicy | None = None,
 ) -> list[Route]:
     """The open routes for ``settings.auth`` / ``settings.registration``.
 
-    ``metadata`` is required in shim mode, ``dev_jwks`` in dev mode.
+    ``metadata`` is required in shim mode, ``dev_jwks`` in dev mode;
+    ``dev_metadata`` replaces the dev issuer's token-only metadata when it
+    is an authorization server (`graphgate.auth.dev_authorization`).
     """
     if settings.auth == "none":
         return []
@@ -423,7 +426,7 @@ def discovery_routes(
     if settings.auth == "dev":
         if dev_jwks is None:
             raise ValueError("dev mode needs the dev JWKS")
-        as_endpoint = _static(dev_issuer_metadata(settings))
+        as_endpoint = _static(dev_metadata or dev_issuer_metadata(settings))
         routes.append(Route(JWKS_PATH, _static(dev_jwks), methods=["GET", "OPTIONS"]))
     elif settings.registration == "shim":
         if metadata is None:

@@ -1,5 +1,8 @@
 """``POST /register`` in proxy mode: FastMCP's registration, behind graphgate's bounds.
 
+(The dev issuer's ``/register`` on loopback, the mcp SDK's handler, sits
+behind the same bounds: `graphgate.auth.dev_authorization`.)
+
 In ``registration = proxy`` every anonymous registration is *stored* (in
 memory or Redis) by FastMCP's `OAuthProxy`, which caps neither the body nor
 its fields: one 100 MB ``client_name`` was accepted. This endpoint stands in
