@@ -11,6 +11,7 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -442,3 +443,48 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(toml_file=config_file)
 
     return _FileSettings(**flags)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsRules:
+    """The slice of the settings that token checks and rights read, built once.
+
+    What a verified token must be (``issuer``, ``audiences``, ``algorithms``,
+    ``required_scopes``, ``leeway``, ``max_token_lifetime``) and what its
+    claims grant (the catalog, ``allow_writes``, and where the tenants, the
+    admin role and the starting tenant sit in the claims). Claim paths are
+    split here, once, rather than for every token.
+    """
+
+    issuer: str | None
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    required_scopes: tuple[str, ...]
+    leeway: float
+    max_token_lifetime: float
+    catalog: frozenset[str]
+    allow_writes: bool
+    tenants_claim: tuple[str, ...]
+    tenant_prefix: str
+    default_tenant_claim: tuple[str, ...]
+    admin_claim: tuple[str, ...]
+    admin_value: str
+
+
+def claims_rules(settings: Settings) -> ClaimsRules:
+    """The `ClaimsRules` of ``settings`` (the dev issuer in dev mode)."""
+    return ClaimsRules(
+        issuer=settings.effective_issuer,
+        audiences=tuple(settings.token_audiences),
+        algorithms=tuple(settings.algorithms),
+        required_scopes=tuple(settings.required_scopes),
+        leeway=settings.clock_leeway,
+        max_token_lifetime=settings.max_token_lifetime,
+        catalog=frozenset(settings.catalog),
+        allow_writes=settings.allow_writes,
+        tenants_claim=split_claim_path(settings.tenants_claim),
+        tenant_prefix=settings.tenant_prefix,
+        default_tenant_claim=split_claim_path(settings.default_tenant_claim),
+        admin_claim=split_claim_path(settings.admin_claim),
+        admin_value=settings.admin_value,
+    )

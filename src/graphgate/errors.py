@@ -4,9 +4,13 @@
     ├── ConfigError              bad settings: start-up fails with exit code 2
     ├── InternalError            a defect: logged with its traceback, told by request id
     ├── AuthError                no usable token: HTTP 401 (RFC 6750 invalid_token)
+    │   ├── CredentialsMissing   no bearer token at all (RFC 6750 §3.1: no error code)
+    │   ├── CredentialsMisplaced a token in the URL, or several Authorization headers
     │   ├── TokenRejected        the token itself is bad (``reason`` labels metrics)
     │   └── MetricsNotAuthorized /metrics without its own bearer secret
     ├── ForbiddenError           token fine, rights missing: HTTP 403 / tool error
+    │   ├── ScopeMissing         the token lacks a required scope (insufficient_scope)
+    │   ├── NoTenants            the token's tenants meet nothing in the catalog
     │   ├── DatabaseNotPermitted same message whether or not the database exists
     │   └── WritesNotAllowed     write attempted where the server or rights forbid it
     ├── RateLimited              per-subject (or per-source) budget exhausted: 429
@@ -27,7 +31,8 @@
 
 Each class carries what every wire needs: ``code`` (the tool error's prefix),
 ``status`` (the HTTP status, where it can reach HTTP) and ``oauth_error`` (the
-``error`` member of an RFC 6749 / 6750 / 7591 JSON body; ``code`` when None).
+``error`` member of an RFC 6749 / 6750 / 7591 JSON body; ``code`` when None;
+left out where ``names_error`` is False).
 `to_tool_error` renders any exception as a tool error and `to_http_response`
 renders a `GraphgateError` as an HTTP response; nothing else builds either.
 """
@@ -51,6 +56,7 @@ class GraphgateError(Exception):
     code: ClassVar[str] = "graphgate_error"
     status: int = 500
     oauth_error: str | None = None
+    names_error: ClassVar[bool] = True
     retry_after: float | None = None
 
     def headers(self) -> Mapping[str, str]:
@@ -101,6 +107,27 @@ TokenReason = Literal[
 ]
 
 
+class CredentialsMissing(AuthError):
+    """No bearer token was sent.
+
+    RFC 6750 §3.1: a request without credentials is told no error code, only
+    where to get a token (the challenge's ``resource_metadata``).
+    """
+
+    code = "missing_token"
+    names_error = False
+
+    def __init__(self) -> None:
+        super().__init__("This resource needs a bearer access token in the Authorization header.")
+
+
+class CredentialsMisplaced(AuthError):
+    """A token in the URL (OAuth 2.1 §5.2) or several Authorization headers."""
+
+    code = "invalid_request"
+    oauth_error = "invalid_request"
+
+
 class TokenRejected(AuthError):
     """The token is not acceptable; ``reason`` is a short label fit for metrics."""
 
@@ -128,6 +155,32 @@ class ForbiddenError(GraphgateError):
     code = "forbidden"
     status = 403
     oauth_error = "insufficient_scope"
+
+
+class ScopeMissing(ForbiddenError):
+    """The token lacks a scope the server requires (RFC 6750 §3.1 insufficient_scope)."""
+
+    code = "insufficient_scope"
+
+
+class NoTenants(ForbiddenError):
+    """A valid token whose tenants meet nothing in the catalog.
+
+    Not ``insufficient_scope``: MCP clients answer that code with a step-up
+    authorization asking for the challenge's scopes (MCP 2025-11-25 "Scope
+    challenge handling"), which cannot help since tenant membership is no
+    OAuth scope. ``access_denied`` (RFC 6749 §4.1.2.1) makes clients stop and
+    show the description.
+    """
+
+    code = "no_tenants"
+    oauth_error = "access_denied"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The access token grants no tenant on this server. Ask an administrator "
+            "to give you access to a tenant, then sign in again."
+        )
 
 
 class DatabaseNotPermitted(ForbiddenError):
@@ -360,7 +413,8 @@ def to_http_response(
             "</body></html>"
         )
         return HTMLResponse(page, status_code=error.status, headers=merged)
-    body = {"error": error.oauth_error or error.code, "error_description": description}
+    body = {"error": error.oauth_error or error.code} if error.names_error else {}
+    body["error_description"] = description
     return JSONResponse(body, status_code=error.status, headers=merged)
 
 

@@ -21,11 +21,11 @@ from starlette.applications import Starlette
 from graphgate.auth import build_auth
 from graphgate.auth.dev import DevKeys, dev_verifier, mint_dev_token
 from graphgate.auth.discovery import (
-    IssuerMetadata,
     authorization_server_metadata_paths,
     discovery_routes,
     shim_metadata,
 )
+from graphgate.auth.issuer_documents import IssuerMetadata
 from graphgate.config import Settings
 from tests.auth._support import IssuerState, closed_port_url
 from tests.auth.conftest import PUBLIC_URL, make_settings

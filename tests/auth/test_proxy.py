@@ -33,6 +33,7 @@ from starlette.routing import Route
 from graphgate.auth import AuthSetup
 from graphgate.auth.discovery import authorization_server_metadata_paths
 from graphgate.auth.proxy import KEY_FILE, proxy_signing_key, redirect_patterns
+from graphgate.auth.tokens import describe
 from graphgate.config import Settings
 from graphgate.errors import ConfigError
 from tests.auth._app import MCP_HEADERS, gated_app, running, tool_call, tool_result
@@ -70,6 +71,7 @@ class Upstream:
     refresh: dict[str, str] = field(default_factory=dict)  # refresh token -> user
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    metadata_requests: int = 0
 
     def access_token(self, user: str) -> str:
         return self.key.sign(
@@ -92,6 +94,7 @@ def _s256(verifier: str) -> str:
 
 def upstream_app(state: Upstream) -> Starlette:
     async def metadata(request: Request) -> Response:
+        state.metadata_requests += 1
         if state.down:
             return PlainTextResponse("down", status_code=503)
         base = state.issuer
@@ -368,9 +371,10 @@ async def test_metadata_names_public_url_exactly(gateway: Gateway) -> None:
 async def test_no_network_until_needed(tmp_path: Path, upstream: Upstream) -> None:
     """Building the proxy fetches nothing: graphgate starts while the issuer is down."""
     upstream.down = True
+    before = upstream.metadata_requests
     async with httpx.AsyncClient(timeout=10) as http:
-        app, setup = gated_app(proxy_settings(tmp_path, upstream), http)
-        assert setup.oauth_proxy is not None and not setup.oauth_proxy.upstream_resolved
+        app, _ = gated_app(proxy_settings(tmp_path, upstream), http)
+        assert upstream.metadata_requests == before
         async with running(app), asgi_client(app) as client:
             registered = await register(client)
             flow_client = registered.json()["client_id"]
@@ -528,8 +532,7 @@ async def test_refresh_rotates_and_follows_the_upstream_session(
 
 async def test_graphgate_tokens_that_must_not_pass(gateway: Gateway, upstream: Upstream) -> None:
     tokens = await sign_in(gateway)
-    proxy = gateway.setup.oauth_proxy
-    assert proxy is not None
+    key = proxy_signing_key(gateway.settings)  # what the proxy signs its tokens with
     good = tokens["access_token"]
     claims = payload(good)
 
@@ -538,13 +541,11 @@ async def test_graphgate_tokens_that_must_not_pass(gateway: Gateway, upstream: U
 
     cases = {
         "wrong key": forge(secrets.token_urlsafe(32)),
-        "expired": proxy.jwt_issuer.issue_access_token(
-            client_id=tokens["client_id"], scopes=["mcp:tools"], jti=claims["jti"], expires_in=-60
-        ),
+        "expired": forge(key, iat=claims["iat"] - 120, exp=claims["iat"] - 60),
         "refresh token as access token": tokens["refresh_token"],
-        "unknown jti": forge(proxy.signing_key, jti="no-such-jti"),
-        "other audience": forge(proxy.signing_key, aud="http://elsewhere.example/mcp"),
-        "another HS256 issuer": forge(proxy.signing_key, iss="http://elsewhere.example"),
+        "unknown jti": forge(key, jti="no-such-jti"),
+        "other audience": forge(key, aud="http://elsewhere.example/mcp"),
+        "another HS256 issuer": forge(key, iss="http://elsewhere.example"),
         "alg none": jwt.encode(claims, "", algorithm="none"),
     }
     for name, token in cases.items():
@@ -588,6 +589,91 @@ async def test_a_scope_not_registered_is_refused_before_the_issuer(
     answer = parse_qs(urlsplit(flow.redirect).query)
     assert answer["error"] == ["invalid_scope"]
     assert len(upstream.authorize_requests) == before
+
+
+# Each defect, once in a token of the issuer and once in a token of graphgate's proxy.
+DEFECTS: dict[str, tuple[str, Any]] = {
+    "expired": ("expired", lambda now: {"iat": now - 120, "exp": now - 60}),
+    "not yet valid": ("not_yet_valid", lambda now: {"nbf": now + 3600}),
+    "issued in the future": ("issued_in_future", lambda now: {"iat": now + 3600}),
+    "another audience": ("wrong_audience", lambda now: {"aud": "http://elsewhere.example/mcp"}),
+    "no exp": ("missing_claim", lambda now: {"exp": None}),
+    "exp as a string": ("bad_claim_type", lambda now: {"exp": str(now + 60)}),
+    "lifetime past max_token_lifetime": ("lifetime_too_long", lambda now: {"exp": now + 2 * 86400}),
+}
+
+
+async def test_both_paths_refuse_a_defect_for_the_same_reason(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """The issuer's tokens and the proxy's go through one decode: one defect, one reason."""
+    reasons: list[str] = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        settings = proxy_settings(tmp_path, upstream)
+        app, setup = gated_app(settings, http, on_failure=reasons.append)
+        async with running(app), asgi_client(app) as client:
+            gateway = Gateway(client, setup, settings)
+            proxy_claims = payload((await sign_in(gateway))["access_token"])
+            key = proxy_signing_key(settings)
+            now = proxy_claims["iat"]
+            for name, (reason, change) in DEFECTS.items():
+                issuer_claims = claims_for(upstream.issuer, RESOURCE, sub="alice", azp=CLIENT)
+                tokens = {
+                    "issuer": upstream.key.sign(
+                        {k: v for k, v in {**issuer_claims, **change(now)}.items() if v is not None}
+                    ),
+                    "proxy": jwt.encode(
+                        {k: v for k, v in {**proxy_claims, **change(now)}.items() if v is not None},
+                        key,
+                        algorithm="HS256",
+                    ),
+                }
+                for path, token in tokens.items():
+                    reasons.clear()
+                    response = await whoami(client, token)
+                    assert response.status_code == 401, (name, path, response.text)
+                    assert reasons == [reason], (name, path)
+                    assert response.json()["error_description"] == describe(reason), (name, path)
+
+
+async def test_sign_in_works_once_an_issuer_down_at_start_is_back(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Registered while the issuer was down, signed in once it is back: one shared store."""
+    upstream.down = True
+    async with httpx.AsyncClient(timeout=10) as http:
+        settings = proxy_settings(tmp_path, upstream)
+        app, setup = gated_app(settings, http, retry_after=0.0)
+        async with running(app), asgi_client(app) as client:
+            registered = await register(client)
+            assert registered.status_code == 201, registered.text
+            upstream.down = False
+            tokens = await sign_in(Gateway(client, setup, settings))
+            assert (await whoami(client, tokens["access_token"])).status_code == 200
+
+
+async def test_steps_that_need_the_issuer_show_a_page_while_it_is_down(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """The consent approval and the callback are browser steps: a page a person can read."""
+    upstream.down = True
+    async with httpx.AsyncClient(timeout=10) as http:
+        app, _ = gated_app(proxy_settings(tmp_path, upstream), http)
+        async with running(app), asgi_client(app) as client:
+            answers = [
+                await client.get("/auth/callback", params={"code": "c", "state": "s"}),
+                await client.post("/consent", data={"action": "approve", "txn_id": "t"}),
+            ]
+            shown = await client.get("/consent", params={"txn_id": "t"})
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["retry-after"] == "5"
+        assert answer.headers["cache-control"] == "no-store"
+        assert "Sign-in unavailable" in answer.text
+        assert "try again shortly" in answer.text
+    # Showing the consent page needs no issuer: FastMCP answers (here: no such transaction).
+    assert shown.status_code != 503
 
 
 # -- keys and state ---------------------------------------------------------------------

@@ -10,13 +10,12 @@ import pytest
 from graphgate.auth.rights import (
     Caller,
     Rights,
-    RightsOfClaims,
     claim_at,
     parse_tenant_entries,
     rights_for_local_user,
     rights_from_claims,
 )
-from graphgate.config import Settings
+from graphgate.config import Settings, claims_rules
 from tests.auth.conftest import make_settings
 
 
@@ -26,7 +25,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def tenants(claims: dict[str, Any], settings: Settings) -> dict[str, str]:
-    return dict(rights_from_claims(claims, settings).tenants)
+    return dict(rights_from_claims(claims, claims_rules(settings)).tenants)
 
 
 # -- tenants claim shapes ------------------------------------------------------------------
@@ -83,7 +82,7 @@ def test_strongest_access_wins(settings: Settings) -> None:
 
 def test_write_needs_allow_writes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, tenants="acme", allow_writes=False)
-    rights = rights_from_claims({"tenants": ["acme:write"]}, settings)
+    rights = rights_from_claims({"tenants": ["acme:write"]}, claims_rules(settings))
     assert dict(rights.tenants) == {"acme": "read"}
     assert not rights.can_write("acme")
     assert not rights.can_write_anywhere
@@ -106,7 +105,7 @@ def test_a_dot_always_means_nesting(tmp_path: Path) -> None:
     """A top-level claim literally named like the admin path grants nothing."""
     settings = make_settings(tmp_path, tenants="acme,globex")
     forged = {"realm_access.roles": ["graphgate-admin"], "tenants": []}
-    assert rights_from_claims(forged, settings).admin is False
+    assert rights_from_claims(forged, claims_rules(settings)).admin is False
     assert claim_at({"a.b": 1, "a": {"b": 2}}, "a.b") == 2
     assert claim_at({"a.b": 1}, "a.b") is None
 
@@ -170,13 +169,17 @@ def test_surrounding_whitespace_is_trimmed(settings: Settings) -> None:
 
 
 def test_admin_via_list_at_dotted_path(settings: Settings) -> None:
-    rights = rights_from_claims({"realm_access": {"roles": ["user", "graphgate-admin"]}}, settings)
+    rights = rights_from_claims(
+        {"realm_access": {"roles": ["user", "graphgate-admin"]}}, claims_rules(settings)
+    )
     assert rights.admin
     assert dict(rights.tenants) == {"acme": "write", "globex": "write", "initech": "write"}
 
 
 def test_admin_via_string(settings: Settings) -> None:
-    assert rights_from_claims({"realm_access": {"roles": "graphgate-admin"}}, settings).admin
+    assert rights_from_claims(
+        {"realm_access": {"roles": "graphgate-admin"}}, claims_rules(settings)
+    ).admin
 
 
 @pytest.mark.parametrize(
@@ -184,20 +187,24 @@ def test_admin_via_string(settings: Settings) -> None:
     [["graphgate-admin "], ["GRAPHGATE-ADMIN"], {"graphgate-admin": True}, 1, None, []],
 )
 def test_not_admin(roles: Any, settings: Settings) -> None:
-    rights = rights_from_claims({"realm_access": {"roles": roles}}, settings)
+    rights = rights_from_claims({"realm_access": {"roles": roles}}, claims_rules(settings))
     assert not rights.admin
 
 
 def test_admin_writes_still_need_allow_writes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, tenants="acme")
-    rights = rights_from_claims({"realm_access": {"roles": ["graphgate-admin"]}}, settings)
+    rights = rights_from_claims(
+        {"realm_access": {"roles": ["graphgate-admin"]}}, claims_rules(settings)
+    )
     assert dict(rights.tenants) == {"acme": "read"}
 
 
 def test_admin_at_custom_claim(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, tenants="acme", admin_claim="groups", admin_value="ops")
-    assert rights_from_claims({"groups": ["ops"]}, settings).admin
-    assert not rights_from_claims({"realm_access": {"roles": ["graphgate-admin"]}}, settings).admin
+    assert rights_from_claims({"groups": ["ops"]}, claims_rules(settings)).admin
+    assert not rights_from_claims(
+        {"realm_access": {"roles": ["graphgate-admin"]}}, claims_rules(settings)
+    ).admin
 
 
 # -- default tenant --------------------------------------------------------------------------
@@ -205,7 +212,7 @@ def test_admin_at_custom_claim(tmp_path: Path) -> None:
 
 def test_default_tenant_claim(settings: Settings) -> None:
     rights = rights_from_claims(
-        {"tenants": ["acme", "globex"], "default_tenant": "globex"}, settings
+        {"tenants": ["acme", "globex"], "default_tenant": "globex"}, claims_rules(settings)
     )
     assert rights.starting == "globex"
 
@@ -213,13 +220,13 @@ def test_default_tenant_claim(settings: Settings) -> None:
 @pytest.mark.parametrize("preferred", ["initech", "umbrella", 5, None, ["globex"]])
 def test_default_tenant_outside_rights_falls_back(preferred: Any, settings: Settings) -> None:
     rights = rights_from_claims(
-        {"tenants": ["globex", "acme"], "default_tenant": preferred}, settings
+        {"tenants": ["globex", "acme"], "default_tenant": preferred}, claims_rules(settings)
     )
     assert rights.starting == "acme"
 
 
 def test_no_tenants_no_start(settings: Settings) -> None:
-    rights = rights_from_claims({}, settings)
+    rights = rights_from_claims({}, claims_rules(settings))
     assert rights == Rights()
     assert rights.starting is None
     assert not rights.permits("acme")
@@ -249,20 +256,3 @@ def test_parse_tenant_entries_directly() -> None:
         "y": "read",
         "p-z": "read",
     }
-
-
-# -- once per verified token -----------------------------------------------------------------
-
-
-def test_rights_are_computed_once_per_claims_object(settings: Settings) -> None:
-    rights_of = RightsOfClaims(settings, max_entries=2)
-    alice = {"tenants": ["acme"]}
-    first = rights_of(alice)
-    assert first == rights_from_claims(alice, settings)
-    assert rights_of(alice) is first  # the same verified token: the same answer object
-    # Equal claims in another object (another token) are computed on their own.
-    twin = {"tenants": ["acme"]}
-    assert rights_of(twin) == first and rights_of(twin) is not first
-    # Bounded: the oldest entry goes, and comes back correct when asked again.
-    rights_of({"tenants": ["globex"]})
-    assert rights_of(alice) == first

@@ -9,14 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
-from graphgate.auth.discovery import IssuerMetadata, IssuerUnavailable
+from graphgate.auth.issuer_documents import IssuerMetadata
+from graphgate.auth.rights import Rights
 from graphgate.auth.tokens import (
     JwtVerifier,
     KeySet,
-    TokenRejected,
     TokenVerifierSettings,
+    VerifiedToken,
     token_fingerprint,
 )
+from graphgate.errors import IssuerUnavailable, TokenRejected
 from tests.auth._support import IssuerState, SigningKey, claims_for, closed_port_url, rsa_key
 
 AUDIENCE = "http://graphgate.test:8000/mcp"
@@ -101,18 +103,22 @@ async def test_verified_tokens_are_cached_until_exp(
     first = await verifier.verify(token)
     assert await verifier.verify(token) is first
     assert verifier.verifications == 1
-    entry = verifier._cache[token_fingerprint(token)]
-    assert first.expires_at is not None
-    assert entry.until <= first.expires_at  # never beyond exp
+    # Never beyond exp: test_expired_token_is_not_served_from_cache.
 
 
 async def test_cache_is_bounded(
     client: httpx.AsyncClient, issuer: IssuerState, keys: dict[str, SigningKey]
 ) -> None:
     verifier = make_verifier(client, issuer, cache_size=3)
-    for n in range(10):
-        await verifier.verify(keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE, jti=str(n))))
-    assert len(verifier._cache) == 3
+    tokens = [keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE, jti=str(n))) for n in range(10)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert verifier.verifications == 10
+    for token in tokens[-3:]:  # the three most recent are still cached
+        await verifier.verify(token)
+    assert verifier.verifications == 10
+    await verifier.verify(tokens[0])  # long evicted: checked again
+    assert verifier.verifications == 11
 
 
 async def test_expired_token_is_not_served_from_cache(
@@ -157,7 +163,7 @@ async def test_metadata_naming_another_issuer_is_refused(
     metadata = IssuerMetadata(client, issuer.issuer)
     with pytest.raises(IssuerUnavailable) as caught:
         await metadata.jwks_uri()
-    assert caught.value.status_code == 502
+    assert caught.value.status == 502
 
 
 async def test_unknown_kid_refresh_is_rate_limited(
@@ -233,7 +239,7 @@ async def test_cold_start_with_issuer_unreachable_then_recovery(
     token = keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE))
     with pytest.raises(IssuerUnavailable) as caught:
         await verifier.verify(token)
-    assert caught.value.status_code == 503
+    assert caught.value.status == 503
     with pytest.raises(IssuerUnavailable):
         await verifier.verify(token)  # inside retry_after: no new request
     assert issuer.hits["jwks"] == 1
@@ -319,3 +325,28 @@ def test_constructor_refuses_symmetric_algorithms() -> None:
             KeySet(None, algorithms=["RS256"]),
             TokenVerifierSettings(issuer="", audience="a", algorithms=["RS256"]),
         )
+
+
+async def test_rights_are_computed_once_per_verified_token(
+    client: httpx.AsyncClient, issuer: IssuerState, keys: dict[str, SigningKey]
+) -> None:
+    """The token carries its rights: computed at verification, served with it from the cache."""
+    seen: list[dict[str, Any]] = []
+
+    def rights_of(claims: Any) -> Rights:
+        seen.append(dict(claims))
+        return Rights(tenants={name: "read" for name in claims["tenants"]})
+
+    keys_set = KeySet.remote(client, issuer.metadata()["jwks_uri"], algorithms=ALGS)
+    options = TokenVerifierSettings(issuer=issuer.issuer, audience=AUDIENCE, algorithms=ALGS)
+    verifier = JwtVerifier(keys_set, options, rights_of=rights_of)
+    alice = keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE, jti="a"))
+    first = await verifier.verify(alice)
+    again = await verifier.verify(alice)
+    assert isinstance(first, VerifiedToken) and again is first
+    assert dict(first.rights.tenants) == {"acme": "read"}
+    assert len(seen) == 1
+    # Equal claims in another token are that token's own computation.
+    twin = await verifier.verify(keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE, jti="b")))
+    assert twin.rights == first.rights and len(seen) == 2
+    assert "rights" not in twin.model_dump()  # never serialised with the token

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastmcp.server.auth import AccessToken, AuthProvider
@@ -37,23 +38,16 @@ from starlette.routing import Route
 from graphgate.auth.challenge import BearerGate, Challenge
 from graphgate.auth.dev import DevKeys, dev_verifier, mint_dev_token
 from graphgate.auth.dev_authorization import DevAuthorizationServer, serves_authorization
-from graphgate.auth.discovery import (
-    PRM_PATH,
-    IssuerMetadata,
-    IssuerUnavailable,
-    discovery_routes,
-)
-from graphgate.auth.proxy import GraphgateOAuthProxy, ProxyStorage, build_proxy
-from graphgate.auth.rights import (
-    Caller,
-    Rights,
-    RightsOfClaims,
-    rights_for_local_user,
-    rights_from_claims,
-)
-from graphgate.auth.tokens import JwtVerifier, KeySet, TokenRejected, TokenVerifierSettings
-from graphgate.config import Settings
-from graphgate.errors import AuthError
+from graphgate.auth.discovery import PRM_PATH, discovery_routes
+from graphgate.auth.issuer_documents import IssuerMetadata
+from graphgate.auth.proxy import ProxyInstances, ProxyStorage, build_proxy
+from graphgate.auth.rights import Caller, Rights, rights_for_local_user, rights_from_claims
+from graphgate.auth.tokens import JwtVerifier, KeySet, TokenVerifierSettings, VerifiedToken
+from graphgate.config import ClaimsRules, Settings, claims_rules
+from graphgate.errors import AuthError, IssuerUnavailable, TokenRejected
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = [
     "DEFAULT_OPEN_PATHS",
@@ -62,13 +56,28 @@ __all__ = [
     "IssuerUnavailable",
     "JwtVerifier",
     "TokenRejected",
+    "VerifiedToken",
     "build_auth",
     "caller_from_token",
     "current_caller",
     "mint_dev_token",
+    "rights_of_token",
 ]
 
 DEFAULT_OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz"})
+
+RightsOf = Callable[[Mapping[str, Any]], Rights]
+
+
+def rights_of_token(token: AccessToken, rights_of: RightsOf) -> Rights:
+    """The rights a verified token grants: those it carries, or computed from its claims.
+
+    Tokens from graphgate's verifiers are `VerifiedToken`s whose rights were
+    computed once, at verification; ``rights_of`` serves any other.
+    """
+    if isinstance(token, VerifiedToken):
+        return token.rights
+    return rights_of(token.claims or {})
 
 
 class GraphgateAuth(AuthProvider):
@@ -77,6 +86,8 @@ class GraphgateAuth(AuthProvider):
     FastMCP mounts `get_routes` and `get_middleware` itself when the provider
     is passed as ``FastMCP(auth=...)``; its own ``RequireAuthMiddleware`` on
     ``/mcp`` then only sees requests the gate already let through.
+    ``rights_of`` turns claims into rights (`rights_from_claims` on the
+    settings' `ClaimsRules`).
     """
 
     def __init__(
@@ -87,13 +98,16 @@ class GraphgateAuth(AuthProvider):
         *,
         open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
         on_failure: Callable[[str], None] | None = None,
+        rules: ClaimsRules | None = None,
     ) -> None:
         super().__init__(
             base_url=settings.public_url, required_scopes=list(settings.required_scopes)
         )
         self.settings = settings
         self.verifier = verifier
-        self.rights_of = RightsOfClaims(settings)
+        self.rights_of: RightsOf = partial(
+            _rights_from_claims, rules=rules or claims_rules(settings)
+        )
         self.routes = list(routes)
         self.open_paths = frozenset(open_paths) | {route.path for route in self.routes}
         self.on_failure = on_failure
@@ -117,10 +131,14 @@ class GraphgateAuth(AuthProvider):
             verifier=self.verifier,
             challenge=challenge,
             required_scopes=settings.required_scopes,
-            rights=self.rights_of,
+            rights=partial(rights_of_token, rights_of=self.rights_of),
             open_paths=self.open_paths,
             on_failure=self.on_failure,
         )
+
+
+def _rights_from_claims(claims: Mapping[str, Any], *, rules: ClaimsRules) -> Rights:
+    return rights_from_claims(claims, rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +153,7 @@ class AuthSetup:
     verifier: JwtVerifier | None = None
     routes: list[Route] = field(default_factory=list)
     issuer_metadata: IssuerMetadata | None = None
-    oauth_proxy: GraphgateOAuthProxy | None = None
+    oauth_proxy: ProxyInstances | None = None
     proxy_storage: ProxyStorage | None = None
 
     async def aclose(self) -> None:
@@ -150,6 +168,7 @@ def build_auth(
     open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
     on_failure: Callable[[str], None] | None = None,
     retry_after: float = 2.0,
+    redis_client: Redis | None = None,
 ) -> AuthSetup:
     """Build the auth layer for ``settings``; no network I/O happens here.
 
@@ -161,13 +180,20 @@ def build_auth(
     (``expired``, ``bad_signature``, ``missing_token``, ``no_tenants``, ...).
     ``retry_after`` is how long an unreachable issuer is left alone before
     the next request tries again (meanwhile: last good keys, or 502/503).
+    ``redis_client`` (owned by the caller) serves the proxy's store when
+    ``state_url`` names Redis, instead of a client of its own.
     """
     if settings.auth == "none":
         return AuthSetup(provider=None)
+    rules = claims_rules(settings)
+    rights_of: RightsOf = partial(_rights_from_claims, rules=rules)
     metadata: IssuerMetadata | None = None
     if settings.auth == "dev":
         keys = DevKeys.load_or_create(settings.data_dir)
-        verifier = dev_verifier(settings, keys)
+        dev = dev_verifier(settings, keys)
+        verifier = JwtVerifier(
+            dev.keys, dev.options, base_url=settings.public_url, rights_of=rights_of
+        )
         # On loopback the dev issuer also signs people in (a page of demo users).
         signs_in = serves_authorization(settings)
         server = DevAuthorizationServer(settings, keys) if signs_in else None
@@ -196,37 +222,32 @@ def build_auth(
         )
         verifier = JwtVerifier(
             keys_set,
-            TokenVerifierSettings(
-                issuer=settings.issuer,
-                audience=settings.token_audiences,
-                algorithms=settings.algorithms,
-                required_scopes=settings.required_scopes,
-                leeway=settings.clock_leeway,
-                max_lifetime=settings.max_token_lifetime,
-            ),
+            TokenVerifierSettings.from_rules(rules),
             base_url=settings.public_url,
+            rights_of=rights_of,
         )
         if settings.registration == "proxy":
             assert metadata is not None
-            proxied = build_proxy(settings, metadata, verifier)
+            proxied = build_proxy(settings, metadata, verifier, redis_client=redis_client)
             provider = GraphgateAuth(
                 settings,
                 proxied.verifier,
                 proxied.routes,
                 open_paths=open_paths,
                 on_failure=on_failure,
+                rules=rules,
             )
             return AuthSetup(
                 provider=provider,
                 verifier=proxied.verifier,
                 routes=proxied.routes,
                 issuer_metadata=metadata,
-                oauth_proxy=proxied.proxy,
+                oauth_proxy=proxied.instances,
                 proxy_storage=proxied.storage,
             )
         routes = discovery_routes(settings, metadata=metadata)
     provider = GraphgateAuth(
-        settings, verifier, routes, open_paths=open_paths, on_failure=on_failure
+        settings, verifier, routes, open_paths=open_paths, on_failure=on_failure, rules=rules
     )
     return AuthSetup(provider=provider, verifier=verifier, routes=routes, issuer_metadata=metadata)
 
@@ -234,33 +255,39 @@ def build_auth(
 def caller_from_token(
     token: AccessToken,
     settings: Settings,
-    rights_of: Callable[[Mapping[str, Any]], Rights] | None = None,
+    rights_of: RightsOf | None = None,
 ) -> Caller:
     """Who a verified token names, and what its claims allow.
 
-    ``rights_of`` (the auth provider's `RightsOfClaims`) reuses what the gate
-    computed for the same token; without it the rights are computed now.
+    The rights are the ones the token carries (`VerifiedToken`, computed at
+    verification); for any other token ``rights_of`` (or, without it,
+    `rights_from_claims` on the settings) computes them now.
     """
     claims = token.claims or {}
     issuer = claims.get("iss")
     subject = token.subject or claims.get("sub")
+    if isinstance(token, VerifiedToken):
+        rights = token.rights
+    elif rights_of is not None:
+        rights = rights_of(claims)
+    else:
+        rights = rights_from_claims(claims, claims_rules(settings))
     return Caller(
         issuer=issuer if isinstance(issuer, str) else "",
         subject=subject if isinstance(subject, str) else "",
         client_id=token.original_client_id or token.client_id,
-        rights=rights_of(claims) if rights_of else rights_from_claims(claims, settings),
+        rights=rights,
     )
 
 
-def current_caller(
-    settings: Settings, rights_of: Callable[[Mapping[str, Any]], Rights] | None = None
-) -> Caller:
+def current_caller(settings: Settings, rights_of: RightsOf | None = None) -> Caller:
     """The caller of the tool call in progress.
 
     ``auth = none`` has one local user holding the whole catalog. Otherwise
     the token is the one FastMCP stored for *this* HTTP request (the gate put
     it in the request scope), so rights follow the newest token even within
-    one MCP session.
+    one MCP session; they were computed when that token was verified.
+    ``rights_of`` serves a token that carries none (see `caller_from_token`).
     """
     if settings.auth == "none":
         return Caller("local", "local", "local", rights_for_local_user(settings))

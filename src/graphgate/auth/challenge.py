@@ -10,8 +10,10 @@ One ASGI middleware (RFC 6750, RFC 9728 §5.1, MCP authorization) that
 * answers 403 ``insufficient_scope`` naming the scopes needed (RFC 6750 §3.1,
   which MCP clients use for step-up authorization);
 * answers 403 ``access_denied`` when the token's tenants meet nothing in the
-  catalog (see `BearerGate._no_tenants`);
+  catalog (`graphgate.errors.NoTenants` says why not ``insufficient_scope``);
 * answers 502/503 JSON when the issuer's keys cannot be had;
+* renders every refusal with `graphgate.errors.to_http_response`, adding
+  only the challenge header;
 * otherwise stores the verified token where FastMCP and the MCP SDK look for
   it (``scope["user"]``, ``scope["auth"]``) and calls the app.
 
@@ -25,19 +27,32 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Collection
+from typing import Final
 
+from fastmcp.server.auth import AccessToken
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from graphgate.auth.discovery import IssuerUnavailable
 from graphgate.auth.rights import Rights
-from graphgate.auth.tokens import JwtVerifier, TokenRejected, describe
+from graphgate.auth.tokens import JwtVerifier, describe
+from graphgate.errors import (
+    AuthError,
+    CredentialsMisplaced,
+    CredentialsMissing,
+    ForbiddenError,
+    GraphgateError,
+    IssuerUnavailable,
+    NoTenants,
+    ScopeMissing,
+    TokenReason,
+    TokenRejected,
+    to_http_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +60,9 @@ __all__ = ["BearerGate", "Challenge"]
 
 # RFC 6750 §2.1 b64token.
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_NO_STORE: Final = {"Cache-Control": "no-store"}
 
 FailureHook = Callable[[str], None]
+RightsOfToken = Callable[[AccessToken], Rights]
 
 
 class Challenge:
@@ -76,26 +91,13 @@ class Challenge:
             parts.append(f'error_description="{_safe(description)}"')
         return "Bearer " + ", ".join(parts)
 
-    def unauthorized(self, error: str | None = None, description: str | None = None) -> Response:
-        """401. Without ``error`` for a request that sent no bearer token at all."""
-        body: dict[str, str] = {}
-        if error:
-            body["error"] = error
-        body["error_description"] = description or (
-            "This resource needs a bearer access token in the Authorization header."
-        )
-        return JSONResponse(
-            body,
-            status_code=401,
-            headers={"WWW-Authenticate": self.header(error, description), **_NO_STORE},
-        )
-
-    def forbidden(self, error: str, description: str, *, scope: str | None = None) -> Response:
-        return JSONResponse(
-            {"error": error, "error_description": description},
-            status_code=403,
-            headers={"WWW-Authenticate": self.header(error, description, scope=scope), **_NO_STORE},
-        )
+    def response(self, error: AuthError | ForbiddenError, *, scope: str | None = None) -> Response:
+        """``error`` as a 401 / 403 with its challenge (no error code for a missing token)."""
+        if error.names_error:
+            header = self.header(error.oauth_error or error.code, str(error), scope=scope)
+        else:
+            header = self.header(scope=scope)
+        return to_http_response(error, headers={"WWW-Authenticate": header})
 
 
 def _safe(text: str) -> str:
@@ -112,7 +114,7 @@ class BearerGate:
         verifier: JwtVerifier,
         challenge: Challenge,
         required_scopes: Collection[str],
-        rights: Callable[[Mapping[str, Any]], Rights] | None = None,
+        rights: RightsOfToken | None = None,
         open_paths: Collection[str] = (),
         on_failure: FailureHook | None = None,
     ) -> None:
@@ -140,86 +142,61 @@ class BearerGate:
         scope["auth"] = AuthCredentials(outcome.scopes)
         await self.app(scope, receive, send)
 
-    def _fail(self, reason: str, response: Response) -> Response:
+    def _fail(self, reason: str, error: GraphgateError, *, scope: str | None = None) -> Response:
         if self.on_failure is not None:
             try:
                 self.on_failure(reason)
             except Exception:  # a metrics hook must never turn a 401 into a 500
                 logger.exception("auth failure hook raised")
-        return response
+        if isinstance(error, AuthError | ForbiddenError):
+            return self.challenge.response(error, scope=scope)
+        return to_http_response(error)
 
-    async def _authenticate(self, connection: HTTPConnection) -> Any:
-        challenge = self.challenge
+    def _rejected(self, reason: TokenReason) -> Response:
+        return self._fail(
+            reason, TokenRejected(reason, describe(reason, self.verifier.options.issuer))
+        )
+
+    async def _authenticate(self, connection: HTTPConnection) -> AccessToken | Response:
         # Parse only when there is a query (MCP requests normally have none).
         if connection.scope.get("query_string") and "access_token" in connection.query_params:
             return self._fail(
                 "query_token",
-                challenge.unauthorized(
-                    "invalid_request",
-                    "Send the access token in the Authorization header, not in the URL.",
+                CredentialsMisplaced(
+                    "Send the access token in the Authorization header, not in the URL."
                 ),
             )
         values = connection.headers.getlist("authorization")
         if len(values) > 1:
             return self._fail(
-                "multiple_headers",
-                challenge.unauthorized("invalid_request", "Send exactly one Authorization header."),
+                "multiple_headers", CredentialsMisplaced("Send exactly one Authorization header.")
             )
         if not values:
-            return self._fail("missing_token", challenge.unauthorized())
+            return self._fail("missing_token", CredentialsMissing())
         scheme, _, credentials = values[0].strip().partition(" ")
         if scheme.lower() != "bearer":
             # RFC 6750 §3.1: another scheme is "no bearer credentials", not an invalid one.
-            return self._fail("missing_token", challenge.unauthorized())
+            return self._fail("missing_token", CredentialsMissing())
         token = credentials.strip()
         if len(token) > self.verifier.options.max_token_bytes:
-            return self._fail(
-                "oversized", challenge.unauthorized("invalid_token", describe("oversized"))
-            )
+            return self._rejected("oversized")
         if not _B64TOKEN.fullmatch(token):
-            return self._fail(
-                "malformed", challenge.unauthorized("invalid_token", describe("malformed"))
-            )
+            return self._rejected("malformed")
         try:
             access = await self.verifier.verify(token)
         except TokenRejected as rejected:
-            return self._fail(
-                rejected.reason,
-                challenge.unauthorized(
-                    "invalid_token", describe(rejected.reason, self.verifier.options.issuer)
-                ),
-            )
+            return self._rejected(rejected.reason)
         except IssuerUnavailable as unavailable:
-            return self._fail("issuer_unavailable", unavailable.to_response())
+            return self._fail("issuer_unavailable", unavailable)
         missing = [s for s in self.required_scopes if s not in access.scopes]
         if missing:
             needed = " ".join(self.required_scopes)
             return self._fail(
                 "insufficient_scope",
-                challenge.forbidden(
-                    "insufficient_scope",
-                    f"The access token lacks the scope {needed}.",
-                    scope=needed,
-                ),
+                ScopeMissing(f"The access token lacks the scope {needed}."),
+                scope=needed,
             )
-        if self.rights is not None and not self.rights(access.claims).tenants:
-            return self._fail("no_tenants", self._no_tenants())
+        if self.rights is not None and not self.rights(access).tenants:
+            # NoTenants says why this is access_denied, not insufficient_scope.
+            return self._fail("no_tenants", NoTenants())
         return access
-
-    def _no_tenants(self) -> Response:
-        """403 for a valid token whose tenants meet nothing in the catalog.
-
-        Not ``insufficient_scope``: MCP clients answer that code with a
-        step-up authorization asking for the challenge's scopes (MCP
-        2025-11-25 "Scope challenge handling"; the Python SDK's oauth2.py),
-        which cannot help here since tenant membership is no OAuth scope. The
-        client would send the user through the login page again and get the
-        same token. ``access_denied`` (the RFC 6749 §4.1.2.1 code for "the
-        resource owner or authorization server denied the request") states
-        the situation and makes clients stop and show the description.
-        """
-        return self.challenge.forbidden(
-            "access_denied",
-            "The access token grants no tenant on this server. Ask an administrator "
-            "to give you access to a tenant, then sign in again.",
-        )

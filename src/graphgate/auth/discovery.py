@@ -13,38 +13,29 @@ headers (Host, X-Forwarded-*) are never consulted.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import httpx
-from fastmcp.server.auth import TokenVerificationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from graphgate.auth.issuer_documents import IssuerMetadata
 from graphgate.auth.registration import RegistrationPolicy, register_endpoint
 from graphgate.config import Settings
-from graphgate.errors import GraphgateError
+from graphgate.errors import IssuerUnavailable, to_http_response
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MAX_METADATA_BYTES",
-    "IssuerMetadata",
-    "IssuerUnavailable",
     "authorization_server_metadata_paths",
     "discovery_routes",
-    "fetch_json",
     "protected_resource_metadata",
     "shim_metadata",
 ]
 
-MAX_METADATA_BYTES: Final = 256 * 1024
 PRM_PATH: Final = "/.well-known/oauth-protected-resource"
 JWKS_PATH: Final = "/.well-known/jwks.json"
 REGISTER_PATH: Final = "/register"
@@ -54,208 +45,6 @@ _CORS: Final = {
     "Access-Control-Allow-Methods": "GET, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, MCP-Protocol-Version",
 }
-
-
-class IssuerUnavailable(GraphgateError, TokenVerificationError):
-    """The issuer (its metadata or JWKS) could not be used right now.
-
-    Also a FastMCP `TokenVerificationError`, whose contract is exactly this:
-    "validity could not be determined", as opposed to "the token is bad".
-    ``unreachable`` distinguishes a transport failure (HTTP 503) from an
-    issuer that answered with something unusable (HTTP 502).
-    """
-
-    code = "temporarily_unavailable"
-
-    def __init__(self, message: str, *, unreachable: bool) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
-
-    @property
-    def status_code(self) -> int:
-        return 503 if self.unreachable else 502
-
-    def to_response(self, retry_after: int = 5) -> JSONResponse:
-        """RFC 6749 §5.2-shaped JSON error; Retry-After tells clients when to try again."""
-        return JSONResponse(
-            {
-                "error": "temporarily_unavailable" if self.unreachable else "server_error",
-                "error_description": (
-                    "The authorization server cannot be reached; try again shortly."
-                    if self.unreachable
-                    else "The authorization server answered with unusable metadata."
-                ),
-            },
-            status_code=self.status_code,
-            headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
-        )
-
-
-async def fetch_json(
-    client: httpx.AsyncClient,
-    url: str,
-    *,
-    deadline: float,
-    max_bytes: int = MAX_METADATA_BYTES,
-) -> dict[str, Any]:
-    """GET a JSON object with a hard deadline and a size cap.
-
-    httpx's timeout bounds each network operation, not the whole exchange, so
-    a server dripping one byte per second could hold the caller for minutes;
-    ``asyncio.timeout`` bounds the total. Redirects are not followed: an
-    issuer's metadata and keys live at the URLs it names (RFC 8414 §3).
-    """
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(deadline):
-            async with client.stream(
-                "GET", url, headers={"Accept": "application/json"}, follow_redirects=False
-            ) as response:
-                if response.status_code != 200:
-                    raise IssuerUnavailable(
-                        f"{url} answered HTTP {response.status_code}",
-                        unreachable=response.status_code >= 500,
-                    )
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise IssuerUnavailable(
-                            f"{url} sent more than {max_bytes} bytes", unreachable=False
-                        )
-                    chunks.append(chunk)
-    except TimeoutError:
-        raise IssuerUnavailable(
-            f"{url} did not answer within {deadline:g} s", unreachable=True
-        ) from None
-    except httpx.HTTPError as exc:
-        raise IssuerUnavailable(f"{url}: {type(exc).__name__}", unreachable=True) from None
-    try:
-        document = json.loads(b"".join(chunks))
-    except (ValueError, RecursionError):
-        raise IssuerUnavailable(f"{url} did not send JSON", unreachable=False) from None
-    if not isinstance(document, dict):
-        raise IssuerUnavailable(f"{url} did not send a JSON object", unreachable=False)
-    return document
-
-
-def issuer_metadata_urls(issuer: str) -> list[str]:
-    """Where an issuer's discovery document may live, in the order tried.
-
-    OIDC Discovery §4 appends ``/.well-known/openid-configuration`` to the
-    issuer; RFC 8414 §3.1 inserts ``/.well-known/oauth-authorization-server``
-    between host and path; some servers (Keycloak) also append the latter.
-    """
-    parts = urlsplit(issuer)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    path = parts.path.rstrip("/")
-    base = issuer.rstrip("/")
-    urls = [
-        f"{base}/.well-known/openid-configuration",
-        f"{origin}/.well-known/oauth-authorization-server{path}",
-        f"{base}/.well-known/oauth-authorization-server",
-    ]
-    return list(dict.fromkeys(urls))
-
-
-class IssuerMetadata:
-    """The issuer's discovery document, fetched on demand and cached.
-
-    A fresh document is reused for ``ttl`` seconds. When a refresh fails the
-    last good document keeps being served; with none, callers get
-    `IssuerUnavailable` and the next attempt is allowed ``retry_after`` seconds
-    later, so an outage costs one upstream request per interval, not one per
-    client request. Fetches are serialised (one in flight).
-    """
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        issuer: str,
-        *,
-        ttl: float = 300.0,
-        retry_after: float = 2.0,
-        timeout: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not issuer:
-            raise ValueError("issuer must be set to fetch its metadata")
-        self.issuer = issuer
-        self._client = client
-        self._ttl = ttl
-        self._retry_after = retry_after
-        self._timeout = timeout
-        self._clock = clock
-        self._document: dict[str, Any] | None = None
-        self._fetched_at = 0.0
-        self._failed_at: float | None = None
-        self._last_error: IssuerUnavailable | None = None
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> dict[str, Any]:
-        """The document, refreshed if stale; raises `IssuerUnavailable` if there is none."""
-        if self._fresh():
-            assert self._document is not None
-            return self._document
-        async with self._lock:
-            if self._fresh():
-                assert self._document is not None
-                return self._document
-            if not self._may_retry():
-                return self._stale_or_raise()
-            try:
-                document = await self._fetch()
-            except IssuerUnavailable as exc:
-                self._failed_at = self._clock()
-                self._last_error = exc
-                logger.warning("issuer metadata unavailable: %s", exc)
-                return self._stale_or_raise()
-            self._document = document
-            self._fetched_at = self._clock()
-            self._failed_at = None
-            self._last_error = None
-            return document
-
-    async def jwks_uri(self) -> str:
-        document = await self.get()
-        uri = document.get("jwks_uri")
-        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
-            raise IssuerUnavailable("the issuer's metadata names no jwks_uri", unreachable=False)
-        return uri
-
-    def _fresh(self) -> bool:
-        return self._document is not None and self._clock() - self._fetched_at < self._ttl
-
-    def _may_retry(self) -> bool:
-        return self._failed_at is None or self._clock() - self._failed_at >= self._retry_after
-
-    def _stale_or_raise(self) -> dict[str, Any]:
-        if self._document is not None:
-            return self._document
-        raise self._last_error or IssuerUnavailable("issuer metadata unavailable", unreachable=True)
-
-    async def _fetch(self) -> dict[str, Any]:
-        error: IssuerUnavailable | None = None
-        for url in issuer_metadata_urls(self.issuer):
-            try:
-                document = await fetch_json(self._client, url, deadline=self._timeout)
-            except IssuerUnavailable as exc:
-                error = exc
-                if exc.unreachable:
-                    break  # the host is down: the other URLs would only add waiting
-                continue
-            # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name exactly
-            # the issuer it was fetched for, or it is someone else's.
-            if document.get("issuer") != self.issuer:
-                error = IssuerUnavailable(
-                    f"{url} names issuer {str(document.get('issuer'))[:200]!r}, "
-                    f"not the configured {self.issuer!r}",
-                    unreachable=False,
-                )
-                continue
-            return document
-        assert error is not None
-        raise error
 
 
 # -- documents ------------------------------------------------------------------------------
@@ -448,10 +237,8 @@ def _mirror_endpoint(
     async def handler(request: Request) -> Response:
         try:
             upstream = await metadata.get()
-        except IssuerUnavailable as exc:
-            response = exc.to_response()
-            response.headers.update(_CORS)
-            return response
+        except IssuerUnavailable as unavailable:
+            return to_http_response(unavailable, headers=_CORS)
         return _json(shim_metadata(upstream, settings), max_age=60)
 
     return _options_or(handler)

@@ -30,8 +30,10 @@ Why FastMCP's own pieces are wrapped rather than used as-is:
 
 * ``OIDCProxy`` fetches the issuer's discovery document synchronously in its
   constructor, so graphgate could not start while the issuer is down and
-  `build_auth` would do network I/O. Here the endpoints are read from graphgate's
-  cached `IssuerMetadata` just before each step that needs them.
+  `build_auth` would do network I/O. Here `ProxyInstances` builds an
+  `OAuthProxy` (public constructor) for the endpoints graphgate's cached
+  `IssuerMetadata` names, on the first request that needs them, and wraps the
+  routes FastMCP's `get_routes` returns so that each runs on that instance.
 * FastMCP renders ``issuer`` through pydantic, which adds a trailing slash to
   a bare origin (``http://host:8000/``), while graphgate's PRM names
   ``public_url`` exactly; clients compare the two as strings (RFC 8414 §3.3).
@@ -42,31 +44,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import secrets
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-import jwt
 from cryptography.fernet import Fernet
-from fastmcp.server.auth import AccessToken
+from fastmcp.server.auth import AccessToken, TokenVerificationError, TokenVerifier
 from fastmcp.server.auth.jwt_issuer import derive_jwt_key
 from fastmcp.server.auth.oauth_proxy import OAuthProxy
-from fastmcp.server.auth.oauth_proxy.ui import create_error_html
 from key_value.aio.protocols import AsyncKeyValue
 from key_value.aio.stores.memory import MemoryStore
 from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
 from key_value.aio.wrappers.limit_size import LimitSizeWrapper
 from key_value.aio.wrappers.prefix_collections import PrefixCollectionsWrapper
 from key_value.aio.wrappers.ttl_clamp import TTLClampWrapper
-from mcp.server.auth.provider import AccessToken as SdkAccessToken
 from mcp.server.auth.provider import (
     AuthorizationParams,
     AuthorizeError,
@@ -75,35 +73,31 @@ from mcp.server.auth.provider import (
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from graphgate.auth.discovery import (
-    IssuerMetadata,
-    IssuerUnavailable,
-    authorization_server_metadata_paths,
-    discovery_routes,
-)
+from graphgate.auth.discovery import authorization_server_metadata_paths, discovery_routes
+from graphgate.auth.issuer_documents import IssuerMetadata
 from graphgate.auth.proxy_registration import BoundedRegistration
 from graphgate.auth.redis_entry_cap import RedisEntryCap
 from graphgate.auth.secret_files import create_once
-from graphgate.auth.tokens import (
-    MAX_HEADER_BYTES,
-    JwtVerifier,
-    TokenRejected,
-    token_fingerprint,
-)
+from graphgate.auth.tokens import MAX_HEADER_BYTES, JwtVerifier, decode_jwt, read_header
 from graphgate.config import Settings
-from graphgate.errors import ConfigError
+from graphgate.errors import ConfigError, IssuerUnavailable, TokenRejected, to_http_response
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CALLBACK_PATH",
     "GraphgateOAuthProxy",
+    "ProxyInstances",
     "ProxyParts",
     "ProxyTokenVerifier",
+    "UpstreamEndpoints",
     "build_proxy",
     "proxy_routes",
     "proxy_signing_key",
@@ -118,7 +112,7 @@ MCP_PATH: Final = "/mcp"
 # RFC 8252 §7.3: native clients listen on a loopback port chosen at run time.
 # FastMCP matches a loopback pattern without a port against every port and path.
 LOOPBACK_PATTERNS: Final = ("http://127.0.0.1", "http://localhost", "http://[::1]")
-# Placeholders until the issuer's metadata is read; `.invalid` never resolves (RFC 6761).
+# Placeholders until the issuer's metadata is read.
 _UNRESOLVED: Final = "https://issuer-endpoint-not-yet-known.invalid/"
 # Bounds on stored state: anonymous registration must not grow memory or Redis forever.
 # A collection holds at most MAX_ENTRIES_PER_COLLECTION × MAX_ENTRY_BYTES (320 MiB,
@@ -198,7 +192,9 @@ class ProxyStorage:
     close: Callable[[], Awaitable[None]] | None = None
 
 
-def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
+def proxy_storage(
+    settings: Settings, signing_key: bytes, *, redis_client: Redis | None = None
+) -> ProxyStorage:
     """The store named by ``state_url``, bounded in size and lifetime.
 
     * ``memory://``: ``key_value.aio``'s `MemoryStore`, each collection capped, so a flood
@@ -215,6 +211,9 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
     instead of being stored), and each collection keeps at most
     ``MAX_ENTRIES_PER_COLLECTION`` entries, the oldest evicted first: by
     `MemoryStore` itself, and in Redis by `RedisEntryCap`.
+
+    ``redis_client`` (``decode_responses=True``) is used instead of a client of
+    the store's own; its owner closes it.
     """
     url = settings.state_url
     close: Callable[[], Awaitable[None]] | None = None
@@ -225,13 +224,15 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
         import redis.asyncio as redis
         from key_value.aio.stores.redis import RedisStore
 
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=_REDIS_TIMEOUT,
-            socket_connect_timeout=_REDIS_TIMEOUT,
-            decode_responses=True,
-        )
-        close = client.aclose
+        client = redis_client
+        if client is None:
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=_REDIS_TIMEOUT,
+                socket_connect_timeout=_REDIS_TIMEOUT,
+                decode_responses=True,
+            )
+            close = client.aclose
         storage_key = derive_jwt_key(
             high_entropy_material=signing_key.decode(), salt="graphgate-oauth-proxy-storage"
         )
@@ -265,21 +266,41 @@ def _http_url(value: Any) -> str | None:
     return None
 
 
-class GraphgateOAuthProxy(OAuthProxy):
-    """FastMCP's `OAuthProxy` with lazily discovered upstream endpoints and an exact issuer.
+@dataclass(frozen=True, slots=True)
+class UpstreamEndpoints:
+    """The issuer's endpoints the proxy talks to, as its discovery document names them."""
 
-    Every step that talks to the issuer first reads its endpoints from
-    `IssuerMetadata` (cached, last good document kept during an outage), so a
-    replica that only ever sees the callback or the refresh of a flow another
-    replica started still knows where to send it.
+    authorization: str
+    token: str
+    revocation: str | None
+
+    @classmethod
+    def from_metadata(cls, document: Mapping[str, Any]) -> UpstreamEndpoints:
+        authorization = _http_url(document.get("authorization_endpoint"))
+        token = _http_url(document.get("token_endpoint"))
+        if authorization is None or token is None:
+            raise IssuerUnavailable(
+                "the issuer's metadata names no authorization or token endpoint", unreachable=False
+            )
+        return cls(authorization, token, _http_url(document.get("revocation_endpoint")))
+
+
+class GraphgateOAuthProxy(OAuthProxy):
+    """FastMCP's `OAuthProxy` for one set of upstream endpoints, with an exact issuer.
+
+    ``endpoints`` None is the proxy graphgate starts with while the issuer's
+    metadata is unknown: it registers clients and shows the consent page, and
+    refuses the steps that would talk to the issuer (`authorize`, a refresh)
+    with ``temporarily_unavailable``; the routes refuse the consent approval
+    and the callback (`ProxyInstances`).
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        metadata: IssuerMetadata,
-        upstream: JwtVerifier,
+        endpoints: UpstreamEndpoints | None,
+        upstream: TokenVerifier,
         storage: AsyncKeyValue,
         signing_key: bytes,
     ) -> None:
@@ -287,12 +308,15 @@ class GraphgateOAuthProxy(OAuthProxy):
             raise ConfigError("registration = proxy needs public_url and static_client_id")
         secret = settings.static_client_secret
         super().__init__(
-            upstream_authorization_endpoint=_UNRESOLVED + "authorize",
-            upstream_token_endpoint=_UNRESOLVED + "token",
+            # `.invalid` never resolves (RFC 6761); the steps that would use these refuse first.
+            upstream_authorization_endpoint=(
+                endpoints.authorization if endpoints else _UNRESOLVED + "authorize"
+            ),
+            upstream_token_endpoint=endpoints.token if endpoints else _UNRESOLVED + "token",
             upstream_client_id=settings.static_client_id,
             upstream_client_secret=secret.get_secret_value() if secret is not None else None,
-            # A placeholder turns revocation on; replaced (or dropped) once the metadata is read.
-            upstream_revocation_endpoint=_UNRESOLVED + "revoke",
+            # Revocation (and its advertisement) only where the issuer offers it.
+            upstream_revocation_endpoint=endpoints.revocation if endpoints else None,
             token_verifier=upstream,
             base_url=settings.public_url,
             issuer_url=exact_url(settings.public_url),
@@ -307,53 +331,25 @@ class GraphgateOAuthProxy(OAuthProxy):
             # client (and redirect URI) is about to receive a token.
             require_authorization_consent=True,
         )
-        self.settings = settings
-        self.signing_key = signing_key
-        self._metadata = metadata
-        self.upstream_resolved = False
+        self.endpoints = endpoints
+        # get_routes also sets the MCP path, which FastMCP's token issuer needs.
+        self.routes_by_path: dict[str, Route] = {
+            route.path: route for route in self.get_routes(MCP_PATH) if isinstance(route, Route)
+        }
 
     @property
     def issuer(self) -> str:
         return str(self.issuer_url)
 
-    async def ensure_upstream(self) -> None:
-        """Use the endpoints the issuer's metadata names; raises `IssuerUnavailable`."""
-        document = await self._metadata.get()
-        authorization = _http_url(document.get("authorization_endpoint"))
-        token = _http_url(document.get("token_endpoint"))
-        if authorization is None or token is None:
-            raise IssuerUnavailable(
-                "the issuer's metadata names no authorization or token endpoint", unreachable=False
-            )
-        self._upstream_authorization_endpoint = authorization
-        self._upstream_token_endpoint = token
-        self._upstream_revocation_endpoint = _http_url(document.get("revocation_endpoint"))
-        self.upstream_resolved = True
-
     async def authorize(
         self, client: OAuthClientInformationFull, params: AuthorizationParams
     ) -> str:
-        try:
-            await self.ensure_upstream()
-        except IssuerUnavailable:
+        if self.endpoints is None:
             raise AuthorizeError(
                 error="temporarily_unavailable",
                 error_description="The identity provider cannot be reached; try again shortly.",
-            ) from None
+            )
         return await super().authorize(client, params)
-
-    async def _handle_consent(self, request: Request) -> HTMLResponse | RedirectResponse:
-        if request.method == "POST":  # approving sends the browser to the issuer
-            unavailable = await self._upstream_unavailable_page()
-            if unavailable is not None:
-                return unavailable
-        return await super()._handle_consent(request)
-
-    async def _handle_idp_callback(self, request: Request) -> HTMLResponse | RedirectResponse:
-        unavailable = await self._upstream_unavailable_page()
-        if unavailable is not None:
-            return unavailable
-        return await super()._handle_idp_callback(request)
 
     async def exchange_refresh_token(
         self,
@@ -361,61 +357,129 @@ class GraphgateOAuthProxy(OAuthProxy):
         refresh_token: RefreshToken,
         scopes: list[str],
     ) -> OAuthToken:
-        try:
-            await self.ensure_upstream()
-        except IssuerUnavailable:
+        if self.endpoints is None:
             raise TokenError(
                 "invalid_request", "The identity provider cannot be reached; try again shortly."
-            ) from None
+            )
         return await super().exchange_refresh_token(client, refresh_token, scopes)
 
-    async def revoke_token(self, token: SdkAccessToken | RefreshToken) -> None:
-        with contextlib.suppress(IssuerUnavailable):  # local revocation still happens
-            await self.ensure_upstream()
-        await super().revoke_token(token)
 
-    async def _upstream_unavailable_page(self) -> HTMLResponse | None:
+ProxyFactory = Callable[[UpstreamEndpoints | None], GraphgateOAuthProxy]
+
+
+class ProxyInstances:
+    """The `GraphgateOAuthProxy` for the endpoints the issuer's metadata names now.
+
+    `OAuthProxy` takes its upstream endpoints as constructor arguments only,
+    and graphgate must start while the issuer is down. So a proxy is built
+    without endpoints at start-up and, once the metadata has been read, one
+    for its endpoints (again only if they change). Instances are
+    interchangeable: FastMCP keeps every client, transaction, code and token
+    in the shared store and signs its tokens and cookies with the one key,
+    which is what replicas rely on too. Reading the metadata costs nothing
+    while it is fresh (`IssuerMetadata` keeps the last good copy).
+    """
+
+    def __init__(self, metadata: IssuerMetadata, build: ProxyFactory) -> None:
+        self._metadata = metadata
+        self._build = build
+        self.unresolved = build(None)
+        self._current = self.unresolved
+
+    async def resolved(self) -> GraphgateOAuthProxy:
+        """The proxy for the issuer's current endpoints; raises `IssuerUnavailable`."""
+        endpoints = UpstreamEndpoints.from_metadata(await self._metadata.get())
+        if endpoints != self._current.endpoints:
+            self._current = self._build(endpoints)
+        return self._current
+
+    async def best(self) -> GraphgateOAuthProxy:
+        """The resolved proxy if the issuer's metadata can be had, else the latest one."""
         try:
-            await self.ensure_upstream()
+            return await self.resolved()
         except IssuerUnavailable:
-            page = create_error_html(
-                error_title="Sign-in unavailable",
-                error_message="The identity provider cannot be reached; try again shortly.",
-            )
-            return HTMLResponse(page, status_code=503, headers={"Retry-After": "5"})
-        return None
+            return self._current
+
+    def route(self, path: str, *, upstream_step: Callable[[Scope], bool] | None = None) -> ASGIApp:
+        """An ASGI app for ``path`` that runs that route of the current proxy.
+
+        ``upstream_step`` tells the requests that send the browser to the
+        issuer or call it; without the issuer's endpoints they get the
+        "Sign-in unavailable" page (a person reads it) with Retry-After.
+        """
+        return _CurrentProxyRoute(self, path, upstream_step)
 
 
-def proxy_routes(settings: Settings, proxy: GraphgateOAuthProxy) -> list[Route]:
+class _CurrentProxyRoute:
+    """An ASGI app (not a function, so Starlette passes it the raw ASGI call)."""
+
+    def __init__(
+        self,
+        instances: ProxyInstances,
+        path: str,
+        upstream_step: Callable[[Scope], bool] | None,
+    ) -> None:
+        self.instances = instances
+        self.path = path
+        self.upstream_step = upstream_step
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.upstream_step is not None and self.upstream_step(scope):
+            try:
+                proxy = await self.instances.resolved()
+            except IssuerUnavailable as unavailable:
+                await to_http_response(unavailable, html_page=True)(scope, receive, send)
+                return
+        else:
+            proxy = await self.instances.best()
+        route = proxy.routes_by_path.get(self.path)
+        if route is None:  # /revoke, at an issuer that offers no revocation
+            await Response(status_code=404)(scope, receive, send)
+            return
+        await route.app(scope, receive, send)
+
+
+def _posted(scope: Scope) -> bool:
+    return bool(scope.get("method") == "POST")
+
+
+def _always(scope: Scope) -> bool:
+    return True
+
+
+# Steps that send the browser to the issuer or exchange a code with it.
+_UPSTREAM_STEPS: Final[dict[str, Callable[[Scope], bool]]] = {
+    "/consent": _posted,  # approving sends the browser to the issuer's login
+    CALLBACK_PATH: _always,  # exchanges the issuer's code at its token endpoint
+}
+REVOCATION_PATH: Final = "/revoke"
+
+
+def proxy_routes(settings: Settings, instances: ProxyInstances) -> list[Route]:
     """graphgate's PRM, the proxy's metadata at every path clients probe, its OAuth endpoints.
 
+    Each route runs the same route of the current `ProxyInstances` proxy.
     FastMCP's own protected resource metadata is dropped for graphgate's (one
     source for every advertised URL); its authorization server metadata is
     served at the RFC 8414 and OIDC paths graphgate serves in shim mode too.
     """
-    own = proxy.get_routes(MCP_PATH)
-    metadata = next(
-        route
-        for route in own
-        if isinstance(route, Route) and route.path == "/.well-known/oauth-authorization-server"
-    )
+    own = instances.unresolved.routes_by_path
+    metadata = instances.route("/.well-known/oauth-authorization-server")
     routes = discovery_routes(settings)
     routes += [
-        Route(path, metadata.endpoint, methods=["GET", "OPTIONS"])
+        Route(path, metadata, methods=["GET", "OPTIONS"])
         for path in authorization_server_metadata_paths(settings)
     ]
-    routes += [
-        _bounded_registration(route, settings) if route.path == REGISTRATION_PATH else route
-        for route in own
-        if isinstance(route, Route) and not route.path.startswith("/.well-known/")
-    ]
+    paths = [path for path in own if not path.startswith("/.well-known/")]
+    if REVOCATION_PATH not in paths:
+        paths.append(REVOCATION_PATH)
+    for path in paths:
+        app = instances.route(path, upstream_step=_UPSTREAM_STEPS.get(path))
+        methods = own[path].methods if path in own else {"POST", "OPTIONS"}
+        if path == REGISTRATION_PATH:
+            app = BoundedRegistration(app, settings.registration_rate_limit)
+        routes.append(Route(path, app, methods=sorted(methods or ())))
     return routes
-
-
-def _bounded_registration(route: Route, settings: Settings) -> Route:
-    """FastMCP's ``/register`` behind graphgate's size, metadata and rate checks."""
-    bounded = BoundedRegistration(route.app, settings.registration_rate_limit)
-    return Route(REGISTRATION_PATH, bounded, methods=["POST", "OPTIONS"])
 
 
 # -- verification ---------------------------------------------------------------------------
@@ -434,23 +498,44 @@ class ProxyTokenVerifier(JwtVerifier):
     """Verifies graphgate-issued tokens by way of the upstream token they stand for.
 
     A token whose header says HS256 and whose payload names ``public_url`` as
-    issuer is checked here: signature, ``iss``, ``aud`` (``<public_url>/mcp``),
-    ``exp``, and that it is an access token rather than a refresh token. Then
-    the proxy looks up the upstream token set by ``jti`` and verifies the
-    upstream access token with the issuer's keys; the resulting claims are the
-    caller's. Any other token takes the ordinary path (issuer's keys, issuer,
-    audience), which never admits HS256, so neither path can pass for the other.
+    issuer is checked here, by the same `decode_jwt` as the issuer's tokens:
+    signature, ``iss``, ``aud`` (``<public_url>/mcp``), ``exp``, ``nbf``,
+    ``iat``, lifetime, and that it is an access token rather than a refresh
+    token. Then the proxy looks up the upstream token set by ``jti`` and
+    verifies the upstream access token with the issuer's keys; the resulting
+    claims (and the rights they grant) are the caller's. Any other token takes
+    the ordinary path (issuer's keys, issuer, audience), which never admits
+    HS256, so neither path can pass for the other.
     """
 
     def __init__(
         self,
         upstream: JwtVerifier,
-        proxy: GraphgateOAuthProxy,
+        instances: ProxyInstances,
+        signing_key: bytes,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(upstream.keys, upstream.options, base_url=proxy.issuer, clock=clock)
-        self._proxy = proxy
+        issuer = instances.unresolved.jwt_issuer
+        super().__init__(
+            upstream.keys,
+            upstream.options,
+            base_url=instances.unresolved.issuer,
+            clock=clock,
+            rights_of=upstream.rights_of,
+        )
+        self._instances = instances
+        self._signing_key = signing_key
+        self._issuer = instances.unresolved.issuer
+        self._rules = replace(
+            upstream.options,
+            # Exactly what FastMCP writes (pydantic's rendering of <public_url>/mcp).
+            issuer=issuer.issuer,
+            audience=issuer.audience,
+            algorithms=[_SIGNING_ALGORITHM],
+            required_claims=("exp", "iat", "iss", "aud", "jti"),
+        )
+        self._resource = str(issuer.audience)
 
     def _issued_here(self, token: str) -> bool:
         parts = token.split(".")
@@ -460,25 +545,23 @@ class ProxyTokenVerifier(JwtVerifier):
         if not isinstance(header, dict) or header.get("alg") != _SIGNING_ALGORITHM:
             return False
         payload = _unverified_part(parts[1], self.options.max_token_bytes)
-        return isinstance(payload, dict) and payload.get("iss") == self._proxy.issuer
+        return isinstance(payload, dict) and payload.get("iss") == self._issuer
 
-    async def _verify(self, token: str) -> AccessToken:
-        if len(token) > self.options.max_token_bytes:
-            raise TokenRejected("oversized", "the access token is too large")
-        fingerprint = token_fingerprint(token)
-        now = self._clock()
-        hit = self._cache.get(fingerprint)
-        if hit is not None and now < hit.until and hit.generation == self.keys.generation:
-            return hit.token  # a session's repeated calls: no parsing, no store lookups
+    async def verify_uncached(self, token: str, fingerprint: str) -> AccessToken:
         if not self._issued_here(token):
-            return await super()._verify(token)
-        self._cache.pop(fingerprint, None)
-        claims = self._decode_issued(token)
-        if not self._proxy.upstream_resolved:
-            # Only a transparent upstream refresh needs the endpoints; verification does not.
-            with contextlib.suppress(IssuerUnavailable):
-                await self._proxy.ensure_upstream()
-        upstream = await self._proxy.load_access_token(token)  # IssuerUnavailable propagates
+            return await super().verify_uncached(token, fingerprint)
+        header = read_header(token, self._rules.algorithms)
+        claims = decode_jwt(token, self._signing_key, header.alg, self._rules, self._clock())
+        if claims.get("token_use", "access") != "access":
+            raise TokenRejected("invalid", "a refresh token is not an access token")
+        proxy = await self._instances.best()
+        try:
+            upstream = await proxy.load_access_token(token)
+        except TokenVerificationError as unknown:
+            cause = unknown.__cause__
+            if isinstance(cause, IssuerUnavailable):
+                raise cause from None
+            raise IssuerUnavailable(str(unknown), unreachable=True) from None
         if upstream is None:
             # Unknown jti (expired, rotated, lost with a restarted memory store) or
             # an upstream token the issuer's keys no longer accept.
@@ -487,45 +570,14 @@ class ProxyTokenVerifier(JwtVerifier):
         if not isinstance(upstream_claims, Mapping) or not upstream_claims.get("sub"):
             raise TokenRejected("missing_claim")
         exp = int(claims["exp"])
-        access = AccessToken(
-            token=fingerprint,
+        return self.access_token(
+            fingerprint,
+            dict(upstream_claims),
             client_id=str(claims.get("client_id") or "unknown"),
             scopes=list(upstream.scopes),
             expires_at=min(exp, upstream.expires_at or exp),
-            resource=self._proxy.settings.resource_url,
-            subject=str(upstream_claims["sub"]),
-            claims=dict(upstream_claims),
+            resource=self._resource,
         )
-        self.verifications += 1
-        until = min(now + self.options.cache_seconds, float(access.expires_at or exp))
-        self._remember(fingerprint, access, until, self.keys.generation)
-        return access
-
-    def _decode_issued(self, token: str) -> dict[str, Any]:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._proxy.signing_key,
-                algorithms=[_SIGNING_ALGORITHM],
-                # Exactly what FastMCP wrote (pydantic's rendering of <public_url>/mcp).
-                audience=self._proxy.jwt_issuer.audience,
-                issuer=self._proxy.jwt_issuer.issuer,
-                leeway=self.options.leeway,
-                options={"require": ["exp", "iat", "iss", "aud", "jti"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenRejected("expired") from None
-        except jwt.InvalidSignatureError:
-            raise TokenRejected("bad_signature") from None
-        except jwt.InvalidAudienceError:
-            raise TokenRejected("wrong_audience") from None
-        except jwt.MissingRequiredClaimError:
-            raise TokenRejected("missing_claim") from None
-        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
-            raise TokenRejected("invalid") from None
-        if claims.get("token_use", "access") != "access":
-            raise TokenRejected("invalid", "a refresh token is not an access token")
-        return claims
 
 
 # -- assembly ---------------------------------------------------------------------------------
@@ -533,7 +585,7 @@ class ProxyTokenVerifier(JwtVerifier):
 
 @dataclass(frozen=True, slots=True)
 class ProxyParts:
-    proxy: GraphgateOAuthProxy
+    instances: ProxyInstances
     verifier: ProxyTokenVerifier
     routes: list[Route]
     storage: ProxyStorage
@@ -545,10 +597,12 @@ def build_proxy(
     upstream: JwtVerifier,
     *,
     storage: AsyncKeyValue | None = None,
+    redis_client: Redis | None = None,
 ) -> ProxyParts:
     """The proxy, the gate's verifier and the routes; no network I/O.
 
-    ``storage`` replaces the store ``state_url`` names (tests, other backends).
+    ``storage`` replaces the store ``state_url`` names (tests, other backends);
+    ``redis_client`` is a client for ``state_url`` the caller owns and shares.
     """
     if settings.public_url is None:
         raise ConfigError("public_url: required for registration = proxy")
@@ -565,14 +619,20 @@ def build_proxy(
             "see; issuer must name the identity provider behind it, not public_url"
         )
     key = proxy_signing_key(settings)
-    stored = ProxyStorage(storage) if storage is not None else proxy_storage(settings, key)
-    proxy = GraphgateOAuthProxy(
-        settings, metadata=metadata, upstream=upstream, storage=stored.store, signing_key=key
+    stored = (
+        ProxyStorage(storage)
+        if storage is not None
+        else proxy_storage(settings, key, redis_client=redis_client)
     )
-    routes = proxy_routes(settings, proxy)
+    instances = ProxyInstances(
+        metadata,
+        lambda endpoints: GraphgateOAuthProxy(
+            settings, endpoints=endpoints, upstream=upstream, storage=stored.store, signing_key=key
+        ),
+    )
     return ProxyParts(
-        proxy=proxy,
-        verifier=ProxyTokenVerifier(upstream, proxy),
-        routes=routes,
+        instances=instances,
+        verifier=ProxyTokenVerifier(upstream, instances, key),
+        routes=proxy_routes(settings, instances),
         storage=stored,
     )

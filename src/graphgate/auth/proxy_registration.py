@@ -31,12 +31,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graphgate.auth.registration import (
-    RegistrationRefused,
-    check_client_metadata,
-    read_client_metadata,
-)
-from graphgate.errors import RateLimited
+from graphgate.auth.registration import CORS_HEADERS, check_client_metadata, read_client_metadata
+from graphgate.errors import RateLimited, RegistrationRefused, to_http_response
 from graphgate.ratelimit import RateLimiter
 
 __all__ = ["BoundedRegistration"]
@@ -63,7 +59,7 @@ class BoundedRegistration:
             self._spend(request)
             metadata = check_client_metadata(await read_client_metadata(request))
         except RegistrationRefused as refused:
-            await refused.to_response()(scope, receive, send)
+            await to_http_response(refused, headers=CORS_HEADERS)(scope, receive, send)
             return
         body = json.dumps(metadata, separators=(",", ":")).encode()
         await self.registration(_with_body_length(scope, len(body)), _replay(body, receive), send)

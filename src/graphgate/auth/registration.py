@@ -16,23 +16,22 @@ theirs), and without one any ``https`` URI.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from graphgate.config import Settings
+from graphgate.errors import RegistrationRefused, to_http_response
 
 __all__ = [
     "CORS_HEADERS",
     "MAX_BODY_BYTES",
     "RegistrationPolicy",
-    "RegistrationRefused",
     "check_client_metadata",
     "check_redirect_uri",
     "read_client_metadata",
@@ -68,40 +67,6 @@ CORS_HEADERS: Final = {
     "Access-Control-Allow-Headers": "Content-Type, MCP-Protocol-Version",
 }
 _CORS: Final = CORS_HEADERS
-
-ErrorCode = Literal["invalid_client_metadata", "invalid_redirect_uri", "temporarily_unavailable"]
-
-
-class RegistrationRefused(Exception):
-    """An RFC 7591 §3.2.2 error: the code and a description safe to show the client.
-
-    ``status`` is 400 but for an oversized body (413) and a rate limit (429,
-    with ``retry_after`` seconds in a Retry-After header).
-    """
-
-    def __init__(
-        self,
-        error: ErrorCode,
-        description: str,
-        *,
-        status: int = 400,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-        self.retry_after = retry_after
-
-    def to_response(self) -> JSONResponse:
-        headers = {**_CORS, "Cache-Control": "no-store"}
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
-        return JSONResponse(
-            {"error": self.error, "error_description": self.description},
-            status_code=self.status,
-            headers=headers,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +275,7 @@ def register_endpoint(policy: RegistrationPolicy) -> Callable[[Request], Awaitab
         try:
             info = validate_registration(await read_client_metadata(request), policy)
         except RegistrationRefused as refused:
-            return refused.to_response()
+            return to_http_response(refused, headers=_CORS)
         return JSONResponse(info, status_code=201, headers={**_CORS, "Cache-Control": "no-store"})
 
     return endpoint

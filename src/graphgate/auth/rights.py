@@ -1,18 +1,18 @@
 """From verified token claims to what the caller may touch.
 
 Pure functions, no I/O: the most heavily unit-tested part of graphgate. Rights
-are recomputed from the token of every request; nothing stored can widen them.
+come from the verified token of every request (the verifier computes them once
+per token and the token carries them); nothing stored can widen them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from graphgate.config import Settings, split_claim_path
+from graphgate.config import ClaimsRules, Settings, split_claim_path
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +63,15 @@ class Caller:
         return f"{self.issuer}\x1f{self.subject}\x1f{self.client_id}"
 
 
-def claim_at(claims: Mapping[str, Any], path: str) -> Any:
+def claim_at(claims: Mapping[str, Any], path: str | tuple[str, ...]) -> Any:
     """The value at a dotted path such as ``resource_access.graphgate.roles``.
 
     A dot always means nesting (`split_claim_path`): a claim named with
     literal dots is reached only through an escaped path, never by accident.
+    ``path`` may be given split already (`ClaimsRules` holds it so).
     """
     node: Any = claims
-    for part in split_claim_path(path):
+    for part in split_claim_path(path) if isinstance(path, str) else path:
         if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
@@ -123,8 +124,8 @@ def parse_tenant_entries(entries: Iterable[str], prefix: str) -> dict[str, Acces
     return parsed
 
 
-def _clamp(access: Access, settings: Settings) -> Access:
-    return access if settings.allow_writes else "read"
+def _clamp(access: Access, allow_writes: bool) -> Access:
+    return access if allow_writes else "read"
 
 
 def _starting(tenants: Mapping[str, Access], preferred: Any) -> str | None:
@@ -133,55 +134,35 @@ def _starting(tenants: Mapping[str, Access], preferred: Any) -> str | None:
     return min(tenants) if tenants else None
 
 
-def rights_from_claims(claims: Mapping[str, Any], settings: Settings) -> Rights:
+def rights_from_claims(claims: Mapping[str, Any], rules: ClaimsRules) -> Rights:
     """Rights = tenants claim ∩ catalog, or every catalogued tenant for an admin.
 
     Write access needs both the claim's ``:write`` and ``allow_writes`` on the
     server. Names are compared exactly: the catalog holds canonical names only,
     so case, whitespace and look-alike variants match nothing.
     """
-    catalog = settings.catalog
-    admin_values = _as_string_list(claim_at(claims, settings.admin_claim), settings.admin_claim)
-    admin = settings.admin_value in admin_values
+    catalog = rules.catalog
+    admin_name = ".".join(rules.admin_claim)
+    admin_values = _as_string_list(claim_at(claims, rules.admin_claim), admin_name)
+    admin = rules.admin_value in admin_values
     if admin:
-        tenants: dict[str, Access] = {name: _clamp("write", settings) for name in catalog}
-    else:
-        entries = _as_string_list(claim_at(claims, settings.tenants_claim), settings.tenants_claim)
-        claimed = parse_tenant_entries(entries, settings.tenant_prefix)
-        tenants = {
-            name: _clamp(access, settings) for name, access in claimed.items() if name in catalog
+        tenants: dict[str, Access] = {
+            name: _clamp("write", rules.allow_writes) for name in sorted(catalog)
         }
-    preferred = claim_at(claims, settings.default_tenant_claim)
+    else:
+        tenants_name = ".".join(rules.tenants_claim)
+        entries = _as_string_list(claim_at(claims, rules.tenants_claim), tenants_name)
+        claimed = parse_tenant_entries(entries, rules.tenant_prefix)
+        tenants = {
+            name: _clamp(access, rules.allow_writes)
+            for name, access in claimed.items()
+            if name in catalog
+        }
+    preferred = claim_at(claims, rules.default_tenant_claim)
     return Rights(tenants=tenants, admin=admin, starting=_starting(tenants, preferred))
-
-
-class RightsOfClaims:
-    """`rights_from_claims`, once per verified token rather than per use.
-
-    The verifier hands out the same claims mapping for every request bearing
-    the same token until it expires, so the gate (which refuses a token with
-    no rights) and the tool that then runs share one computation. Entries are
-    keyed by the mapping's identity and hold the mapping itself, so an id is
-    never reused while its entry lives; the oldest entries go first.
-    """
-
-    def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
-        self._settings = settings
-        self._max_entries = max_entries
-        self._entries: OrderedDict[int, tuple[Mapping[str, Any], Rights]] = OrderedDict()
-
-    def __call__(self, claims: Mapping[str, Any]) -> Rights:
-        hit = self._entries.get(id(claims))
-        if hit is not None and hit[0] is claims:
-            return hit[1]
-        rights = rights_from_claims(claims, self._settings)
-        self._entries[id(claims)] = (claims, rights)
-        if len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-        return rights
 
 
 def rights_for_local_user(settings: Settings) -> Rights:
     """``auth = none`` (stdio or loopback): the one local user has the whole catalog."""
-    tenants = {name: _clamp("write", settings) for name in settings.catalog}
+    tenants = {name: _clamp("write", settings.allow_writes) for name in settings.catalog}
     return Rights(tenants=tenants, admin=True, starting=_starting(tenants, None))

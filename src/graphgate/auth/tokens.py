@@ -22,7 +22,6 @@ and `AccessToken.token` holds the hash too.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -30,48 +29,32 @@ import json
 import logging
 import math
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import httpx
 import jwt
-from fastmcp.server.auth import AccessToken, TokenVerifier
+from cachetools import LRUCache, TLRUCache
+from fastmcp.server.auth import AccessToken, TokenVerificationError, TokenVerifier
+from pydantic import ConfigDict, Field, SkipValidation
 
-from graphgate.auth.discovery import IssuerUnavailable, fetch_json
-from graphgate.config import ASYMMETRIC_ALGORITHMS
-from graphgate.errors import AuthError
+from graphgate.auth.issuer_documents import CachedDocument, fetch_json
+from graphgate.auth.rights import Rights
+from graphgate.config import ASYMMETRIC_ALGORITHMS, ClaimsRules
+from graphgate.errors import IssuerUnavailable, TokenReason, TokenRejected
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "JwtVerifier",
     "KeySet",
-    "Reason",
-    "TokenRejected",
     "TokenVerifierSettings",
+    "VerifiedToken",
+    "decode_jwt",
+    "read_header",
     "token_fingerprint",
-]
-
-Reason = Literal[
-    "malformed",
-    "oversized",
-    "bad_header",
-    "alg_not_allowed",
-    "crit_header",
-    "unknown_kid",
-    "key_mismatch",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "issued_in_future",
-    "wrong_issuer",
-    "wrong_audience",
-    "missing_claim",
-    "bad_claim_type",
-    "lifetime_too_long",
-    "invalid",
 ]
 
 MAX_TOKEN_BYTES: Final = 16 * 1024
@@ -89,17 +72,22 @@ _KEY_FOR_ALG: Final[dict[str, tuple[str, str | None]]] = {
 }
 
 
-class TokenRejected(AuthError):
-    """The token is not acceptable; ``reason`` is a short label fit for metrics."""
-
-    def __init__(self, reason: Reason, description: str | None = None) -> None:
-        super().__init__(description or reason.replace("_", " "))
-        self.reason: Reason = reason
-
-
 def token_fingerprint(token: str) -> str:
     """A stable, non-reversible name for a token (cache key, `AccessToken.token`)."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class VerifiedToken(AccessToken):
+    """An access token graphgate verified, carrying the rights its claims grant.
+
+    The rights are computed once, when the token is verified; the verifier's
+    cache hands the same object to every request bearing the token, and the
+    request carries it (``scope["user"]``) to the tool.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    rights: SkipValidation[Rights] = Field(exclude=True)
 
 
 def _b64url_json(segment: str, limit: int) -> Any:
@@ -116,18 +104,20 @@ def _b64url_json(segment: str, limit: int) -> Any:
 
 
 JwksSource = Callable[[], Awaitable[Mapping[str, Any]]]
+_Keys = dict[str, dict[str, Any]]
 
 
 class KeySet:
-    """The issuer's signing keys by ``kid``, refreshed with a bounded rate.
+    """The issuer's signing keys by ``kid``, a `CachedDocument` refreshed with a bounded rate.
 
     * fresh for ``cache_seconds``; after that the next verification refreshes;
     * an unknown ``kid`` triggers a refresh at most once per
       ``min_refresh_interval`` (key rotation is picked up, but a stream of
       random kids cannot turn into a stream of requests to the issuer);
     * a failed refresh keeps the last good keys (an issuer outage does not
-      lock out holders of valid tokens); with no keys at all, callers get
-      `IssuerUnavailable` and the next try is allowed after ``retry_after``;
+      lock out holders of valid tokens), and so does a JWKS with no usable
+      key; with no keys at all, callers get `IssuerUnavailable` and the next
+      try is allowed after ``retry_after``;
     * ``generation`` grows whenever a key disappears, so caches of tokens
       verified with it can be invalidated.
 
@@ -147,21 +137,24 @@ class KeySet:
     ) -> None:
         self.algorithms = frozenset(algorithms)
         self._source = source
-        self._cache_seconds = cache_seconds
         self._min_refresh_interval = min_refresh_interval
-        self._retry_after = retry_after
-        self._clock = clock
-        self._keys: dict[str, dict[str, Any]] | None = None
-        self._parsed: dict[tuple[str, str], jwt.PyJWK] = {}
-        self._fetched_at = 0.0
-        self._attempted_at: float | None = None
-        self._last_failed = False
-        self._last_error: IssuerUnavailable | None = None
-        self._lock = asyncio.Lock()
+        self._static: _Keys | None = None
+        self._installed: _Keys | None = None
+        # Parsed keys by (kid, alg): parsing an RSA key costs more than checking a signature.
+        self._parsed: LRUCache[tuple[str, str], jwt.PyJWK] = LRUCache(maxsize=4 * MAX_KEYS)
         self.generation = 0
-        self.refreshes = 0
+        self._document: CachedDocument[_Keys] | None = None
+        if source is not None:
+            self._document = CachedDocument(
+                self._fetch,
+                what="JWKS",
+                ttl=cache_seconds,
+                retry_after=retry_after,
+                clock=clock,
+            )
         if initial is not None:
-            self._install(initial)
+            self._static = self._usable_keys(initial)
+            self._install(self._static)
 
     @classmethod
     def remote(
@@ -182,79 +175,63 @@ class KeySet:
 
     @property
     def kids(self) -> frozenset[str]:
-        return frozenset(self._keys or ())
+        return frozenset(self._installed or ())
+
+    @property
+    def refreshes(self) -> int:
+        """JWKS fetches started so far (``graphgate_jwks_refreshes_total``)."""
+        return self._document.attempts if self._document is not None else 0
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The key to check a token with header ``kid``/``alg``, refreshing if allowed."""
-        if self._source is not None and self._refresh_due(kid):
-            await self._refresh(kid)
-        if self._keys is None:
-            raise self._last_error or IssuerUnavailable("no signing keys yet", unreachable=True)
+        keys = await self._current(kid)
         if kid is None:
-            if len(self._keys) != 1:
+            if len(keys) != 1:
                 raise TokenRejected("unknown_kid", "the token names no key")
-            kid = next(iter(self._keys))
-        jwk_data = self._keys.get(kid)
+            kid = next(iter(keys))
+        jwk_data = keys.get(kid)
         if jwk_data is None:
             raise TokenRejected("unknown_kid", "the token was signed with an unknown key")
         return self._parsed_key(kid, jwk_data, alg)
 
-    def _refresh_due(self, kid: str | None) -> bool:
-        now = self._clock()
-        if self._attempted_at is None:
-            return True
-        since_attempt = now - self._attempted_at
-        if self._last_failed:
-            return since_attempt >= self._retry_after
-        if now - self._fetched_at >= self._cache_seconds:
-            return True
-        unknown = self._keys is not None and kid is not None and kid not in self._keys
-        return unknown and since_attempt >= self._min_refresh_interval
+    async def _current(self, kid: str | None) -> _Keys:
+        if self._document is None:
+            assert self._static is not None, "a KeySet needs a source or initial keys"
+            return self._static
+        installed = self._installed
+        unknown = installed is not None and kid is not None and kid not in installed
+        keys = await self._document.get(
+            refresh_after=self._min_refresh_interval if unknown else None
+        )
+        if keys is not self._installed:
+            self._install(keys)
+        return keys
 
-    async def _refresh(self, kid: str | None) -> None:
-        attempted = self._attempted_at
-        async with self._lock:
-            if self._attempted_at != attempted:
-                return  # another request refreshed while we waited: use its result
-            assert self._source is not None
-            self._attempted_at = self._clock()
-            self.refreshes += 1
-            try:
-                document = await self._source()
-                self._install(document)
-            except IssuerUnavailable as exc:
-                self._last_failed = True
-                self._last_error = exc
-                logger.warning(
-                    "JWKS refresh failed (%s); %s",
-                    exc,
-                    "keeping the last good keys" if self._keys else "no keys yet",
-                )
-                return
-            self._last_failed = False
-            self._last_error = None
-            self._fetched_at = self._attempted_at
+    async def _fetch(self) -> _Keys:
+        assert self._source is not None
+        return self._usable_keys(await self._source())
 
-    def _install(self, document: Mapping[str, Any]) -> None:
+    def _usable_keys(self, document: Mapping[str, Any]) -> _Keys:
         entries = document.get("keys")
         if not isinstance(entries, list):
             raise IssuerUnavailable("the JWKS has no 'keys' list", unreachable=False)
-        keys: dict[str, dict[str, Any]] = {}
+        keys: _Keys = {}
         for entry in entries[:MAX_KEYS]:
             if not isinstance(entry, dict) or not self._usable(entry):
                 continue
             keys[str(entry.get("kid", ""))] = entry
         if not keys:
             raise IssuerUnavailable("the JWKS holds no usable signing key", unreachable=False)
-        if self._keys is not None and not self._keys.keys() <= keys.keys():
+        return keys
+
+    def _install(self, keys: _Keys) -> None:
+        previous = self._installed or {}
+        if self._installed is not None and not previous.keys() <= keys.keys():
             self.generation += 1
-        previous = self._keys or {}
-        self._parsed = {
-            slot: key
-            for slot, key in self._parsed.items()
-            if slot[0] in keys and keys[slot[0]] == previous.get(slot[0])
-        }
-        self._keys = keys
+        for slot in list(self._parsed):
+            if slot[0] not in keys or keys[slot[0]] != previous.get(slot[0]):
+                del self._parsed[slot]
+        self._installed = keys
 
     def _usable(self, entry: Mapping[str, Any]) -> bool:
         """Signing keys of an asymmetric type we allow; never ``oct`` (RFC 7517 §4.2-4.4)."""
@@ -288,16 +265,21 @@ class KeySet:
             key = jwt.PyJWK(dict(jwk_data), algorithm=alg)
         except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenRejected("key_mismatch", "the issuer's key cannot be used") from None
-        if len(self._parsed) < 4 * MAX_KEYS:
-            self._parsed[(kid, alg)] = key
+        self._parsed[(kid, alg)] = key
         return key
 
 
-# -- verifier -------------------------------------------------------------------------------
+# -- the one decode ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class TokenVerifierSettings:
+    """What a token must be: the rules `decode_jwt` applies, and the verifier's bounds.
+
+    ``required_claims`` must be present; ``sub`` among them must also be a
+    non-empty string (the caller's identity).
+    """
+
     issuer: str
     audience: str | Sequence[str]
     algorithms: Sequence[str]
@@ -307,16 +289,23 @@ class TokenVerifierSettings:
     cache_seconds: float = 60.0
     cache_size: int = 4096
     max_token_bytes: int = MAX_TOKEN_BYTES
+    required_claims: Sequence[str] = ("exp", "iat", "iss", "aud", "sub")
+
+    @classmethod
+    def from_rules(cls, rules: ClaimsRules) -> TokenVerifierSettings:
+        if rules.issuer is None:
+            raise ValueError("issuer: tokens are checked against it")
+        return cls(
+            issuer=rules.issuer,
+            audience=list(rules.audiences),
+            algorithms=list(rules.algorithms),
+            required_scopes=list(rules.required_scopes),
+            leeway=rules.leeway,
+            max_lifetime=rules.max_token_lifetime,
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    token: AccessToken
-    until: float
-    generation: int
-
-
-_EXCEPTION_REASONS: Final[tuple[tuple[type[Exception], Reason], ...]] = (
+_EXCEPTION_REASONS: Final[tuple[tuple[type[Exception], TokenReason], ...]] = (
     (jwt.ExpiredSignatureError, "expired"),
     (jwt.InvalidAudienceError, "wrong_audience"),
     (jwt.InvalidIssuerError, "wrong_issuer"),
@@ -329,6 +318,104 @@ _EXCEPTION_REASONS: Final[tuple[tuple[type[Exception], Reason], ...]] = (
     (jwt.exceptions.InvalidJTIError, "bad_claim_type"),
     (jwt.DecodeError, "malformed"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    alg: str
+    kid: str | None
+
+
+def read_header(token: str, algorithms: Sequence[str]) -> Header:
+    """The JOSE header of a compact JWS, checked before any key is looked up.
+
+    ``alg`` must be one of ``algorithms`` (never ``none``); ``crit`` and
+    ``b64`` are refused (RFC 7515 §4.1.11: graphgate understands no
+    extension); ``jku``, ``x5u``, ``x5c`` and ``jwk`` are never consulted
+    (RFC 8725 §3.10).
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise TokenRejected("malformed", "the access token is not a signed JWT")
+    header = _b64url_json(parts[0], MAX_HEADER_BYTES)
+    if not isinstance(header, dict):
+        raise TokenRejected("bad_header")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise TokenRejected("alg_not_allowed")
+    if "crit" in header or "b64" in header:
+        raise TokenRejected("crit_header")
+    kid = header.get("kid")
+    if kid is not None and (not isinstance(kid, str) or len(kid) > 256):
+        raise TokenRejected("bad_header")
+    return Header(alg, kid)
+
+
+_DECODER: Final = jwt.PyJWT()
+
+
+def decode_jwt(
+    token: str, key: Any, alg: str, rules: TokenVerifierSettings, now: float
+) -> dict[str, Any]:
+    """The claims of ``token`` if its signature and claims pass ``rules``.
+
+    The one decode behind every path (issuer tokens, the proxy's own), so a
+    defect gets the same `TokenRejected` reason whichever path sees it:
+    signature, ``iss``, ``aud`` (RFC 8707: a token minted for another
+    resource is refused), ``exp``/``nbf``/``iat`` with ``leeway``, the
+    required claims, numeric times, and a lifetime within ``max_lifetime``.
+    """
+    try:
+        claims: dict[str, Any] = _DECODER.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=rules.audience,
+            issuer=rules.issuer,
+            leeway=rules.leeway,
+            options={"require": list(rules.required_claims), "enforce_minimum_key_length": True},
+        )
+    except jwt.ImmatureSignatureError as exc:
+        reason: TokenReason = "issued_in_future" if "(iat)" in str(exc) else "not_yet_valid"
+        raise TokenRejected(reason) from None
+    except jwt.PyJWTError as exc:
+        for kind, mapped in _EXCEPTION_REASONS:
+            if isinstance(exc, kind):
+                raise TokenRejected(mapped) from None
+        raise TokenRejected("invalid") from None
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        # pyjwt validates untrusted input; anything it did not anticipate is
+        # still the token's fault, never a server error.
+        raise TokenRejected("malformed") from None
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise TokenRejected("bad_claim_type", f"the {name} claim is not a number")
+    if "sub" in rules.required_claims and (
+        not isinstance(claims.get("sub"), str) or not claims["sub"]
+    ):
+        raise TokenRejected("missing_claim")
+    _check_lifetime(claims, rules, now)
+    return claims
+
+
+def _check_lifetime(claims: Mapping[str, Any], rules: TokenVerifierSettings, now: float) -> None:
+    """Refuse tokens that live longer than ``max_lifetime`` (``exp = 1e308``).
+
+    Measured from ``iat`` and from now, so neither a backdated ``iat`` nor a
+    far ``exp`` stretches a signed token's reach past the operator's bound.
+    """
+    bound = rules.max_lifetime + rules.leeway
+    exp = float(claims["exp"])
+    if exp - float(claims["iat"]) > bound or exp - now > bound:
+        raise TokenRejected(
+            "lifetime_too_long", f"the access token lives longer than {rules.max_lifetime:g} s"
+        )
+
 
 _DESCRIPTIONS: Final[dict[str, str]] = {
     "expired": "The access token has expired.",
@@ -354,12 +441,28 @@ def describe(reason: str, issuer: str | None = None) -> str:
     return text
 
 
+# -- the verifier -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    token: AccessToken
+    until: float
+    generation: int
+
+
+RightsOf = Callable[[Mapping[str, Any]], Rights]
+
+
 class JwtVerifier(TokenVerifier):
     """FastMCP `TokenVerifier` for the issuer's JWTs; see the module docstring.
 
     `verify` raises `TokenRejected` (with a reason) or `IssuerUnavailable`;
-    `verify_token` is FastMCP's interface and answers None for a bad token.
-    ``rejections`` counts refusals by reason.
+    `verify_token` is FastMCP's interface: None for a bad token, FastMCP's
+    `TokenVerificationError` when validity cannot be determined now.
+    With ``rights_of`` the tokens are `VerifiedToken` carrying their rights.
+    ``rejections`` counts refusals by reason, ``verifications`` the tokens
+    checked (not served from the cache).
     """
 
     def __init__(
@@ -369,6 +472,7 @@ class JwtVerifier(TokenVerifier):
         *,
         base_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        rights_of: RightsOf | None = None,
     ) -> None:
         bad = [alg for alg in options.algorithms if alg not in ASYMMETRIC_ALGORITHMS]
         if bad or not options.algorithms:
@@ -380,10 +484,12 @@ class JwtVerifier(TokenVerifier):
         super().__init__(base_url=base_url, required_scopes=list(options.required_scopes))
         self.keys = keys
         self.options = options
-        self._algorithms = list(options.algorithms)
+        self.rights_of = rights_of
         self._clock = clock
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._decoder = jwt.PyJWT()
+        # Verified tokens by fingerprint, each until min(now + cache_seconds, exp).
+        self._cache: TLRUCache[str, _Cached] = TLRUCache(
+            maxsize=options.cache_size, ttu=lambda _key, entry, _now: entry.until, timer=clock
+        )
         self.rejections: Counter[str] = Counter()
         self.verifications = 0
 
@@ -392,119 +498,69 @@ class JwtVerifier(TokenVerifier):
             return await self.verify(token)
         except TokenRejected:
             return None
+        except IssuerUnavailable as unavailable:
+            # FastMCP's contract for "validity could not be determined" (its OAuth
+            # proxy then answers 503 instead of treating the token as bad).
+            raise TokenVerificationError(str(unavailable)) from unavailable
 
     async def verify(self, token: str) -> AccessToken:
         try:
-            return await self._verify(token)
+            if len(token) > self.options.max_token_bytes:
+                raise TokenRejected("oversized", "the access token is too large")
+            fingerprint = token_fingerprint(token)
+            hit = self._cache.get(fingerprint)
+            if hit is not None and hit.generation == self.keys.generation:
+                return hit.token  # a session's repeated calls: no parsing, no signature check
+            generation = self.keys.generation
+            access = await self.verify_uncached(token, fingerprint)
         except TokenRejected as exc:
             self.rejections[exc.reason] += 1
             logger.debug("token refused: %s", exc.reason)
             raise
-
-    async def _verify(self, token: str) -> AccessToken:
-        if len(token) > self.options.max_token_bytes:
-            raise TokenRejected("oversized", "the access token is too large")
-        fingerprint = token_fingerprint(token)
-        now = self._clock()
-        hit = self._cache.get(fingerprint)
-        if hit is not None:
-            if now < hit.until and hit.generation == self.keys.generation:
-                return hit.token
-            del self._cache[fingerprint]
-
-        parts = token.split(".")
-        if len(parts) != 3 or not all(parts):
-            raise TokenRejected("malformed", "the access token is not a signed JWT")
-        header = _b64url_json(parts[0], MAX_HEADER_BYTES)
-        if not isinstance(header, dict):
-            raise TokenRejected("bad_header")
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self._algorithms:
-            raise TokenRejected("alg_not_allowed")
-        if "crit" in header or "b64" in header:
-            raise TokenRejected("crit_header")
-        kid = header.get("kid")
-        if kid is not None and (not isinstance(kid, str) or len(kid) > 256):
-            raise TokenRejected("bad_header")
-
-        generation = self.keys.generation
-        key = await self.keys.key_for(kid, alg)
-        claims = self._decode(token, key, alg)
-        access = self._access_token(claims, fingerprint)
         self.verifications += 1
-        exp = float(claims["exp"])
-        self._remember(fingerprint, access, min(now + self.options.cache_seconds, exp), generation)
+        expires = float(access.expires_at) if access.expires_at is not None else 0.0
+        until = min(self._clock() + self.options.cache_seconds, expires)
+        self._cache[fingerprint] = _Cached(access, until, generation)
         return access
 
-    def _decode(self, token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
-        try:
-            claims: dict[str, Any] = self._decoder.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=self.options.audience,
-                issuer=self.options.issuer,
-                leeway=self.options.leeway,
-                options={
-                    "require": ["exp", "iat", "iss", "aud", "sub"],
-                    "enforce_minimum_key_length": True,
-                },
-            )
-        except jwt.ImmatureSignatureError as exc:
-            reason: Reason = "issued_in_future" if "(iat)" in str(exc) else "not_yet_valid"
-            raise TokenRejected(reason) from None
-        except jwt.PyJWTError as exc:
-            for kind, mapped in _EXCEPTION_REASONS:
-                if isinstance(exc, kind):
-                    raise TokenRejected(mapped) from None
-            raise TokenRejected("invalid") from None
-        except (ValueError, TypeError, OverflowError, RecursionError):
-            # pyjwt validates untrusted input; anything it did not anticipate is
-            # still the token's fault, never a server error.
-            raise TokenRejected("malformed") from None
-        for name in ("exp", "iat", "nbf"):
-            value = claims.get(name)
-            if name in claims and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                raise TokenRejected("bad_claim_type", f"the {name} claim is not a number")
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise TokenRejected("missing_claim")
-        self._check_lifetime(claims)
-        return claims
-
-    def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
-        """Refuse tokens that live longer than ``max_lifetime`` (``exp = 1e308``).
-
-        Measured from ``iat`` and from now, so neither a backdated ``iat`` nor
-        a far ``exp`` stretches a signed token's reach past the operator's bound.
-        """
-        bound = self.options.max_lifetime + self.options.leeway
-        exp = float(claims["exp"])
-        if exp - float(claims["iat"]) > bound or exp - self._clock() > bound:
-            raise TokenRejected(
-                "lifetime_too_long",
-                f"the access token lives longer than {self.options.max_lifetime:g} s",
-            )
-
-    def _access_token(self, claims: dict[str, Any], fingerprint: str) -> AccessToken:
+    async def verify_uncached(self, token: str, fingerprint: str) -> AccessToken:
+        """Check ``token`` against the issuer's keys and the rules; no cache."""
+        header = read_header(token, self.options.algorithms)
+        key = await self.keys.key_for(header.kid, header.alg)
+        claims = decode_jwt(token, key, header.alg, self.options, self._clock())
         client_id = claims.get("azp", claims.get("client_id"))
-        return AccessToken(
-            token=fingerprint,
+        return self.access_token(
+            fingerprint,
+            claims,
             client_id=client_id if isinstance(client_id, str) and client_id else "unknown",
             scopes=_scopes(claims),
             expires_at=int(claims["exp"]),
             resource=_first(self.options.audience),
-            subject=claims["sub"],
-            claims=claims,
         )
 
-    def _remember(self, key: str, token: AccessToken, until: float, generation: int) -> None:
-        self._cache[key] = _Cached(token, until, generation)
-        if len(self._cache) > self.options.cache_size:
-            self._cache.popitem(last=False)
+    def access_token(
+        self,
+        fingerprint: str,
+        claims: dict[str, Any],
+        *,
+        client_id: str,
+        scopes: list[str],
+        expires_at: int,
+        resource: str,
+    ) -> AccessToken:
+        """The token FastMCP and the tools see: the fingerprint, never the token itself."""
+        fields: dict[str, Any] = {
+            "token": fingerprint,
+            "client_id": client_id,
+            "scopes": scopes,
+            "expires_at": expires_at,
+            "resource": resource,
+            "subject": claims.get("sub"),
+            "claims": claims,
+        }
+        if self.rights_of is None:
+            return AccessToken(**fields)
+        return VerifiedToken(**fields, rights=self.rights_of(claims))
 
     def clear_cache(self) -> None:
         self._cache.clear()
