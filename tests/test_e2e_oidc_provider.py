@@ -35,7 +35,7 @@ import pytest
 import pytest_asyncio
 
 from graphgate.auth.rights import rights_from_claims
-from graphgate.config import Settings
+from graphgate.config import Settings, claims_rules
 from tests.services._common import origin
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
@@ -230,8 +230,10 @@ async def test_sign_in_lands_in_the_users_tenant(gateway: Gateway, browser: Brow
             # The settings are what makes these claims mean something: graphgate's
             # defaults (Keycloak's shapes) find no tenant in the very same token.
             defaults = Settings(tenants=gateway.settings.tenants)
-            assert dict(rights_from_claims(claims, defaults).tenants) == {}
-            assert dict(rights_from_claims(claims, gateway.settings).tenants) == {"acme": "read"}
+            assert dict(rights_from_claims(claims, claims_rules(defaults)).tenants) == {}
+            assert dict(rights_from_claims(claims, claims_rules(gateway.settings)).tenants) == {
+                "acme": "read"
+            }
         else:
             # The client registered at graphgate; the provider saw only the static client.
             assert query["scope"] == ["mcp:tools"]

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from graphgate.auth.rights import rights_from_claims
 from graphgate.cli import app
-from graphgate.config import Settings
+from graphgate.config import Settings, claims_rules
 from graphgate.keycloak import (
     ADMIN_ROLE,
     CIMD_POLICY,
@@ -179,7 +179,7 @@ async def test_demo_user_token_carries_what_rights_read(
     assert (ADMIN_ROLE in roles) is admin
     # Full scope is off: no client roles, so no audience beyond graphgate's.
     assert "resource_access" not in claims
-    granted = rights_from_claims(claims, _settings())
+    granted = rights_from_claims(claims, claims_rules(_settings()))
     assert dict(granted.tenants) == rights
     assert granted.admin is admin
 
@@ -464,7 +464,7 @@ async def test_configure_brings_an_empty_realm_to_graphgate_and_is_idempotent(
     claims = await _verified(keycloak, http, tokens["access_token"], issuer=issuer)
     assert claims["tenants"] == ["globex", "acme:write"]
     assert MCP_SCOPE in claims["scope"].split()
-    granted = rights_from_claims(claims, _settings())
+    granted = rights_from_claims(claims, claims_rules(_settings()))
     assert dict(granted.tenants) == {"globex": "read", "acme": "write"}
 
     # The pick list from --tenants refuses names outside the catalog.
