@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import httpx
 import jwt
-from cachetools import LRUCache, TLRUCache
+from cachetools import LRUCache
 from fastmcp.server.auth import AccessToken, TokenVerificationError, TokenVerifier
 from pydantic import ConfigDict, Field, SkipValidation
 
@@ -486,10 +486,11 @@ class JwtVerifier(TokenVerifier):
         self.options = options
         self.rights_of = rights_of
         self._clock = clock
-        # Verified tokens by fingerprint, each until min(now + cache_seconds, exp).
-        self._cache: TLRUCache[str, _Cached] = TLRUCache(
-            maxsize=options.cache_size, ttu=lambda _key, entry, _now: entry.until, timer=clock
-        )
+        # Verified tokens by fingerprint, each until min(now + cache_seconds, exp), the
+        # least recently used evicted first. An LRUCache whose entries carry their own
+        # deadline: TLRUCache.get measured 4.0 us against LRUCache.get's 0.9 us (a dict:
+        # 0.1 us), on a path every tools/call takes.
+        self._cache: LRUCache[str, _Cached] = LRUCache(maxsize=options.cache_size)
         self.rejections: Counter[str] = Counter()
         self.verifications = 0
 
@@ -509,7 +510,11 @@ class JwtVerifier(TokenVerifier):
                 raise TokenRejected("oversized", "the access token is too large")
             fingerprint = token_fingerprint(token)
             hit = self._cache.get(fingerprint)
-            if hit is not None and hit.generation == self.keys.generation:
+            if (
+                hit is not None
+                and hit.generation == self.keys.generation
+                and self._clock() < hit.until
+            ):
                 return hit.token  # a session's repeated calls: no parsing, no signature check
             generation = self.keys.generation
             access = await self.verify_uncached(token, fingerprint)
