@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastmcp.server.auth import TokenVerificationError
 
 from graphgate.auth.issuer_documents import IssuerMetadata
 from graphgate.auth.rights import Rights
@@ -149,8 +150,10 @@ async def test_jwks_url_discovered_from_issuer_metadata(
     client: httpx.AsyncClient, issuer: IssuerState, keys: dict[str, SigningKey]
 ) -> None:
     metadata = IssuerMetadata(client, issuer.issuer)
-    verifier = make_verifier(client, issuer)
-    verifier.keys = KeySet.remote(client, metadata.jwks_uri, algorithms=ALGS)
+    verifier = JwtVerifier(
+        KeySet.remote(client, metadata.jwks_uri, algorithms=ALGS),
+        TokenVerifierSettings(issuer=issuer.issuer, audience=AUDIENCE, algorithms=ALGS),
+    )
     await verifier.verify(keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE)))
     assert issuer.hits["metadata"] == 1
     assert issuer.hits["jwks"] == 1
@@ -256,6 +259,9 @@ async def test_connection_refused_is_unavailable_not_invalid(
         await verifier.verify(keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE)))
     assert caught.value.unreachable
     assert await verifier.verify_token("a.b.c") is None
+    # FastMCP's interface: "validity unknown" is its TokenVerificationError, not None.
+    with pytest.raises(TokenVerificationError):
+        await verifier.verify_token(keys["rsa"].sign(claims_for(issuer.issuer, AUDIENCE)))
 
 
 async def test_unusable_jwks_entries_are_skipped(
