@@ -14,7 +14,12 @@ reports no reason for a refusal. This verifier is built on pyjwt, with:
   MCP: a token minted for another resource is refused), ``exp``/``iat``
   required and numeric, ``nbf`` honoured, all with a small leeway;
 * a short-lived cache of verified tokens keyed by their SHA-256, so a
-  session's repeated calls skip the signature check.
+  session's repeated calls skip the signature check;
+* the rights a token's claims grant computed once, when it is verified, and
+  carried by the token (`VerifiedToken`) to the gate and the tool.
+
+`decode_jwt` is the one decode: the proxy's own tokens
+(`graphgate.auth.proxy`) go through it too, so a defect gets one reason.
 
 The token itself is never logged, stored or echoed: the cache key is a hash
 and `AccessToken.token` holds the hash too.
