@@ -74,9 +74,10 @@ from graphgate.auth.dev_clients import DevClientStore
 from graphgate.auth.dev_sign_in import sign_in_page, sign_in_problem
 from graphgate.auth.discovery import JWKS_PATH
 from graphgate.auth.proxy_registration import BoundedRegistration
-from graphgate.auth.registration import RegistrationRefused, check_redirect_uri
+from graphgate.auth.registration import check_redirect_uri
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import DemoUser, demo_users
+from graphgate.errors import RegistrationRefused
 
 __all__ = ["SIGN_IN_PATH", "DevAuthorizationServer", "serves_authorization"]
 
