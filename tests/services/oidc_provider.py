@@ -12,8 +12,9 @@ Also here, shared with the TypeScript client test:
   ``node_modules`` with ``npm install --no-package-lock`` (no lock file, hence no
   download URLs, is ever written to the repository), bounded in time, serialised
   across processes and skipped when the installed versions already match.
-  ``python -m tests.services.oidc_provider install`` does it for both Node
-  projects of the test suite (``make services`` runs it).
+  ``python -m tests.services.oidc_provider install`` does it for the three
+  Node projects of the test suite (this provider, the TypeScript SDK client,
+  mcp-remote; ``make services`` runs it).
 * `provider_login`: fills in the provider's login and consent pages over HTTP
   as a browser would.
 * `Browser`: plays the user's browser from an authorization URL to the MCP
@@ -52,7 +53,8 @@ from tests.services._common import free_port, service_unavailable
 TESTS = Path(__file__).resolve().parent.parent
 PROJECT = TESTS / "oidc_provider"
 TS_CLIENT_PROJECT = TESTS / "e2e_ts"
-NODE_PROJECTS = (PROJECT, TS_CLIENT_PROJECT)
+MCP_REMOTE_PROJECT = TESTS / "mcp_remote"
+NODE_PROJECTS = (PROJECT, TS_CLIENT_PROJECT, MCP_REMOTE_PROJECT)
 
 NPM_TIMEOUT = float(os.environ.get("GRAPHGATE_TEST_NPM_TIMEOUT", "300"))
 READY_TIMEOUT = 30.0
