@@ -16,6 +16,7 @@ import httpx
 from graphgate.errors import GraphgateError
 from graphgate.keycloak.realm import (
     ADMIN_ROLE,
+    CIMD_POLICY,
     CLIENT_DEFAULT_SCOPES,
     CLIENT_ID,
     CLIENT_OPTIONAL_SCOPES,
@@ -43,6 +44,7 @@ from graphgate.keycloak.realm import (
     redirects_policy,
     redirects_profile,
     tenants_attribute,
+    trusted_hosts_config,
     union,
     validate_cimd_domains,
 )
@@ -200,12 +202,12 @@ class KeycloakConfigurator:
         self._ensure_registration_policies(realm["id"])
         self._ensure_client_policy("profiles", pkce_profile(), "client profile")
         self._ensure_client_policy("policies", pkce_policy(), "client policy")
-        self._ensure_redirect_policy()
         if self._cimd_domains:
             self._ensure_client_policy(
                 "profiles", cimd_profile(self._cimd_domains), "client profile"
             )
             self._ensure_client_policy("policies", cimd_policy(self._cimd_domains), "client policy")
+        self._ensure_redirect_policy(realm["id"])
         return list(self._changes)
 
     def _ensure_realm(self) -> dict[str, Any] | None:
@@ -462,7 +464,7 @@ class KeycloakConfigurator:
                     {**current, "config": {**current_config, **config}},
                 )
 
-    def _ensure_redirect_policy(self) -> None:
+    def _ensure_redirect_policy(self, realm_id: str) -> None:
         """Self-registered clients redirect to loopback: a client profile, not Trusted Hosts.
 
         Keycloak's anonymous "Trusted Hosts" policy checks ``client_uri`` against
@@ -473,7 +475,13 @@ class KeycloakConfigurator:
         profile is in place, so that registration is never unchecked. Hosts an
         operator had trusted there become https redirect patterns of the
         profile; patterns added to the profile are kept.
+
+        A realm with Client ID Metadata Documents cannot have the profile's
+        policy on (see `redirects_policy`): there it is turned off and Trusted
+        Hosts kept, or put back, instead.
         """
+        policies = (self._call("GET", "/client-policies/policies") or {}).get("policies", [])
+        cimd = bool(self._cimd_domains) or CIMD_POLICY in {p.get("name") for p in policies}
         components = self._call("GET", f"/components?type={quote(POLICY_TYPE)}") or []
         trusted = next(
             (
@@ -496,8 +504,10 @@ class KeycloakConfigurator:
         ]
         patterns = union(current_patterns, [LOOPBACK_REDIRECT_PATTERN, *host_patterns(hosts)])
         self._ensure_client_policy("profiles", redirects_profile(patterns), "client profile")
-        self._ensure_client_policy("policies", redirects_policy(), "client policy")
-        if trusted is not None:
+        self._ensure_client_policy("policies", redirects_policy(enabled=not cimd), "client policy")
+        if cimd:
+            self._ensure_trusted_hosts(realm_id, trusted)
+        elif trusted is not None:
             self._write(
                 Change(
                     "delete",
@@ -506,6 +516,34 @@ class KeycloakConfigurator:
                 ),
                 "DELETE",
                 f"/components/{trusted['id']}",
+            )
+
+    def _ensure_trusted_hosts(self, realm_id: str, current: dict[str, Any] | None) -> None:
+        config = current.get("config", {}) if current else {}
+        desired = trusted_hosts_config(config.get("trusted-hosts"))
+        target = "anonymous registration policy 'Trusted Hosts'"
+        if current is None:
+            self._write(
+                Change("create", target, "Client ID Metadata Documents are on"),
+                "POST",
+                "/components",
+                {
+                    "name": "Trusted Hosts",
+                    "providerId": "trusted-hosts",
+                    "providerType": POLICY_TYPE,
+                    "parentId": realm_id,
+                    "subType": "anonymous",
+                    "config": desired,
+                },
+            )
+            return
+        differing = [key for key, value in desired.items() if config.get(key) != value]
+        if differing:
+            self._write(
+                Change("update", target, ", ".join(differing)),
+                "PUT",
+                f"/components/{current['id']}",
+                {**current, "config": {**config, **desired}},
             )
 
     def _require_cimd(self) -> None:

@@ -274,14 +274,22 @@ def redirects_profile(patterns: Sequence[str] = (LOOPBACK_REDIRECT_PATTERN,)) ->
     }
 
 
-def redirects_policy() -> dict[str, Any]:
+def redirects_policy(*, enabled: bool = True) -> dict[str, Any]:
+    """The client policy applying `redirects_profile` to clients that register themselves.
+
+    Off (``enabled``) in realms with Client ID Metadata Documents: Keycloak
+    26.7 also runs it when its CIMD executor creates a client, a "register"
+    its ``secure-client-uris-pattern`` executor refuses ("not allowed input
+    format"), and no condition tells the two apart. Such realms hold
+    registrations to loopback with `trusted_hosts_config` instead.
+    """
     # ByRegistrationAccessToken too: a client registered with loopback URIs must
     # not swap them for others through its registration access token (RFC 7592).
     return {
         "name": REDIRECTS_POLICY,
         "description": "Clients registered or updated through RFC 7591/7592 may only "
         "redirect to loopback, or to what the profile's patterns add",
-        "enabled": True,
+        "enabled": enabled,
         "conditions": [
             {
                 "condition": "client-updater-context",
@@ -291,6 +299,21 @@ def redirects_policy() -> dict[str, Any]:
             }
         ],
         "profiles": [REDIRECTS_PROFILE],
+    }
+
+
+def trusted_hosts_config(hosts: Sequence[str] | None) -> dict[str, list[str]]:
+    """Keycloak's anonymous "Trusted Hosts" policy, as realms with CIMD still need it.
+
+    Redirect, root, base (``client_uri``) and admin URLs on loopback or on
+    ``hosts``, from any requesting host: MCP clients register from the user's
+    machine, wherever it is; what must be local is where the code goes. It
+    refuses mcp-remote, whose ``client_uri`` is its GitHub page.
+    """
+    return {
+        "trusted-hosts": union(hosts, LOOPBACK_HOSTS),
+        "host-sending-registration-request-must-match": ["false"],
+        "client-uris-must-match": ["true"],
     }
 
 
