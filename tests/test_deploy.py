@@ -181,7 +181,7 @@ def test_keycloak_memgraph_example(rendered: dict[str, list[Manifest]]) -> None:
     assert env["GRAPHGATE_AUTH"] == "oidc"
     assert env["GRAPHGATE_ISSUER"] == "https://keycloak.example.com/realms/graphgate"
     assert env["GRAPHGATE_REGISTRATION"] == "shim"
-    assert env["GRAPHGATE_STATIC_CLIENT_ID"] == "graphgate-mcp"
+    assert env["GRAPHGATE_STATIC_CLIENT_ID"] == "graphgate-shim"
     assert env["GRAPHGATE_BACKEND"] == "bolt://memgraph:7687"
     assert env["GRAPHGATE_BACKEND_DIALECT"] == "memgraph"
     assert env["GRAPHGATE_TENANTS"] == "acme,globex"

@@ -16,11 +16,12 @@ authorization response against that metadata. Per mode:
 
 * direct: everything names Keycloak; it works as configured.
 * proxy: everything names graphgate's ``public_url``; it works as configured.
-* shim: the metadata names graphgate but Keycloak's redirect carries
-  ``iss`` = Keycloak, so the client stops with "Authorization response iss
-  mismatch" (asserted); with ``exclude.issuer.from.auth.response`` on the
-  static client Keycloak leaves ``iss`` out and the flow works (the fixture
-  sets it for the other shim tests).
+* shim: the metadata names graphgate, so Keycloak's ``iss`` (naming
+  Keycloak) would stop the client with "Authorization response iss mismatch"
+  (asserted, with ``exclude.issuer.from.auth.response`` turned off for the
+  test). The realm as shipped has a static client for this mode,
+  ``graphgate-shim``, which leaves ``iss`` out, and the flow works with the
+  realm exactly as imported.
 
 Client ID Metadata Documents (CIMD), direct mode only: the session's Keycloak
 runs with ``--features=cimd`` and, for those tests, a client policy that sends
@@ -50,6 +51,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
@@ -59,7 +61,7 @@ import pytest_asyncio
 from mcp.client.auth import OAuthFlowError
 
 from graphgate.config import Settings
-from tests.services._common import origin
+from tests.services._common import origin, service_unavailable
 from tests.services.cimd import (
     CACHE_EXPIRY_ATTRIBUTE,
     ERR_CLIENT_ID_MISMATCH,
@@ -78,12 +80,16 @@ from tests.services.mcp_oauth import (
     MCP_HEADERS,
     OAuthMcpUser,
 )
+from tests.services.mcp_remote import install as install_mcp_remote
+from tests.services.mcp_remote import running_mcp_remote
 from tests.services.mcp_results import challenge_error, tool, tool_error
+from tests.services.oidc_provider import NodeUnavailable
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.falkordb]
 
 MODES = ("direct", "shim", "proxy")
 STATIC_CLIENT = "graphgate-mcp"
+SHIM_CLIENT = "graphgate-shim"  # the realm's client for registration = shim (no iss)
 EXCLUDE_ISS = "exclude.issuer.from.auth.response"
 UNGRANTED_SCOPE = "graphgate:everything"
 SHORT_LIFESPAN = 5
@@ -398,10 +404,7 @@ async def gateway(
         "data_dir": tmp_path_factory.mktemp(f"gg-{mode}"),
     }
     if mode != "direct":
-        options["static_client_id"] = STATIC_CLIENT
-    if mode == "shim":
-        # Keycloak's `iss` would name Keycloak, not graphgate: leave it out (see module doc).
-        await admin.set_client_attribute(STATIC_CLIENT, EXCLUDE_ISS, "true")
+        options["static_client_id"] = SHIM_CLIENT if mode == "shim" else STATIC_CLIENT
     parts = make_parts(falkordb_service.backend(), **options)
     try:
         async with serve_http(parts) as url:
@@ -409,8 +412,6 @@ async def gateway(
             yield Gateway(mode, url, parts.settings, keycloak, admin)
     finally:
         await parts.auth.aclose()
-        if mode == "shim":
-            await admin.set_client_attribute(STATIC_CLIENT, EXCLUDE_ISS, "false")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -595,8 +596,8 @@ async def test_sign_in_and_call_tools(gateway: Gateway, browser: Browser) -> Non
             assert callback["iss"] == [gateway.keycloak.issuer]
             assert token_claims["azp"] == client_info.client_id
         elif gateway.mode == "shim":
-            assert client_info.client_id == STATIC_CLIENT
-            assert "iss" not in callback  # exclude.issuer.from.auth.response
+            assert client_info.client_id == SHIM_CLIENT
+            assert "iss" not in callback  # the realm's exclude.issuer.from.auth.response
             assert token_claims["iss"] == gateway.keycloak.issuer
         else:
             # The client registered at graphgate; Keycloak saw only the static client.
@@ -610,7 +611,8 @@ async def test_sign_in_and_call_tools(gateway: Gateway, browser: Browser) -> Non
             assert "tenants" not in token_claims  # rights come from the upstream token
             sessions = await gateway.admin.sessions("alice")
             seen = {name for session in sessions for name in session["clients"].values()}
-            assert seen == {STATIC_CLIENT}
+            # (alice's Keycloak session may still hold the shim run's client too)
+            assert STATIC_CLIENT in seen and seen <= {STATIC_CLIENT, SHIM_CLIENT}
 
 
 @pytest.mark.parametrize("gateway", ["shim"], indirect=True)
@@ -619,7 +621,7 @@ async def test_shim_strict_client_refuses_keycloak_iss(gateway: Gateway, browser
 
     (The other modes name one issuer throughout, so there is nothing to refuse.)
     """
-    await gateway.admin.set_client_attribute(STATIC_CLIENT, EXCLUDE_ISS, "false")
+    await gateway.admin.set_client_attribute(SHIM_CLIENT, EXCLUDE_ISS, "false")
     try:
         async with user(gateway, browser, "alice") as alice:
             with pytest.raises(BaseException) as raised:
@@ -632,7 +634,7 @@ async def test_shim_strict_client_refuses_keycloak_iss(gateway: Gateway, browser
             assert alice.logins == 1  # the user did sign in; the client refused the answer
             assert alice.storage.tokens is None
     finally:
-        await gateway.admin.set_client_attribute(STATIC_CLIENT, EXCLUDE_ISS, "true")
+        await gateway.admin.set_client_attribute(SHIM_CLIENT, EXCLUDE_ISS, "true")
 
 
 async def test_users_in_parallel_see_only_their_rights(gateway: Gateway, browser: Browser) -> None:
@@ -673,6 +675,65 @@ async def test_users_in_parallel_see_only_their_rights(gateway: Gateway, browser
     assert carol["created"] == 1
     assert [d["name"] for d in dana["databases"]] == ["acme", "globex"]
     assert dana["all"] == {"acme": [["acme"]], "globex": [["globex"]]}
+
+
+# -- mcp-remote, Claude Desktop's bridge -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mcp_remote_installed() -> None:
+    try:
+        install_mcp_remote()
+    except NodeUnavailable as exc:
+        service_unavailable(f"mcp-remote (node): {exc}")
+
+
+@pytest.mark.parametrize("gateway", ["direct", "proxy"], indirect=True)
+async def test_mcp_remote_signs_in_and_calls_a_tool(
+    gateway: Gateway, browser: Browser, mcp_remote_installed: None, tmp_path: Path
+) -> None:
+    """Claude Desktop's way in: mcp-remote registers, alice signs in, a tool answers over stdio.
+
+    In direct mode mcp-remote registers at Keycloak itself, with its GitHub page
+    as ``client_uri``: the registration the realm's former Trusted Hosts policy
+    refused with 403. In proxy mode it registers at graphgate, and Keycloak
+    sees only the static client.
+    """
+    clients_before = await gateway.admin.client_ids()
+    async with running_mcp_remote(f"{gateway.url}/mcp", tmp_path) as bridge:
+        opened = await bridge.authorization_url()
+        landed = await browser.sign_in(opened, "alice", bridge.redirect_uri)
+        delivered = await bridge.deliver(landed)
+        assert delivered.status_code == 200, delivered.text
+        initialized = await bridge.request("initialize", INITIALIZE["params"])
+        assert "tools" in initialized["result"]["capabilities"], initialized
+        await bridge.notify("notifications/initialized")
+        called = await bridge.request(
+            "tools/call",
+            {"name": "run_query", "arguments": {"query": "MATCH (t:Tag) RETURN t.tenant"}},
+        )
+        listed = await bridge.request("tools/call", {"name": "list_databases", "arguments": {}})
+
+    for answer in (called, listed):
+        assert not answer["result"].get("isError"), answer
+    rows = json.loads(called["result"]["content"][0]["text"])
+    assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
+    assert json.loads(listed["result"]["content"][0]["text"]) == [
+        {"name": "acme", "access": "read", "current": True}
+    ]
+    assert parse_qs(urlsplit(opened).query)["redirect_uri"] == [bridge.redirect_uri]
+    registered = await gateway.admin.client_ids() - clients_before
+    if gateway.mode == "direct":
+        assert origin(opened) == origin(gateway.keycloak.base_url)
+        assert browser.pages == ["keycloak-login"]
+        (client_id,) = registered
+        client = await gateway.admin.client(client_id)
+        assert client["baseUrl"].startswith("https://github.com/")  # its client_uri
+        assert client["redirectUris"] == [bridge.redirect_uri]
+    else:
+        assert origin(opened) == origin(gateway.url)
+        assert browser.pages == ["graphgate-consent", "keycloak-login"]
+        assert registered == set()
 
 
 # -- lifetimes --------------------------------------------------------------------------

@@ -32,6 +32,9 @@ from graphgate.keycloak import (
     CIMD_PROFILE,
     CLIENT_ID,
     MCP_SCOPE,
+    REDIRECTS_POLICY,
+    REDIRECTS_PROFILE,
+    SHIM_CLIENT_ID,
     Change,
     KeycloakAdminError,
     cimd_policy,
@@ -40,6 +43,7 @@ from graphgate.keycloak import (
     tenants_attribute,
     validate_cimd_domains,
 )
+from graphgate.keycloak.realm import POLICY_TYPE
 from tests.services._common import free_port
 from tests.services.keycloak import KeycloakService, demo_password
 from tests.services.keycloak_login import (
@@ -350,14 +354,85 @@ async def test_portless_loopback_registration_accepts_any_port(
     assert tokens["access_token"]
 
 
-@pytest.mark.parametrize(
-    "redirect", ["https://attacker.example/callback", "http://192.0.2.7:8080/callback"]
-)
-async def test_anonymous_registration_refuses_non_loopback_redirects(
-    keycloak: KeycloakService, http: httpx.AsyncClient, redirect: str
+# What MCP clients send when they register (redirect URIs and the client_uri
+# Keycloak's Trusted Hosts policy used to refuse): all admitted.
+REAL_CLIENT_REGISTRATIONS = {
+    "mcp-remote": {
+        "redirect_uris": ["http://localhost:14823/oauth/callback"],
+        "client_uri": "https://github.com/modelcontextprotocol/mcp-cli",
+        "software_id": "2e6dc280-f3c3-4e01-99a7-8181dbd1d23d",
+        "software_version": "0.15.1",
+        "client_name": "MCP CLI Proxy",
+    },
+    "claude-code": {"redirect_uris": ["http://localhost:53127/callback"]},
+    "vscode-loopback": {"redirect_uris": ["http://127.0.0.1:33418/", "http://127.0.0.1/"]},
+    "sdk-ipv6": {"redirect_uris": ["http://[::1]:8765/callback"]},
+}
+
+
+@pytest.mark.parametrize("client", sorted(REAL_CLIENT_REGISTRATIONS))
+async def test_anonymous_registration_admits_what_mcp_clients_send(
+    keycloak: KeycloakService, http: httpx.AsyncClient, client: str
 ) -> None:
-    registered = await _register(keycloak, http, redirect_uris=[redirect])
-    assert registered.status_code == 403
+    registered = await _register(keycloak, http, **REAL_CLIENT_REGISTRATIONS[client])
+    assert registered.status_code == 201, registered.text
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"redirect_uris": ["https://attacker.example/callback"]},
+        {"redirect_uris": ["http://192.0.2.7:8080/callback"]},
+        {"redirect_uris": ["http://127.0.0.1/callback", "https://evil.example/cb"]},
+        {"redirect_uris": ["http://localhost.evil.example/cb"]},
+        {"redirect_uris": ["http://localhost@evil.example/cb"]},
+        {"redirect_uris": ["http://localhost*"]},  # Keycloak's wildcard: a prefix match
+        {"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"]},
+        # VS Code's relay forwards the code wherever its state says: not by default.
+        {"redirect_uris": ["http://127.0.0.1/", "https://vscode.dev/redirect"]},
+        {"post_logout_redirect_uris": ["https://evil.example/"]},
+        {"backchannel_logout_uri": "https://evil.example/logout"},
+        {"jwks_uri": "http://10.0.0.1/jwks"},
+    ],
+    ids=lambda metadata: str(metadata)[:60],
+)
+async def test_anonymous_registration_refuses_non_loopback_urls(
+    keycloak: KeycloakService, http: httpx.AsyncClient, metadata: dict[str, Any]
+) -> None:
+    registered = await _register(keycloak, http, **metadata)
+    assert registered.status_code == 403, registered.text
+    assert registered.json()["error_description"] == "invalid_client_metadata"
+
+
+async def test_registered_client_cannot_swap_in_a_foreign_redirect(
+    keycloak: KeycloakService, http: httpx.AsyncClient
+) -> None:
+    """RFC 7592: the registration access token cannot move the redirect off loopback."""
+    registered = await _register(keycloak, http)
+    assert registered.status_code == 201, registered.text
+    body = registered.json()
+    token = {"Authorization": f"Bearer {body['registration_access_token']}"}
+    moved = {**body, "redirect_uris": ["https://evil.example/cb"]}
+    refused = await http.put(body["registration_client_uri"], json=moved, headers=token)
+    assert refused.status_code == 403, refused.text
+    kept = await http.get(body["registration_client_uri"], headers=token)
+    assert kept.json()["redirect_uris"] == ["http://127.0.0.1:33418/callback"]
+
+
+async def test_keycloak_own_registration_api_is_held_to_loopback_too(
+    keycloak: KeycloakService, http: httpx.AsyncClient
+) -> None:
+    """Keycloak's ``default`` provider takes a client representation: rootUrl + relative URI."""
+    registered = await http.post(
+        f"{keycloak.issuer}/clients-registrations/default",
+        json={
+            "clientId": f"rooted-{secrets.token_hex(4)}",
+            "publicClient": True,
+            "rootUrl": "https://evil.example",
+            "redirectUris": ["/callback"],
+        },
+    )
+    assert registered.status_code == 403, registered.text
 
 
 async def test_tenants_attribute_is_declared_and_validated(
@@ -456,7 +531,25 @@ async def test_configure_brings_an_empty_realm_to_graphgate_and_is_idempotent(
     assert f"create realm role {ADMIN_ROLE}" in described
     assert "create user profile attribute tenants: multivalued" in described
     assert "create client policy graphgate-pkce-for-registered-clients" in described
+    assert f"create client {SHIM_CLIENT_ID}" in described
+    assert f"create client profile {REDIRECTS_PROFILE}" in described
+    assert f"create client policy {REDIRECTS_POLICY}" in described
+    # Keycloak's default Trusted Hosts refused every anonymous registration.
+    assert (
+        "delete anonymous registration policy 'Trusted Hosts': redirect URIs are checked "
+        f"by client profile {REDIRECTS_PROFILE}"
+    ) in described
     assert _configure(keycloak, realm, sync_http, tenants=["acme", "globex"]) == []
+
+    registration = f"{keycloak.base_url}/realms/{realm}/clients-registrations/openid-connect"
+    for metadata, status in (
+        (REAL_CLIENT_REGISTRATIONS["mcp-remote"], 201),
+        ({"redirect_uris": ["https://evil.example/cb"]}, 403),
+    ):
+        answer = await http.post(
+            registration, json={"token_endpoint_auth_method": "none", **metadata}
+        )
+        assert answer.status_code == status, answer.text
 
     password = await _add_user(keycloak, http, realm, "grace", ["globex", "acme:write"])
     issuer = f"{keycloak.base_url}/realms/{realm}"
@@ -536,6 +629,65 @@ async def test_configure_repairs_drift_and_reports_only_that(
     assert again == []
 
 
+async def test_configure_replaces_trusted_hosts_keeping_the_hosts_it_trusted(
+    keycloak: KeycloakService, http: httpx.AsyncClient, sync_http: httpx.Client
+) -> None:
+    """A realm set up the old way, with VS Code's relay trusted: it stays trusted, for redirects."""
+    realm = await _new_empty_realm(keycloak, http)
+    _configure(keycloak, realm, sync_http)
+    admin = await _admin_headers(keycloak, http)
+    base = keycloak.admin_url(realm)
+    realm_id = (await http.get(base, headers=admin)).json()["id"]
+    old_policy = {
+        "name": "Trusted Hosts",
+        "providerId": "trusted-hosts",
+        "providerType": POLICY_TYPE,
+        "parentId": realm_id,
+        "subType": "anonymous",
+        "config": {
+            "trusted-hosts": ["127.0.0.1", "localhost", "vscode.dev", "*.vscode.dev"],
+            "host-sending-registration-request-must-match": ["false"],
+            "client-uris-must-match": ["true"],
+        },
+    }
+    created = await http.post(f"{base}/components", json=old_policy, headers=admin)
+    assert created.status_code == 201, created.text
+
+    changes = [str(change) for change in _configure(keycloak, realm, sync_http)]
+    assert changes == [
+        f"update client profile {REDIRECTS_PROFILE}: executors",
+        "delete anonymous registration policy 'Trusted Hosts': redirect URIs are checked "
+        f"by client profile {REDIRECTS_PROFILE}",
+    ]
+    registration = f"{keycloak.base_url}/realms/{realm}/clients-registrations/openid-connect"
+    vscode = {
+        "redirect_uris": [
+            "http://127.0.0.1:33418/",
+            "https://vscode.dev/redirect",
+            "https://insiders.vscode.dev/redirect",
+        ],
+        "client_uri": "https://code.visualstudio.com",
+        "token_endpoint_auth_method": "none",
+    }
+    for metadata, status in (
+        (vscode, 201),
+        (REAL_CLIENT_REGISTRATIONS["mcp-remote"], 201),
+        ({"redirect_uris": ["https://vscode.dev.evil.example/redirect"]}, 403),
+        ({"redirect_uris": ["http://vscode.dev/redirect"]}, 403),  # https only
+    ):
+        answer = await http.post(registration, json=metadata)
+        assert answer.status_code == status, (metadata, answer.text)
+
+    # A pattern the operator adds to the profile is theirs: kept by later runs.
+    profiles = (await http.get(f"{base}/client-policies/profiles", headers=admin)).json()
+    profile = next(p for p in profiles["profiles"] if p["name"] == REDIRECTS_PROFILE)
+    patterns = profile["executors"][0]["configuration"]["allowed-patterns"]
+    patterns.append(r"^https://tools\.example\.com/callback$")
+    updated = await http.put(f"{base}/client-policies/profiles", json=profiles, headers=admin)
+    assert updated.status_code == 204, updated.text
+    assert _configure(keycloak, realm, sync_http) == []
+
+
 def test_configure_reports_a_bad_admin_password(
     keycloak: KeycloakService, sync_http: httpx.Client
 ) -> None:
@@ -594,10 +746,15 @@ async def test_configure_adds_client_id_metadata_documents_on_request(
         app, args, env={"GRAPHGATE_KEYCLOAK_ADMIN_PASSWORD": keycloak.admin_password}
     )
     assert result.exit_code == 0, result.output
+    # Keycloak 26.7 would run the loopback redirect policy on the clients CIMD
+    # creates and refuse them, so it goes off and Trusted Hosts comes back.
     assert result.output.splitlines() == [
         f"  create client profile {CIMD_PROFILE}",
         f"  create client policy {CIMD_POLICY}",
-        f"realm {realm}: 2 changed",
+        f"  update client policy {REDIRECTS_POLICY}: enabled",
+        "  create anonymous registration policy 'Trusted Hosts': Client ID Metadata "
+        "Documents are on",
+        f"realm {realm}: 4 changed",
     ]
     domains = ["*.example.org", "tools.example.com"]
     assert _configure(keycloak, realm, sync_http, cimd_trusted_domains=domains) == []

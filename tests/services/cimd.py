@@ -37,6 +37,12 @@ import pytest
 import pytest_asyncio
 
 from graphgate.keycloak import cimd_policy, cimd_profile
+from graphgate.keycloak.realm import (
+    POLICY_TYPE,
+    REDIRECTS_POLICY,
+    redirects_policy,
+    trusted_hosts_config,
+)
 from tests.services.keycloak import AdminToken, KeycloakService
 from tests.services.tls import LOOPBACK_HOST, LoopbackCertificates
 
@@ -220,14 +226,38 @@ async def cimd_realm(
             "/client-policies/profiles",
             {**profiles, "profiles": [*profiles["profiles"], cimd_profile(trusted)]},
         )
+        # As `graphgate keycloak configure --cimd-trusted-domains` leaves it: the
+        # loopback redirect policy off (Keycloak would run it on the clients CIMD
+        # makes, and refuse them), Trusted Hosts holding registrations instead.
+        others = [
+            redirects_policy(enabled=False) if entry["name"] == REDIRECTS_POLICY else entry
+            for entry in policies["policies"]
+        ]
         await realm.admin(
             "PUT",
             "/client-policies/policies",
-            {**policies, "policies": [*policies["policies"], cimd_policy(trusted)]},
+            {**policies, "policies": [*others, cimd_policy(trusted)]},
+        )
+        realm_id = (await realm.admin("GET", ""))["id"]
+        await realm.admin(
+            "POST",
+            "/components",
+            {
+                "name": "Trusted Hosts",
+                "providerId": "trusted-hosts",
+                "providerType": POLICY_TYPE,
+                "parentId": realm_id,
+                "subType": "anonymous",
+                "config": trusted_hosts_config(None),
+            },
         )
         try:
             yield realm
         finally:
+            components = await realm.admin("GET", f"/components?type={POLICY_TYPE}")
+            for component in components:
+                if component["providerId"] == "trusted-hosts":
+                    await realm.admin("DELETE", f"/components/{component['id']}")
             await realm.admin("PUT", "/client-policies/policies", policies)
             await realm.admin("PUT", "/client-policies/profiles", profiles)
             for client in await realm.document_clients():

@@ -22,10 +22,18 @@ What graphgate needs from the realm, and why:
   24+ drops attributes the profile does not declare;
 - a public client ``graphgate-mcp``: authorization code with PKCE S256,
   loopback redirect URIs on any port (RFC 8252 §7.3), no password grant;
+  and its twin ``graphgate-shim`` for ``registration = shim``, whose
+  redirects leave out RFC 9207 ``iss`` (the shim names graphgate as the
+  issuer, so Keycloak's ``iss`` would fail strict clients' check);
 - ``mcp:tools`` as a realm default scope, so clients registered through RFC
-  7591 get it, anonymous registration policies that admit loopback redirect
-  URIs and the scopes MCP clients ask for, and a client policy that makes
-  PKCE S256 mandatory for every client registered that way;
+  7591 get it; an anonymous registration policy that admits the scopes MCP
+  clients ask for; and client policies that make PKCE S256 mandatory for
+  every client registered that way and hold its redirect URIs to loopback.
+  The redirect check is a client profile (``secure-client-uris-pattern``)
+  rather than Keycloak's "Trusted Hosts" registration policy, which also
+  checks ``client_uri`` against its hosts and so refuses mcp-remote (whose
+  ``client_uri`` is its GitHub page); ``configure`` deletes that policy once
+  the profile is in place, keeping the hosts it trusted as redirect patterns;
 - optionally (``cimd_trusted_domains``), a client profile and policy that let
   MCP clients use an https URL on those hosts as their ``client_id``: OAuth
   Client ID Metadata Documents, which Keycloak 26.7 offers only when started
@@ -43,8 +51,12 @@ from graphgate.keycloak.realm import (
     CIMD_POLICY,
     CIMD_PROFILE,
     CLIENT_ID,
+    LOOPBACK_REDIRECT_PATTERN,
     LOOPBACK_REDIRECTS,
     MCP_SCOPE,
+    REDIRECTS_POLICY,
+    REDIRECTS_PROFILE,
+    SHIM_CLIENT_ID,
     USER_ROLE,
     cimd_policy,
     cimd_profile,
@@ -58,7 +70,11 @@ __all__ = [
     "CIMD_PROFILE",
     "CLIENT_ID",
     "LOOPBACK_REDIRECTS",
+    "LOOPBACK_REDIRECT_PATTERN",
     "MCP_SCOPE",
+    "REDIRECTS_POLICY",
+    "REDIRECTS_PROFILE",
+    "SHIM_CLIENT_ID",
     "USER_ROLE",
     "Change",
     "KeycloakAdminError",

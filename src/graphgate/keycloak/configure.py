@@ -16,13 +16,16 @@ import httpx
 from graphgate.errors import KeycloakAdminError
 from graphgate.keycloak.realm import (
     ADMIN_ROLE,
+    CIMD_POLICY,
     CLIENT_DEFAULT_SCOPES,
     CLIENT_ID,
     CLIENT_OPTIONAL_SCOPES,
     LOOPBACK_HOSTS,
+    LOOPBACK_REDIRECT_PATTERN,
     LOOPBACK_REDIRECTS,
     MCP_SCOPE,
     POLICY_TYPE,
+    REDIRECTS_PROFILE,
     REGISTRATION_SCOPES,
     TENANTS_ATTRIBUTE,
     USER_ROLE,
@@ -30,14 +33,18 @@ from graphgate.keycloak.realm import (
     cimd_policy,
     cimd_profile,
     differing_keys,
+    host_patterns,
     matches,
-    mcp_client,
+    mcp_clients,
     mcp_mappers,
     mcp_scope,
     pkce_policy,
     pkce_profile,
     realm_roles,
+    redirects_policy,
+    redirects_profile,
     tenants_attribute,
+    trusted_hosts_config,
     union,
     validate_cimd_domains,
 )
@@ -49,7 +56,7 @@ _TIMEOUT = 30.0
 class Change:
     """One write made to the realm (or, under ``dry_run``, one that would be)."""
 
-    action: Literal["create", "update", "link"]
+    action: Literal["create", "update", "link", "delete"]
     target: str
     detail: str = ""
 
@@ -184,7 +191,8 @@ class KeycloakConfigurator:
             self._ensure_mappers(scope_id)
             self._ensure_scope_roles(scope_id)
             self._ensure_realm_default_scope(scope_id)
-        self._ensure_client()
+        for client in mcp_clients():
+            self._ensure_client(client)
         self._ensure_registration_policies(realm["id"])
         self._ensure_client_policy("profiles", pkce_profile(), "client profile")
         self._ensure_client_policy("policies", pkce_policy(), "client policy")
@@ -193,6 +201,7 @@ class KeycloakConfigurator:
                 "profiles", cimd_profile(self._cimd_domains), "client profile"
             )
             self._ensure_client_policy("policies", cimd_policy(self._cimd_domains), "client policy")
+        self._ensure_redirect_policy(realm["id"])
         return list(self._changes)
 
     def _ensure_realm(self) -> dict[str, Any] | None:
@@ -343,39 +352,45 @@ class KeycloakConfigurator:
             f"/default-default-client-scopes/{scope_id}",
         )
 
-    def _ensure_client(self) -> None:
-        desired = mcp_client()
-        found = self._call("GET", f"/clients?clientId={quote(CLIENT_ID)}") or []
+    def _ensure_client(self, desired: dict[str, Any]) -> None:
+        client_id = desired["clientId"]
+        # registration = proxy signs in through graphgate-mcp alone; the shim's
+        # client serves native clients, on loopback.
+        redirects = self._redirects if client_id == CLIENT_ID else list(LOOPBACK_REDIRECTS)
+        found = self._call("GET", f"/clients?clientId={quote(client_id)}") or []
         created = not found
         if created:
             body = {
                 **desired,
-                "redirectUris": list(self._redirects),
+                "redirectUris": redirects,
                 "webOrigins": ["+"],
                 "defaultClientScopes": [],
                 "optionalClientScopes": [],
             }
-            self._write(Change("create", f"client {CLIENT_ID}"), "POST", "/clients", body)
+            self._write(Change("create", f"client {client_id}"), "POST", "/clients", body)
             if self._dry_run:
                 return
-            found = self._call("GET", f"/clients?clientId={quote(CLIENT_ID)}")
+            found = self._call("GET", f"/clients?clientId={quote(client_id)}")
         current = found[0]
-        desired["redirectUris"] = union(current.get("redirectUris"), self._redirects)
-        desired["webOrigins"] = union(current.get("webOrigins"), ["+"])
+        desired = {
+            **desired,
+            "redirectUris": union(current.get("redirectUris"), redirects),
+            "webOrigins": union(current.get("webOrigins"), ["+"]),
+        }
         differing = differing_keys(desired, current)
         if differing and not created:
             merged = _merged(current, desired)
             self._write(
-                Change("update", f"client {CLIENT_ID}", ", ".join(differing)),
+                Change("update", f"client {client_id}", ", ".join(differing)),
                 "PUT",
                 f"/clients/{current['id']}",
                 merged,
             )
-        self._ensure_client_scopes(current["id"])
+        self._ensure_client_scopes(current["id"], client_id)
 
-    def _ensure_client_scopes(self, client_id: str) -> None:
+    def _ensure_client_scopes(self, internal_id: str, client_id: str) -> None:
         scopes = self._scopes()
-        base = f"/clients/{client_id}"
+        base = f"/clients/{internal_id}"
         for kind, wanted, other in (
             ("default", CLIENT_DEFAULT_SCOPES, "optional"),
             ("optional", CLIENT_OPTIONAL_SCOPES, "default"),
@@ -391,12 +406,12 @@ class KeycloakConfigurator:
                 if name in linked_other:
                     # Keycloak links a scope to a client one way only.
                     self._write(
-                        Change("update", f"client {CLIENT_ID}", f"{name} no longer {other}"),
+                        Change("update", f"client {client_id}", f"{name} no longer {other}"),
                         "DELETE",
                         f"{base}/{other}-client-scopes/{scope_id}",
                     )
                 self._write(
-                    Change("link", f"client scope {name}", f"{kind} scope of {CLIENT_ID}"),
+                    Change("link", f"client scope {name}", f"{kind} scope of {client_id}"),
                     "PUT",
                     f"{base}/{kind}-client-scopes/{scope_id}",
                 )
@@ -405,17 +420,6 @@ class KeycloakConfigurator:
         components = self._call("GET", f"/components?type={quote(POLICY_TYPE)}") or []
         anonymous = {c["providerId"]: c for c in components if c.get("subType") == "anonymous"}
         wanted: dict[str, tuple[str, dict[str, list[str]]]] = {}
-        hosts = anonymous.get("trusted-hosts", {}).get("config", {})
-        wanted["trusted-hosts"] = (
-            "Trusted Hosts",
-            {
-                "trusted-hosts": union(hosts.get("trusted-hosts"), LOOPBACK_HOSTS),
-                # MCP clients register from the user's machine, wherever it is;
-                # what must be local is where the code is delivered.
-                "host-sending-registration-request-must-match": ["false"],
-                "client-uris-must-match": ["true"],
-            },
-        )
         allowed = anonymous.get("allowed-client-templates", {}).get("config", {})
         wanted["allowed-client-templates"] = (
             "Allowed Client Scopes",
@@ -453,6 +457,88 @@ class KeycloakConfigurator:
                     f"/components/{current['id']}",
                     {**current, "config": {**current_config, **config}},
                 )
+
+    def _ensure_redirect_policy(self, realm_id: str) -> None:
+        """Self-registered clients redirect to loopback: a client profile, not Trusted Hosts.
+
+        Keycloak's anonymous "Trusted Hosts" policy checks ``client_uri`` against
+        the same hosts as the redirect URIs, which refuses mcp-remote (its
+        ``client_uri`` is its GitHub page), and it cannot be told to check the
+        redirect URIs alone. So the redirect URIs are held to loopback by
+        `redirects_profile` and the Trusted Hosts policy is deleted, after the
+        profile is in place, so that registration is never unchecked. Hosts an
+        operator had trusted there become https redirect patterns of the
+        profile; patterns added to the profile are kept.
+
+        A realm with Client ID Metadata Documents cannot have the profile's
+        policy on (see `redirects_policy`): there it is turned off and Trusted
+        Hosts kept, or put back, instead.
+        """
+        policies = (self._call("GET", "/client-policies/policies") or {}).get("policies", [])
+        cimd = bool(self._cimd_domains) or CIMD_POLICY in {p.get("name") for p in policies}
+        components = self._call("GET", f"/components?type={quote(POLICY_TYPE)}") or []
+        trusted = next(
+            (
+                component
+                for component in components
+                if component.get("subType") == "anonymous"
+                and component.get("providerId") == "trusted-hosts"
+            ),
+            None,
+        )
+        hosts = (trusted or {}).get("config", {}).get("trusted-hosts", [])
+        profiles = (self._call("GET", "/client-policies/profiles") or {}).get("profiles", [])
+        current: dict[str, Any] = next(
+            (p for p in profiles if p.get("name") == REDIRECTS_PROFILE), {}
+        )
+        current_patterns = [
+            pattern
+            for executor in current.get("executors", [])
+            for pattern in executor.get("configuration", {}).get("allowed-patterns", [])
+        ]
+        patterns = union(current_patterns, [LOOPBACK_REDIRECT_PATTERN, *host_patterns(hosts)])
+        self._ensure_client_policy("profiles", redirects_profile(patterns), "client profile")
+        self._ensure_client_policy("policies", redirects_policy(enabled=not cimd), "client policy")
+        if cimd:
+            self._ensure_trusted_hosts(realm_id, trusted)
+        elif trusted is not None:
+            self._write(
+                Change(
+                    "delete",
+                    "anonymous registration policy 'Trusted Hosts'",
+                    f"redirect URIs are checked by client profile {REDIRECTS_PROFILE}",
+                ),
+                "DELETE",
+                f"/components/{trusted['id']}",
+            )
+
+    def _ensure_trusted_hosts(self, realm_id: str, current: dict[str, Any] | None) -> None:
+        config = current.get("config", {}) if current else {}
+        desired = trusted_hosts_config(config.get("trusted-hosts"))
+        target = "anonymous registration policy 'Trusted Hosts'"
+        if current is None:
+            self._write(
+                Change("create", target, "Client ID Metadata Documents are on"),
+                "POST",
+                "/components",
+                {
+                    "name": "Trusted Hosts",
+                    "providerId": "trusted-hosts",
+                    "providerType": POLICY_TYPE,
+                    "parentId": realm_id,
+                    "subType": "anonymous",
+                    "config": desired,
+                },
+            )
+            return
+        differing = [key for key, value in desired.items() if config.get(key) != value]
+        if differing:
+            self._write(
+                Change("update", target, ", ".join(differing)),
+                "PUT",
+                f"/components/{current['id']}",
+                {**current, "config": {**config, **desired}},
+            )
 
     def _require_cimd(self) -> None:
         """Refuse ``cimd_trusted_domains`` unless Keycloak runs with ``--features=cimd``.

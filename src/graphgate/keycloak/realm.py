@@ -15,9 +15,11 @@ from graphgate.config import validate_tenant_name
 
 MCP_SCOPE = "mcp:tools"
 CLIENT_ID = "graphgate-mcp"
+SHIM_CLIENT_ID = "graphgate-shim"
 ADMIN_ROLE = "graphgate-admin"
 USER_ROLE = "graphgate-user"
 TENANTS_ATTRIBUTE = "tenants"
+EXCLUDE_ISS_ATTRIBUTE = "exclude.issuer.from.auth.response"
 LOOPBACK_REDIRECTS = ("http://127.0.0.1/*", "http://localhost/*")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 CLIENT_DEFAULT_SCOPES = ("basic", "web-origins", "acr", "roles", "profile", "email", MCP_SCOPE)
@@ -144,6 +146,39 @@ def mcp_client() -> dict[str, Any]:
         "name": "graphgate MCP clients",
         "description": "Public client for MCP clients (authorization code + PKCE S256, "
         "loopback redirects on any port)",
+        **_public_client_settings(),
+    }
+
+
+def shim_client() -> dict[str, Any]:
+    """``graphgate-mcp`` without RFC 9207 ``iss`` in its redirects, for ``registration = shim``.
+
+    The shim presents graphgate as the issuer while Keycloak answers the
+    authorization request itself, so Keycloak's ``iss`` (naming Keycloak) fails
+    the check strict clients make (the MCP Python SDK: "Authorization response
+    iss mismatch"). Leaving ``iss`` out is the fix, and the shim's mirrored
+    metadata does not announce it. It is a client of its own so that
+    ``graphgate-mcp``, used directly by clients that also read Keycloak's
+    metadata (which announces ``iss``), keeps RFC 9207's mix-up protection.
+    """
+    desired = {
+        "clientId": SHIM_CLIENT_ID,
+        "name": "graphgate MCP clients (registration = shim)",
+        "description": "Public client for MCP clients behind graphgate's registration shim: "
+        "like graphgate-mcp, but redirects carry no iss, since the shim names graphgate as "
+        "the issuer",
+        **_public_client_settings(),
+    }
+    desired["attributes"] = {**desired["attributes"], EXCLUDE_ISS_ATTRIBUTE: "true"}
+    return desired
+
+
+def mcp_clients() -> list[dict[str, Any]]:
+    return [mcp_client(), shim_client()]
+
+
+def _public_client_settings() -> dict[str, Any]:
+    return {
         "enabled": True,
         "protocol": "openid-connect",
         "publicClient": True,
@@ -188,6 +223,118 @@ def pkce_policy() -> dict[str, Any]:
         ],
         "profiles": [PKCE_PROFILE],
     }
+
+
+REDIRECTS_PROFILE = "graphgate-registered-redirects"
+REDIRECTS_POLICY = "graphgate-redirects-for-registered-clients"
+# Where a self-registered client may have Keycloak send the user (and so the
+# code): loopback only, on any port and path (RFC 8252 §7.3), http or https.
+# Java's Matcher.matches() must consume the whole URI, and the host must be
+# followed by a port, a path or the end, so "http://localhost.evil.example/",
+# "http://localhost@evil.example/" and Keycloak's prefix wildcard
+# "http://localhost*" do not match.
+LOOPBACK_REDIRECT_PATTERN = r"^https?://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?(/[^#\s]*)?$"
+# Every URL of a client representation that Keycloak sends a browser or a
+# request to. client_uri (Keycloak's baseUrl), logo_uri, policy_uri and tos_uri
+# are only shown as links, and MCP clients put their project pages there.
+REDIRECT_CHECKED_FIELDS = (
+    "redirectUris",
+    "rootUrl",
+    "adminUrl",
+    "postLogoutRedirectUris",
+    "backchannelLogoutUrl",
+    "jwksUri",
+    "requestUris",
+)
+
+
+def redirects_profile(patterns: Sequence[str] = (LOOPBACK_REDIRECT_PATTERN,)) -> dict[str, Any]:
+    """The client profile that holds self-registered clients' URLs to ``patterns``.
+
+    Keycloak's "Trusted Hosts" registration policy cannot do this: it checks
+    the redirect URIs and ``client_uri`` against one host list, so loopback
+    only refuses mcp-remote (its ``client_uri`` is its GitHub page), and adding
+    such hosts would admit them as redirect hosts too. The executor
+    ``secure-client-uris-pattern`` checks the fields that matter and leaves
+    the informational ones alone.
+    """
+    return {
+        "name": REDIRECTS_PROFILE,
+        "description": "Clients that register themselves may only redirect to loopback "
+        "(RFC 8252): each redirect, logout and fetched URL must match one of the patterns",
+        "executors": [
+            {
+                "executor": "secure-client-uris-pattern",
+                "configuration": {
+                    "allowed-patterns": list(patterns),
+                    "client-uri-fields": list(REDIRECT_CHECKED_FIELDS),
+                },
+            }
+        ],
+    }
+
+
+def redirects_policy(*, enabled: bool = True) -> dict[str, Any]:
+    """The client policy applying `redirects_profile` to clients that register themselves.
+
+    Off (``enabled``) in realms with Client ID Metadata Documents: Keycloak
+    26.7 also runs it when its CIMD executor creates a client, a "register"
+    its ``secure-client-uris-pattern`` executor refuses ("not allowed input
+    format"), and no condition tells the two apart. Such realms hold
+    registrations to loopback with `trusted_hosts_config` instead.
+    """
+    # ByRegistrationAccessToken too: a client registered with loopback URIs must
+    # not swap them for others through its registration access token (RFC 7592).
+    return {
+        "name": REDIRECTS_POLICY,
+        "description": "Clients registered or updated through RFC 7591/7592 may only "
+        "redirect to loopback, or to what the profile's patterns add",
+        "enabled": enabled,
+        "conditions": [
+            {
+                "condition": "client-updater-context",
+                "configuration": {
+                    "update-client-source": ["ByAnonymous", "ByRegistrationAccessToken"]
+                },
+            }
+        ],
+        "profiles": [REDIRECTS_PROFILE],
+    }
+
+
+def trusted_hosts_config(hosts: Sequence[str] | None) -> dict[str, list[str]]:
+    """Keycloak's anonymous "Trusted Hosts" policy, as realms with CIMD still need it.
+
+    Redirect, root, base (``client_uri``) and admin URLs on loopback or on
+    ``hosts``, from any requesting host: MCP clients register from the user's
+    machine, wherever it is; what must be local is where the code goes. It
+    refuses mcp-remote, whose ``client_uri`` is its GitHub page.
+    """
+    return {
+        "trusted-hosts": union(hosts, LOOPBACK_HOSTS),
+        "host-sending-registration-request-must-match": ["false"],
+        "client-uris-must-match": ["true"],
+    }
+
+
+def host_patterns(hosts: Sequence[str]) -> list[str]:
+    """Redirect patterns for hosts an operator trusted in Keycloak's "Trusted Hosts" policy.
+
+    ``configure`` replaces that policy with `redirects_profile`; a host trusted
+    there (``vscode.dev``, ``*.example.com``) stays a permitted https redirect
+    host. Loopback hosts are already covered.
+    """
+    patterns = []
+    for entry in hosts:
+        host = entry.strip().lower()
+        if host in LOOPBACK_HOSTS or not _TRUSTED_DOMAIN.match(host):
+            continue
+        if host.startswith("*."):
+            name = r"([a-z0-9-]+\.)*" + re.escape(host[2:])
+        else:
+            name = re.escape(host)
+        patterns.append(f"^https://{name}(:[0-9]{{1,5}})?(/[^#\\s]*)?$")
+    return patterns
 
 
 CIMD_PROFILE = "graphgate-cimd"
