@@ -74,7 +74,7 @@ async def test_create_backend_builds_it_from_settings(neo4j_service: Neo4jInstan
         tenants={"acme": DB},
         deny_procedures=["db.info"],
     )
-    backend = create_backend(settings)
+    backend = create_backend(settings.backend_target)
     assert isinstance(backend, BoltBackend)
     await backend.start()
     try:

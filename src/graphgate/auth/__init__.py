@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastmcp.server.auth import AccessToken, AuthProvider
@@ -49,6 +49,9 @@ from graphgate.auth.rights import (
 from graphgate.auth.tokens import JwtVerifier, KeySet, TokenRejected, TokenVerifierSettings
 from graphgate.config import Settings
 from graphgate.errors import AuthError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = [
     "DEFAULT_OPEN_PATHS",
@@ -142,6 +145,7 @@ def build_auth(
     settings: Settings,
     http_client: httpx.AsyncClient,
     *,
+    redis: Redis | None = None,
     open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
     on_failure: Callable[[str], None] | None = None,
     retry_after: float = 2.0,
@@ -150,6 +154,8 @@ def build_auth(
 
     ``http_client`` (owned and closed by the caller's lifespan) fetches the
     issuer's metadata and JWKS lazily, on the first request that needs them.
+    ``redis`` (also the caller's) is the client for ``state_url`` when it names
+    Redis, where the OAuth proxy keeps its state.
     ``open_paths`` are served without a token (health checks; add
     ``/metrics`` if it has its own protection); discovery routes are always
     open. ``on_failure`` receives a reason label for every refused request
@@ -197,7 +203,7 @@ def build_auth(
         )
         if settings.registration == "proxy":
             assert metadata is not None
-            proxied = build_proxy(settings, metadata, verifier)
+            proxied = build_proxy(settings, metadata, verifier, redis=redis)
             provider = GraphgateAuth(
                 settings,
                 proxied.verifier,

@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import jwt
@@ -94,8 +94,11 @@ from graphgate.auth.tokens import (
     TokenRejected,
     token_fingerprint,
 )
-from graphgate.config import Settings
+from graphgate.config import LOOPBACK_NAMES, Settings
 from graphgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +137,6 @@ _REDIS_TIMEOUT: Final = 2.0
 _KEY_BYTES: Final = 32
 _EXACT_URL: Final = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 _SIGNING_ALGORITHM: Final = "HS256"
-_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def exact_url(value: str) -> AnyHttpUrl:
@@ -198,8 +200,14 @@ class ProxyStorage:
     close: Callable[[], Awaitable[None]] | None = None
 
 
-def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
+def proxy_storage(
+    settings: Settings, signing_key: bytes, redis: Redis | None = None
+) -> ProxyStorage:
     """The store named by ``state_url``, bounded in size and lifetime.
+
+    ``redis`` is the client for ``state_url`` when it names Redis (shared with
+    the state store, opened and closed by the server's lifespan); without it
+    this store makes its own, and `ProxyStorage.close` releases it.
 
     * ``memory://``: ``key_value.aio``'s `MemoryStore`, each collection capped, so a flood
       of registrations evicts the oldest instead of exhausting memory.
@@ -216,22 +224,20 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
     ``MAX_ENTRIES_PER_COLLECTION`` entries, the oldest evicted first: by
     `MemoryStore` itself, and in Redis by `RedisEntryCap`.
     """
-    url = settings.state_url
     close: Callable[[], Awaitable[None]] | None = None
     base: AsyncKeyValue
-    if url in {"", "memory://"}:
+    state = settings.state_target
+    if state.kind == "memory":
         base = MemoryStore(max_entries_per_collection=MAX_ENTRIES_PER_COLLECTION)
-    elif url.startswith(("redis://", "rediss://", "unix://")):
-        import redis.asyncio as redis
+    else:
         from key_value.aio.stores.redis import RedisStore
 
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=_REDIS_TIMEOUT,
-            socket_connect_timeout=_REDIS_TIMEOUT,
-            decode_responses=True,
-        )
-        close = client.aclose
+        from graphgate.state import redis_client
+
+        client = redis
+        if client is None:
+            client = redis_client(state.url)
+            close = client.aclose
         storage_key = derive_jwt_key(
             high_entropy_material=signing_key.decode(), salt="graphgate-oauth-proxy-storage"
         )
@@ -249,8 +255,6 @@ def proxy_storage(settings: Settings, signing_key: bytes) -> ProxyStorage:
             index_prefix="graphgate-index:oauth:",
             index_ttl=MAX_STATE_TTL,
         )
-    else:
-        raise ConfigError(f"state_url {url!r}: use memory:// or redis://host:port/db")
     sized = LimitSizeWrapper(base, max_size=MAX_ENTRY_BYTES, raise_on_too_large=True)
     store = TTLClampWrapper(sized, min_ttl=1, max_ttl=MAX_STATE_TTL, missing_ttl=REGISTRATION_TTL)
     return ProxyStorage(store=store, close=close)
@@ -545,6 +549,7 @@ def build_proxy(
     upstream: JwtVerifier,
     *,
     storage: AsyncKeyValue | None = None,
+    redis: Redis | None = None,
 ) -> ProxyParts:
     """The proxy, the gate's verifier and the routes; no network I/O.
 
@@ -553,7 +558,7 @@ def build_proxy(
     if settings.public_url is None:
         raise ConfigError("public_url: required for registration = proxy")
     public = urlsplit(settings.public_url)
-    if public.scheme != "https" and public.hostname not in _LOOPBACK_HOSTS:
+    if public.scheme != "https" and public.hostname not in LOOPBACK_NAMES:
         # The MCP SDK refuses to serve OAuth endpoints otherwise (RFC 8414 §2, OAuth 2.1 §1.5).
         raise ConfigError(
             "public_url: with registration = proxy graphgate is an OAuth authorization "
@@ -565,7 +570,7 @@ def build_proxy(
             "see; issuer must name the identity provider behind it, not public_url"
         )
     key = proxy_signing_key(settings)
-    stored = ProxyStorage(storage) if storage is not None else proxy_storage(settings, key)
+    stored = ProxyStorage(storage) if storage is not None else proxy_storage(settings, key, redis)
     proxy = GraphgateOAuthProxy(
         settings, metadata=metadata, upstream=upstream, storage=stored.store, signing_key=key
     )

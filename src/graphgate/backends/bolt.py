@@ -70,6 +70,7 @@ from graphgate.backends.dialects import (
     neo4j_plan_facts,
 )
 from graphgate.backends.procedures import ProcedurePolicy
+from graphgate.config import BOLT_SCHEMES, BackendTarget
 from graphgate.errors import (
     BackendUnavailable,
     ConfigError,
@@ -82,9 +83,8 @@ from graphgate.errors import (
 if TYPE_CHECKING:
     from neo4j import AsyncDriver, AsyncResult, AsyncSession, AsyncTransaction, Query
 
-    from graphgate.config import Settings
 
-__all__ = ["BOLT_SCHEMES", "BoltBackend"]
+__all__ = ["BoltBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ _T = TypeVar("_T")
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
-BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 # How much longer than the server-side transaction timeout the client waits.
 # Neo4j's transaction monitor checks timeouts every 2 s by default
 # (db.transaction.monitor.check.interval): a 1 s timeout ends between 1.05
@@ -182,21 +181,16 @@ class BoltBackend:
         self._terminator = Terminator(self._plain_session, bound=connect_timeout * 2)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BoltBackend:
+    def from_target(cls, target: BackendTarget) -> BoltBackend:
         """The backend ``--backend bolt://...`` names, with the operator's procedure lists."""
-        secret = settings.backend_password
-        password = secret.get_secret_value() if secret else None
-        dialect: Dialect | None = (
-            None if settings.backend_dialect == "auto" else settings.backend_dialect
-        )
         return cls(
-            settings.backend,
-            user=settings.backend_user,
-            password=password,
-            dialect=dialect,
-            policy=ProcedurePolicy.from_lists(settings.allow_procedures, settings.deny_procedures),
-            query_timeout=settings.query_timeout,
-            pool_wait=settings.busy_wait,
+            target.url,
+            user=target.user,
+            password=target.secret,
+            dialect=target.dialect,
+            policy=ProcedurePolicy.from_lists(target.allow_procedures, target.deny_procedures),
+            query_timeout=target.query_timeout,
+            pool_wait=target.pool_wait,
         )
 
     # -- lifecycle ------------------------------------------------------------------------

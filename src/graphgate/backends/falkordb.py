@@ -84,6 +84,7 @@ from graphgate.backends.base import (
 )
 from graphgate.backends.convert import Converter, falkordb_converter
 from graphgate.backends.falkordb_reply import row_size
+from graphgate.config import FALKORDB_SCHEMES, FALKORDB_TLS_SCHEMES
 from graphgate.errors import (
     UNKNOWN_OUTCOME_HINT,
     BackendUnavailable,
@@ -200,7 +201,7 @@ class FalkorDBBackend:
         """
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        if scheme not in {"falkordb", "falkordbs", "redis", "rediss"}:
+        if scheme not in FALKORDB_SCHEMES:
             raise ConfigError(
                 f"{scheme or 'no'} scheme: expected falkordb://[user:password@]host:port"
             )
@@ -217,7 +218,7 @@ class FalkorDBBackend:
             port,
             username=username or url_user,
             password=password or url_password,
-            ssl=scheme in {"falkordbs", "rediss"},
+            ssl=scheme in FALKORDB_TLS_SCHEMES,
             max_connections=max_connections,
         )
 
