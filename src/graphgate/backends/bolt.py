@@ -47,13 +47,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pydantic_core
+from cachetools import LRUCache, TTLCache
 
 from graphgate.backends import bolt_schema as schema_sql
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
@@ -89,8 +89,6 @@ __all__ = ["BoltBackend"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 # How much longer than the server-side transaction timeout the client waits.
 # Neo4j's transaction monitor checks timeouts every 2 s by default
@@ -103,6 +101,8 @@ _MIN_POOL_WAIT = 0.05
 _MEMGRAPH_FALLBACK_SAMPLE = 1000
 _FETCH_SIZE = 1000
 _SCAN_CACHE_MAX_CHARS = 10_000
+_CACHE_ENTRIES = 2048
+_PLAN_TTL = 300.0
 _SYSTEM_DATABASE = "system"
 
 _STATS: Final = {
@@ -176,8 +176,12 @@ class BoltBackend:
         self.agent = ""
         self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
-        self._plans: RecentCache[tuple[str, str, str], PlanFacts] = RecentCache()
-        self._scans: RecentCache[str, Scan] = RecentCache(ttl=None)
+        # Plan facts per (dialect, database, text) for a few minutes, as a schema
+        # change may alter them; text facts depend on the text alone.
+        self._plans: TTLCache[tuple[str, str, str], PlanFacts] = TTLCache(
+            maxsize=_CACHE_ENTRIES, ttl=_PLAN_TTL
+        )
+        self._scans: LRUCache[str, Scan] = LRUCache(maxsize=_CACHE_ENTRIES)
         self._terminator = Terminator(self._plain_session, bound=connect_timeout * 2)
 
     @classmethod
@@ -391,7 +395,7 @@ class BoltBackend:
             found = scan(query)
             require_single_statement(found)
             if len(query) <= _SCAN_CACHE_MAX_CHARS:
-                self._scans.put(query, found)
+                self._scans[query] = found
         return found
 
     @staticmethod
@@ -609,7 +613,7 @@ class BoltBackend:
         else:
             summary = await cursor.consume()
             facts = neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
-        self._plans.put(key, facts)
+        self._plans[key] = facts
         return facts
 
     async def _collect(self, cursor: AsyncResult, limits: QueryLimits) -> tuple[QueryResult, str]:
@@ -846,29 +850,3 @@ def _query(text: str, timeout: float, metadata: dict[str, str] | None = None) ->
     from neo4j import Query
 
     return Query(text, metadata=metadata or transaction_metadata(new_call_id()), timeout=timeout)
-
-
-class RecentCache(Generic[_K, _V]):
-    """A small LRU, optionally with a lifetime per entry, owned by one backend."""
-
-    def __init__(self, max_entries: int = 2048, ttl: float | None = 300.0) -> None:
-        self._entries: OrderedDict[_K, tuple[_V, float]] = OrderedDict()
-        self._max_entries = max_entries
-        self._ttl = ttl
-
-    def get(self, key: _K) -> _V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        value, stored_at = entry
-        if self._ttl is not None and time.monotonic() - stored_at > self._ttl:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return value
-
-    def put(self, key: _K, value: _V) -> None:
-        self._entries[key] = (value, time.monotonic())
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)

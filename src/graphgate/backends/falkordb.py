@@ -68,10 +68,11 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from cachetools import LRUCache
 
 from graphgate.backends.base import (
     ConstraintInfo,
@@ -182,7 +183,7 @@ class FalkorDBBackend:
         self._resultset_cap = 0
         self._query_memory = 0
         self._missing: list[str] = []
-        self._graphs: OrderedDict[str, Any] = OrderedDict()
+        self._graphs: LRUCache[str, Any] = LRUCache(maxsize=_GRAPH_CACHE)
         self._convert: Converter = falkordb_converter()
 
     @classmethod
@@ -397,12 +398,7 @@ class FalkorDBBackend:
             raise QueryError("database name must not be empty")
         graph = self._graphs.get(database)
         if graph is None:
-            graph = self._db.select_graph(database)
-            self._graphs[database] = graph
-            if len(self._graphs) > _GRAPH_CACHE:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(database)
+            graph = self._graphs[database] = self._db.select_graph(database)
         return graph
 
     async def _send(self, *args: Any, progress: _Progress | None = None) -> Any:
