@@ -216,7 +216,6 @@ class BoltBackend:
             liveness_check_timeout=30.0,
             max_transaction_retry_time=0.0,
         )
-        _drop_read_timers_within(driver, self._longest_wait())
         try:
             async with asyncio.timeout(self.connect_timeout * 2):
                 info = await driver.get_server_info()
@@ -357,14 +356,6 @@ class BoltBackend:
         await self._terminator.wait()
 
     # -- internals: running -------------------------------------------------------------------
-    def _longest_wait(self) -> float:
-        """The longest any exchange with the server may take before graphgate gives up."""
-        return (
-            max(self.query_timeout, self.connect_timeout * 2)
-            + self._pool_wait(self.query_timeout)
-            + _CLIENT_GRACE
-        )
-
     def _pool_wait(self, timeout: float) -> float:
         """How long a call may wait for a pooled connection: short, and within its deadline."""
         return max(_MIN_POOL_WAIT, min(self.pool_wait, timeout))
@@ -772,35 +763,6 @@ class BoltBackend:
         tenant half of it.
         """
         return self.max_connections
-
-
-def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
-    """Let graphgate's deadlines stand in for the driver's per-read timer.
-
-    Neo4j hints a receive timeout at every connection's HELLO (120 s by
-    default). With it set, the asyncio driver runs every socket read through
-    a ``wait_for`` that, before Python 3.12, creates a task and a timer: two
-    reads per record, more than half of what a 100-row read costs the server
-    (bench/drivers.py). Every exchange graphgate has with the server already
-    runs under ``asyncio.timeout`` for at most ``longest_wait``; where the
-    hint is at least that long its timer can never fire first, so it is
-    dropped as each connection opens. A shorter hint is kept, and so is the
-    driver's behaviour if a release moves this seam (the pool's opener).
-    """
-    pool: Any = getattr(driver, "_pool", None)
-    opener = getattr(pool, "opener", None)
-    if opener is None:
-        return
-
-    async def open_connection(*args: Any, **kwargs: Any) -> Any:
-        connection = await opener(*args, **kwargs)
-        socket: Any = getattr(connection, "socket", None)
-        hint = socket.get_read_timeout() if socket is not None else None
-        if hint is not None and hint >= longest_wait:
-            socket.set_read_timeout(None)
-        return connection
-
-    pool.opener = open_connection
 
 
 def _fitting(batch: list[list[Any]], used: int, budget: int) -> tuple[int, int]:
