@@ -23,7 +23,8 @@ from graphgate.backends.base import QueryResult
 from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.config import Settings
 from graphgate.replies import bounded_rows, reply
-from graphgate.tenancy import MemoryStateStore, Router, Target
+from graphgate.state import MemoryStateStore
+from graphgate.tenancy import Router, Target
 from graphgate.tools import _result_dict
 
 CONVERT_QUERY = "MATCH (p:Person) RETURN p LIMIT 1000"
@@ -181,7 +182,7 @@ async def auth_and_routing(
             await through_gate()
 
         access = await verifier.verify(token)
-        router = Router(settings, MemoryStateStore())
+        router = Router(settings.catalog, MemoryStateStore(), ttl=settings.session_ttl)
         caller = caller_from_token(access, settings)
 
         async def resolve() -> None:

@@ -283,6 +283,36 @@ def test_start_up_failures_are_one_line(tmp_path: Path) -> None:
     assert processes_using(tmp_path / "d") == []
 
 
+def test_an_audit_log_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """The audit file is opened at start-up (not at the first call): a path that
+    cannot be a file ends graphgate with one line naming the setting."""
+    (tmp_path / "not-a-dir").write_text("")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    result = subprocess.run(
+        [
+            GRAPHGATE,
+            "serve",
+            "--tenants",
+            "acme",
+            "--port",
+            port,
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**clean_env(), "GRAPHGATE_AUDIT_LOG": str(tmp_path / "not-a-dir" / "audit.log")},
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphgate: audit_log:"), lines
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
+    assert processes_using(tmp_path / "d") == []
+
+
 def test_sigterm_is_a_clean_stop_with_exit_code_0(serve) -> None:
     port, data_dir, started = serve
     process = start(port, data_dir)

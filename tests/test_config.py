@@ -83,6 +83,9 @@ def test_bad_tenant_names_are_refused(value: str) -> None:
         ("query_timeout", -1),
         ("transport", "carrier-pigeon"),
         ("backend", "mysql://x"),
+        ("backend", "bolt+x://h"),
+        ("state_url", "memcached://h"),
+        ("state_url", "http://redis"),
         ("algorithms", "HS256"),
         ("algorithms", "none"),
         ("public_url", "ftp://x"),
@@ -92,6 +95,66 @@ def test_bad_values_fail(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
         Settings(tenants="acme", **{field: value})
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("embedded", "embedded"),
+        ("falkordb://db:6379", "falkordb"),
+        ("rediss://db:6380", "falkordb"),
+        ("bolt+s://neo4j.internal:7687", "bolt"),
+        ("neo4j://neo4j.internal", "bolt"),
+    ],
+)
+def test_the_backend_url_chooses_the_kind_of_backend(url: str, kind: str) -> None:
+    target = Settings(tenants="acme", backend=url).backend_target
+    assert (target.kind, target.url, target.name) == (kind, url, "default")
+    assert (target.embedded is not None) == (kind == "embedded")
+
+
+def test_the_backend_target_carries_credentials_and_bounds_but_never_shows_the_password(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        tenants="acme",
+        backend="bolt://db:7687",
+        backend_user="graphgate",
+        backend_password="s3cret-pw",
+        backend_dialect="memgraph",
+        query_timeout=7,
+        busy_wait=0.5,
+        deny_procedures="db.info",
+    )
+    target = settings.backend_target
+    assert (target.user, target.secret, target.dialect) == ("graphgate", "s3cret-pw", "memgraph")
+    assert (target.query_timeout, target.pool_wait, target.deny_procedures) == (
+        7,
+        0.5,
+        ("db.info",),
+    )
+    assert "s3cret-pw" not in repr(target)
+    embedded = Settings(tenants="acme", data_dir=tmp_path, embedded_memory_mb=128).backend_target
+    assert embedded.embedded is not None
+    assert embedded.embedded.data_dir == tmp_path / "falkordb"
+    assert embedded.embedded.address_space_mb > 128  # derived: data, queries and overhead
+    capped = Settings(tenants="acme", embedded_address_space_mb=3000).backend_target
+    assert capped.embedded is not None and capped.embedded.address_space_mb == 3000
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "kept"),
+    [
+        ("", "memory", "memory://"),
+        ("memory://", "memory", "memory://"),
+        ("redis://r:6379/0", "redis", "redis://r:6379/0"),
+        ("rediss://r:6380/1", "redis", "rediss://r:6380/1"),
+        ("unix:///run/redis.sock", "redis", "unix:///run/redis.sock"),
+    ],
+)
+def test_the_state_url_is_checked_once_into_a_state_target(url: str, kind: str, kept: str) -> None:
+    target = Settings(tenants="acme", state_url=url, session_ttl=60).state_target
+    assert (target.kind, target.url, target.session_ttl) == (kind, kept, 60)
 
 
 def test_no_auth_refuses_non_loopback_bind() -> None:

@@ -135,11 +135,13 @@ def test_rate_limiter_refills() -> None:
     limiter.check("alice", now=1.01)  # one second refills one call
 
 
-def test_rate_limiter_forgets_beyond_bound() -> None:
+def test_rate_limiter_forgets_the_least_recent_beyond_its_bound() -> None:
     limiter = RateLimiter(per_minute=1, max_subjects=10)
     for index in range(100):
         limiter.check(f"user{index}", now=0.0)
-    assert len(limiter._buckets) == 10
+    limiter.check("user0", now=0.0)  # forgotten: a full bucket again, which errs on serving
+    with pytest.raises(RateLimited):
+        limiter.check("user99", now=0.0)  # among the ten most recent: still spent
 
 
 async def test_metrics_request_ids_and_no_token_in_logs(

@@ -7,12 +7,13 @@ import pytest
 from graphgate.auth.rights import Caller, Rights
 from graphgate.config import Settings
 from graphgate.errors import DatabaseNotPermitted, ForbiddenError
-from graphgate.tenancy import MemoryStateStore, Router
+from graphgate.state import MemoryStateStore
+from graphgate.tenancy import Router
 
 
 def make_router() -> Router:
     settings = Settings(tenants={"acme": "acme_db", "globex": "globex_db", "initech": "i"})
-    return Router(settings, MemoryStateStore())
+    return Router(settings.catalog, MemoryStateStore(), ttl=settings.session_ttl)
 
 
 def caller(sub: str, *tenants: str, starting: str | None = None) -> Caller:

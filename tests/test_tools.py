@@ -82,17 +82,17 @@ async def test_tools_are_listed_with_annotations(falkordb_service, tenants, tmp_
         "get_schema",
         "query_databases",
     }
-    assert tools["run_query"].annotations.readOnlyHint is True
-    assert tools["run_query"].annotations.destructiveHint is False
+    assert tools["run_query"].annotations.read_only_hint is True
+    assert tools["run_query"].annotations.destructive_hint is False
     assert "read-only" in (tools["run_query"].description or "")
-    assert set(tools["run_query"].inputSchema["properties"]) == {"query", "params", "database"}
+    assert set(tools["run_query"].input_schema["properties"]) == {"query", "params", "database"}
 
 
 async def test_write_tool_only_when_writes_allowed(falkordb_service, tenants, tmp_path) -> None:
     async with server_client(falkordb_service, tenants, tmp_path, allow_writes=True) as client:
         tools = {tool.name: tool for tool in await client.list_tools()}
-    assert tools["run_write_query"].annotations.destructiveHint is True
-    assert tools["run_write_query"].annotations.readOnlyHint is False
+    assert tools["run_write_query"].annotations.destructive_hint is True
+    assert tools["run_write_query"].annotations.read_only_hint is False
 
 
 async def test_list_and_use_database(falkordb_service, tenants, tmp_path) -> None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from graphgate.config import Settings, load_settings
 from graphgate.errors import ConfigError, GraphgateError
-from graphgate.keycloak_cli import keycloak_app
+from graphgate.keycloak.cli import keycloak_app
 
 app = typer.Typer(
     name="graphgate",

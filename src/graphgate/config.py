@@ -8,12 +8,13 @@ the TOML file given by ``--config`` > default. Only `graphgate.cli` builds a
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -34,6 +35,21 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 DEMO_TENANTS = {"acme": "acme", "globex": "globex"}
+
+# -- the one list of each kind of address graphgate understands ------------------------------
+FALKORDB_SCHEMES: Final = frozenset({"falkordb", "falkordbs", "redis", "rediss"})
+"""FalkorDB over the Redis protocol."""
+FALKORDB_TLS_SCHEMES: Final = frozenset({"falkordbs", "rediss"})
+BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
+"""Neo4j and Memgraph through the ``neo4j`` driver."""
+STATE_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+"""What ``state_url`` may name besides ``memory://``."""
+LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+"""The spellings of this machine that clients use in URLs (RFC 8252 §7.3 redirects,
+Host headers); `is_loopback_host` also accepts every other loopback address."""
+
+BackendKind = Literal["embedded", "falkordb", "bolt"]
+StateKind = Literal["memory", "redis"]
 
 
 def validate_tenant_name(name: str) -> str:
@@ -140,12 +156,101 @@ def _split_list(value: Any) -> Any:
 
 
 def is_loopback_host(host: str) -> bool:
-    if host in {"localhost", "localhost.localdomain"}:
+    """A bind address or host name that only this machine can reach."""
+    if host in LOOPBACK_NAMES or host == "localhost.localdomain":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def backend_kind(url: str) -> BackendKind:
+    """Which kind of server ``url`` names; the one check of a backend URL's scheme."""
+    if url == "embedded":
+        return "embedded"
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in FALKORDB_SCHEMES:
+        return "falkordb"
+    if scheme in BOLT_SCHEMES:
+        return "bolt"
+    raise ValueError(
+        "use 'embedded', falkordb://[user:password@]host:port (falkordbs:// for TLS), "
+        "or bolt://, bolt+s://, neo4j://, neo4j+s:// host:port"
+    )
+
+
+def state_kind(url: str) -> StateKind:
+    """Which store ``state_url`` names; the one check of a state URL."""
+    if url in {"", "memory://"}:
+        return "memory"
+    if url.startswith(STATE_SCHEMES):
+        return "redis"
+    raise ValueError("use memory:// or redis://[:password@]host:port/db (rediss:// for TLS)")
+
+
+# What the embedded server maps beyond its data and its queries' memory: binaries, the
+# module's thread stacks and allocator arenas (about 0.9 GB of address space idle).
+_ADDRESS_SPACE_OVERHEAD_MB = 2048
+
+
+def embedded_address_space(memory_mb: int, query_memory_mb: int) -> int:
+    """The embedded server's hard memory cap in MB: its data, every worker's query, overhead.
+
+    Generous on purpose: it exists to stop allocations no bound of FalkorDB's
+    catches (``range(1, 1e11)``), not to police ordinary use.
+    """
+    workers = (os.cpu_count() or 2) + 2
+    return memory_mb + query_memory_mb * workers + _ADDRESS_SPACE_OVERHEAD_MB
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedBounds:
+    """What only the embedded FalkorDB needs: where its files live and its memory caps."""
+
+    data_dir: Path
+    memory_mb: int
+    address_space_mb: int
+    queue: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTarget:
+    """One database server and the bounds graphgate keeps on it.
+
+    The slice of `Settings` a backend is built from (`graphgate.backends.create_backend`),
+    so a backend never sees the server's port, auth or tools. ``name`` is the
+    backend's name in the settings; the single ``backend`` setting is ``default``.
+    """
+
+    kind: BackendKind
+    url: str
+    user: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+    dialect: Literal["memgraph", "neo4j"] | None = None
+    query_timeout: float = 30.0
+    row_limit: int = 1000
+    query_memory_mb: int = 512
+    pool_wait: float = 2.0
+    """Seconds a call waits for a pooled connection (``busy_wait``)."""
+    allow_procedures: tuple[str, ...] = ()
+    deny_procedures: tuple[str, ...] = ()
+    embedded: EmbeddedBounds | None = None
+    name: str = "default"
+
+    @property
+    def secret(self) -> str | None:
+        """The password in clear, for the driver only."""
+        return self.password.get_secret_value() if self.password is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class StateTarget:
+    """The slice of `Settings` the state stores are built from (`graphgate.state`)."""
+
+    kind: StateKind
+    url: str
+    session_ttl: float = 24 * 3600.0
 
 
 StrList = Annotated[list[str], NoDecode]
@@ -325,32 +430,14 @@ class Settings(BaseSettings):
     @field_validator("backend")
     @classmethod
     def _backend_url(cls, value: str) -> str:
-        if value == "embedded":
-            return value
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in {
-            "falkordb",
-            "falkordbs",
-            "redis",
-            "bolt",
-            "bolt+s",
-            "bolt+ssc",
-            "neo4j",
-            "neo4j+s",
-            "neo4j+ssc",
-        }:
-            raise ValueError(
-                "use 'embedded', falkordb://[user:password@]host:port, "
-                "or bolt://, bolt+s://, neo4j://, neo4j+s:// host:port"
-            )
+        backend_kind(value)
         return value
 
     @field_validator("state_url")
     @classmethod
     def _state_url(cls, value: str) -> str:
-        if value in {"", "memory://"} or value.startswith(("redis://", "rediss://", "unix://")):
-            return value or "memory://"
-        raise ValueError("use memory:// or redis://[:password@]host:port/db")
+        state_kind(value)
+        return value or "memory://"
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
@@ -411,6 +498,40 @@ class Settings(BaseSettings):
     @property
     def catalog(self) -> dict[str, str]:
         return self.tenants
+
+    @property
+    def backend_target(self) -> BackendTarget:
+        """The ``backend*`` settings and the bounds the backend keeps, as one slice."""
+        embedded = None
+        if self.backend == "embedded":
+            embedded = EmbeddedBounds(
+                data_dir=self.data_dir / "falkordb",
+                memory_mb=self.embedded_memory_mb,
+                address_space_mb=self.embedded_address_space_mb
+                or embedded_address_space(self.embedded_memory_mb, self.query_memory_mb),
+                queue=self.backend_queue,
+            )
+        return BackendTarget(
+            kind=backend_kind(self.backend),
+            url=self.backend,
+            user=self.backend_user,
+            password=self.backend_password,
+            dialect=None if self.backend_dialect == "auto" else self.backend_dialect,
+            query_timeout=self.query_timeout,
+            row_limit=self.row_limit,
+            query_memory_mb=self.query_memory_mb,
+            pool_wait=self.busy_wait,
+            allow_procedures=tuple(self.allow_procedures),
+            deny_procedures=tuple(self.deny_procedures),
+            embedded=embedded,
+        )
+
+    @property
+    def state_target(self) -> StateTarget:
+        """Where users' choices of database (and the OAuth proxy's state) are kept."""
+        return StateTarget(
+            kind=state_kind(self.state_url), url=self.state_url, session_ttl=self.session_ttl
+        )
 
     @classmethod
     def settings_customise_sources(

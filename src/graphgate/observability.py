@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graphgate.auth.rights import Caller
+from graphgate.errors import ConfigError
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "graphgate_request_id", default=None
@@ -203,23 +204,38 @@ class AuditTrail:
     """One JSON line per tool call; never a token, optionally only a query hash."""
 
     def __init__(self, destination: str, include_query_text: bool) -> None:
+        """``destination`` is a file path, ``-`` for stdout, or empty for no trail.
+
+        Nothing is opened here: `open` does it, in the server's lifespan, which
+        also calls `close`.
+        """
+        self._destination = destination
         self._include_query_text = include_query_text
         self._lock = threading.Lock()
         self._owns_stream = False
-        self._stream: IO[str] | None
-        if not destination:
-            self._stream = None
-        elif destination == "-":
-            self._stream = sys.stdout
-        else:
-            path = Path(destination)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream = path.open("a", encoding="utf-8", buffering=1)
-            self._owns_stream = True
+        self._stream: IO[str] | None = None
 
     @property
     def enabled(self) -> bool:
-        return self._stream is not None
+        return bool(self._destination)
+
+    def open(self) -> None:
+        """Start writing (appending to the file); a second call changes nothing."""
+        if self._stream is not None or not self._destination:
+            return
+        if self._destination == "-":
+            self._stream = sys.stdout
+            return
+        path = Path(self._destination)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = path.open("a", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise ConfigError(
+                f"audit_log: cannot append to {path} ({exc.strerror}); choose a writable "
+                "file, '-' for standard output, or leave it empty"
+            ) from None
+        self._owns_stream = True
 
     def write(self, record: AuditRecord) -> None:
         if self._stream is None:
@@ -253,6 +269,7 @@ class AuditTrail:
         if self._owns_stream and self._stream is not None:
             self._stream.close()
         self._stream = None
+        self._owns_stream = False
 
 
 class Observability:
@@ -269,6 +286,9 @@ class Observability:
         if record.rows:
             self.metrics.rows_returned.labels(tenant).inc(record.rows)
         self.audit.write(record)
+
+    def open(self) -> None:
+        self.audit.open()
 
     def close(self) -> None:
         self.audit.close()

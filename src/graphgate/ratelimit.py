@@ -10,7 +10,8 @@ then starts again with a full bucket, which errs on the side of serving).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+
+from cachetools import LRUCache
 
 from graphgate.errors import RateLimited
 
@@ -19,8 +20,8 @@ class RateLimiter:
     def __init__(self, per_minute: int, max_subjects: int = 100_000) -> None:
         self._capacity = float(per_minute)
         self._refill_per_second = per_minute / 60.0
-        self._max_subjects = max_subjects
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # subject -> (tokens left, when counted); the least recently seen goes first.
+        self._buckets: LRUCache[str, tuple[float, float]] = LRUCache(maxsize=max_subjects)
 
     @property
     def enabled(self) -> bool:
@@ -31,11 +32,9 @@ class RateLimiter:
         if not self.enabled:
             return
         now = time.monotonic() if now is None else now
-        tokens, stamp = self._buckets.pop(subject, (self._capacity, now))
+        tokens, stamp = self._buckets.get(subject, (self._capacity, now))
         tokens = min(self._capacity, tokens + (now - stamp) * self._refill_per_second)
         if tokens < 1.0:
             self._buckets[subject] = (tokens, now)
             raise RateLimited(retry_after=(1.0 - tokens) / self._refill_per_second)
         self._buckets[subject] = (tokens - 1.0, now)
-        while len(self._buckets) > self._max_subjects:
-            self._buckets.popitem(last=False)

@@ -12,9 +12,9 @@ import hmac
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import fastmcp
@@ -29,14 +29,18 @@ from graphgate.auth import AuthSetup, build_auth, current_caller
 from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
 from graphgate.backends.supervision import SupervisedBackend
-from graphgate.config import Settings, is_loopback_host
+from graphgate.config import LOOPBACK_NAMES, Settings, is_loopback_host
 from graphgate.demo import seed_demo
 from graphgate.errors import BackendUnavailable, ConfigError, GraphgateError
 from graphgate.host_guard import HostGuard
 from graphgate.http_limits import BodyTimeout, connection_limits
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
-from graphgate.tenancy import Router, StateStore
+from graphgate.state import StateStore
+from graphgate.tenancy import Router
 from graphgate.tools import CallerOf, GraphTools
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +58,11 @@ An admin can compare databases with query_databases."""
 
 @dataclass
 class Parts:
-    """Everything the server is built from, constructed once by the caller."""
+    """Everything the server is built from, constructed once by the caller.
+
+    Constructed, not opened: `opened` opens the files, clients and the backend
+    and closes them again, in the lifespan (or in `run`, before serving).
+    """
 
     settings: Settings
     backend: SupervisedBackend
@@ -63,6 +71,37 @@ class Parts:
     http_client: httpx.AsyncClient
     auth: AuthSetup
     caller_of: CallerOf
+    redis: Redis | None = None
+    """The one client for ``state_url`` when it names Redis, shared by every part there."""
+    _open: bool = field(default=False, init=False, repr=False)
+
+
+@asynccontextmanager
+async def opened(parts: Parts) -> AsyncIterator[Parts]:
+    """Open every resource of ``parts``; on the way out close them all, in reverse.
+
+    Re-entrant: `run` opens the parts before serving, so that a start-up error
+    (a data directory another graphgate holds) is one line rather than a
+    lifespan traceback; the lifespan then finds them open and leaves them to
+    `run`. A remote database that is down does not stop start-up (see
+    `graphgate.backends.supervision`).
+    """
+    if parts._open:
+        yield parts
+        return
+    async with AsyncExitStack() as stack:
+        parts.observability.open()
+        stack.callback(parts.observability.close)
+        await stack.enter_async_context(parts.http_client)
+        if parts.redis is not None:
+            await stack.enter_async_context(parts.redis)
+        stack.push_async_callback(parts.store.close)
+        stack.push_async_callback(parts.auth.aclose)
+        stack.push_async_callback(parts.backend.close)
+        await parts.backend.start()
+        parts._open = True
+        stack.callback(setattr, parts, "_open", False)
+        yield parts
 
 
 def metrics_closed(settings: Settings) -> bool:
@@ -89,25 +128,18 @@ def build_server(parts: Parts) -> FastMCP:
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
-        # `run` has usually started it already; a remote database that is
-        # down does not stop start-up (see graphgate.backends.supervision).
-        await parts.backend.start()
-        seeding: asyncio.Task[None] | None = None
-        try:
-            if settings.demo:
-                if parts.backend.status.ready:
-                    await seed_demo(parts.backend, settings.catalog)
-                else:
-                    seeding = asyncio.create_task(seed_demo_when_ready(parts))
-            yield {}
-        finally:
-            if seeding is not None:
-                seeding.cancel()
-            await parts.backend.close()
-            await parts.store.close()
-            await parts.auth.aclose()
-            await parts.http_client.aclose()
-            parts.observability.close()
+        async with opened(parts):
+            seeding: asyncio.Task[None] | None = None
+            try:
+                if settings.demo:
+                    if parts.backend.status.ready:
+                        await seed_demo(parts.backend, settings.catalog)
+                    else:
+                        seeding = asyncio.create_task(seed_demo_when_ready(parts))
+                yield {}
+            finally:
+                if seeding is not None:
+                    seeding.cancel()
 
     mcp: FastMCP = FastMCP(
         "graphgate",
@@ -117,7 +149,7 @@ def build_server(parts: Parts) -> FastMCP:
         lifespan=lifespan,
         mask_error_details=True,
     )
-    router = Router(settings, parts.store)
+    router = Router(settings.catalog, parts.store, ttl=settings.session_ttl)
     GraphTools(settings, parts.backend, router, parts.observability, parts.caller_of).register(mcp)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
@@ -169,8 +201,9 @@ def allowed_hosts(settings: Settings) -> list[str]:
         hosts.append(netloc)
         hosts.append(netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc)
     if is_loopback_host(settings.host) or settings.host in {"0.0.0.0", "::"}:
-        for name in ("127.0.0.1", "localhost", "[::1]"):
-            hosts.extend([name, f"{name}:{settings.port}"])
+        for name in sorted(LOOPBACK_NAMES):
+            shown = f"[{name}]" if ":" in name else name
+            hosts.extend([shown, f"{shown}:{settings.port}"])
     return list(dict.fromkeys(hosts))
 
 
@@ -213,16 +246,19 @@ def local_caller_of(settings: Settings) -> CallerOf:
 
 
 def build_parts(settings: Settings) -> Parts:
-    """Construct every collaborator from the settings; nothing is started yet."""
+    """Construct every collaborator from the settings; nothing is opened yet (`opened`)."""
     from graphgate.backends import create_backend
     from graphgate.observability import AuditTrail
-    from graphgate.state import create_state_store
+    from graphgate.state import create_state_store, redis_client
 
+    state = settings.state_target
+    redis = redis_client(state.url) if state.kind == "redis" else None
     observability = Observability(AuditTrail(settings.audit_log, settings.audit_query_text))
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     auth = build_auth(
         settings,
         http_client,
+        redis=redis,
         open_paths=OPEN_PATHS,
         on_failure=lambda reason: observability.metrics.auth_failures.labels(reason).inc(),
     )
@@ -231,12 +267,13 @@ def build_parts(settings: Settings) -> Parts:
         observability.metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
     return Parts(
         settings=settings,
-        backend=supervised(create_backend(settings), observability.metrics),
-        store=create_state_store(settings),
+        backend=supervised(create_backend(settings.backend_target), observability.metrics),
+        store=create_state_store(state, redis),
         observability=observability,
         http_client=http_client,
         auth=auth,
         caller_of=caller_of(settings, auth),
+        redis=redis,
     )
 
 
@@ -269,20 +306,16 @@ def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
 async def run(settings: Settings, announce: Callable[[], None] | None = None) -> None:
     """Serve until interrupted.
 
-    The backend starts here, before the server, so that a start-up error (a
-    data directory another graphgate holds) ends graphgate with one line
-    rather than a lifespan traceback; the lifespan then finds it started.
+    Everything is opened here, before the server, so that a start-up error (a
+    data directory another graphgate holds, an audit file that cannot be
+    written) ends graphgate with one line; the lifespan then finds it open.
     """
     listener = bind_listener(settings) if settings.transport == "http" else None
     try:
-        parts = build_parts(settings)
-        await parts.backend.start()
-        if announce is not None:  # the port is ours and the backend started: now say so
-            announce()
-        try:
+        async with opened(build_parts(settings)) as parts:
+            if announce is not None:  # the port is ours and the backend started: now say so
+                announce()
             await _serve(parts, listener)
-        finally:
-            await parts.backend.close()
     finally:
         if listener is not None:
             listener.close()

@@ -1,4 +1,4 @@
-"""Which database a tool call uses, and where a user's choice of database lives.
+"""Which database a tool call uses.
 
 The choice made with ``use_database`` is only a preference: it is stored under
 the caller's identity (issuer, subject, client, plus the MCP session id when
@@ -8,68 +8,12 @@ token on every call, so stored state can never widen what a token allows.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from graphgate.auth.rights import Caller
-from graphgate.config import Settings
 from graphgate.errors import BackendUnavailable, DatabaseNotPermitted, ForbiddenError
-
-
-class StateStore(Protocol):
-    """Small expiring key-value storage shared by every replica.
-
-    In memory by default; Redis when replicas must agree (``state_url``).
-    Implementations must tolerate being unreachable by raising
-    `graphgate.errors.BackendUnavailable`, which routing treats as "no choice".
-    """
-
-    async def get(self, key: str) -> str | None: ...
-
-    async def set(self, key: str, value: str, ttl: float) -> None: ...
-
-    async def delete(self, key: str) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class MemoryStateStore:
-    """Per-process store with expiry and a hard bound on entries.
-
-    The bound keeps memory flat when thousands of sessions come and go: the
-    least recently written entries are dropped first.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._max_entries = max_entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def get(self, key: str) -> str | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        value, expires_at = entry
-        if expires_at <= time.monotonic():
-            del self._entries[key]
-            return None
-        return value
-
-    async def set(self, key: str, value: str, ttl: float) -> None:
-        self._entries[key] = (value, time.monotonic() + ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-
-    async def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
-
-    async def close(self) -> None:
-        self._entries.clear()
+from graphgate.state import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +27,10 @@ class Target:
 class Router:
     """Resolves the database of every tool call from the caller's rights."""
 
-    def __init__(self, settings: Settings, store: StateStore) -> None:
-        self._catalog = settings.catalog
-        self._ttl = settings.session_ttl
+    def __init__(self, catalog: Mapping[str, str], store: StateStore, *, ttl: float) -> None:
+        """``catalog`` maps tenant names to databases; a choice is kept for ``ttl`` seconds."""
+        self._catalog = dict(catalog)
+        self._ttl = ttl
         self._store = store
 
     @staticmethod

@@ -74,7 +74,7 @@ async def test_create_backend_builds_it_from_settings(neo4j_service: Neo4jInstan
         tenants={"acme": DB},
         deny_procedures=["db.info"],
     )
-    backend = create_backend(settings)
+    backend = create_backend(settings.backend_target)
     assert isinstance(backend, BoltBackend)
     await backend.start()
     try:
@@ -240,8 +240,9 @@ async def test_the_server_refuses_writes_on_the_read_path_even_when_the_planner_
     from graphgate.backends.dialects import PlanFacts
 
     text = write.format(label=neo4j_label)
-    # Poison the plan cache with the facts of a pure read for this write's text.
-    neo4j_backend._plans.put(("neo4j", DB, text), PlanFacts(operators=["ProduceResults@neo4j"]))
+    # Poison the plan cache with the facts of a pure read for this write's text
+    # (private on purpose: no public surface can make the planner check lie).
+    neo4j_backend._plans[("neo4j", DB, text)] = PlanFacts(operators=["ProduceResults@neo4j"])
     with pytest.raises(ReadOnlyViolation) as refused:
         await neo4j_backend.read(DB, text, None, LIMITS)
     assert "read access mode" in str(refused.value)
@@ -612,37 +613,11 @@ async def test_dropped_connections_retry_reads_once_and_writes_never(
             assert await count(neo4j_service, neo4j_label) == 1
 
 
-def read_timers(backend: BoltBackend) -> set[float | None]:
-    """Each pooled connection's per-read timeout (the driver's internals: the seam under test)."""
-    pool = backend._driver._pool  # type: ignore[union-attr]
-    return {conn.socket.get_read_timeout() for conns in pool.connections.values() for conn in conns}
-
-
-async def test_graphgate_deadlines_stand_in_for_the_drivers_read_timer(
-    neo4j_service: Neo4jInstance,
-) -> None:
-    """Neo4j's receive-timeout hint is dropped only where graphgate gives up sooner anyway."""
-    for query_timeout, dropped in ((30.0, True), (600.0, False)):
-        backend = make_backend(neo4j_service, query_timeout=query_timeout)
-        await backend.start()
-        try:
-            assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
-            timers = read_timers(backend)
-            assert timers, "no pooled connection to look at"
-            if dropped:
-                assert timers == {None}
-            else:  # the server's hint (120 s by default) is shorter than 600 s: it stays
-                assert all(t is not None and 0 < t < query_timeout for t in timers)
-        finally:
-            await backend.close()
-
-
 async def test_a_silent_server_is_given_up_at_graphgates_deadline(
     neo4j_service: Neo4jInstance,
 ) -> None:
     async with through_a_proxy(neo4j_service) as (proxy, backend):
         assert (await backend.read(DB, "RETURN 1 AS x", None, LIMITS)).rows == [[1]]
-        assert read_timers(backend) == {None}
         proxy.swallow_next_request()
         started = asyncio.get_running_loop().time()
         with pytest.raises(QueryTimeout, match="stopped waiting"):

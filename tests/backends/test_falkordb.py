@@ -506,12 +506,14 @@ def test_from_url_refuses(url: str) -> None:
 
 
 def test_create_backend_chooses_by_url(tmp_path: Any) -> None:
-    embedded = create_backend(Settings(tenants={"acme": "acme"}, data_dir=tmp_path))
+    embedded = create_backend(Settings(tenants={"acme": "acme"}, data_dir=tmp_path).backend_target)
     assert isinstance(embedded, EmbeddedBackend)
     assert embedded.server.data_dir == tmp_path / "falkordb"
     assert embedded.server.query_timeout == 30.0
     assert embedded.server.result_set_size == 100_000
-    big = create_backend(Settings(tenants={"acme": "acme"}, data_dir=tmp_path, row_limit=500_000))
+    big = create_backend(
+        Settings(tenants={"acme": "acme"}, data_dir=tmp_path, row_limit=500_000).backend_target
+    )
     assert isinstance(big, EmbeddedBackend)
     assert big.server.result_set_size == 500_001
     remote = create_backend(
@@ -519,7 +521,7 @@ def test_create_backend_chooses_by_url(tmp_path: Any) -> None:
             tenants={"acme": "acme"},
             backend="falkordb://u@db:6380",
             backend_password=SecretStr("pw"),
-        )
+        ).backend_target
     )
     assert isinstance(remote, FalkorDBBackend)
     assert (remote.host, remote.port, remote.username, remote._password) == ("db", 6380, "u", "pw")
@@ -533,8 +535,8 @@ def test_create_backend_hands_bolt_urls_to_the_bolt_backend() -> None:
         from graphgate.backends import bolt
     except ModuleNotFoundError:
         with pytest.raises(ConfigError, match="not available"):
-            create_backend(settings)
+            create_backend(settings.backend_target)
         return
-    backend = create_backend(settings)
+    backend = create_backend(settings.backend_target)
     assert isinstance(backend, bolt.BoltBackend)
     assert isinstance(backend, Backend)

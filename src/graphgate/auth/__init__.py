@@ -165,23 +165,23 @@ def build_auth(
     settings: Settings,
     http_client: httpx.AsyncClient,
     *,
+    redis: Redis | None = None,
     open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
     on_failure: Callable[[str], None] | None = None,
     retry_after: float = 2.0,
-    redis_client: Redis | None = None,
 ) -> AuthSetup:
     """Build the auth layer for ``settings``; no network I/O happens here.
 
     ``http_client`` (owned and closed by the caller's lifespan) fetches the
     issuer's metadata and JWKS lazily, on the first request that needs them.
+    ``redis`` (also the caller's) is the client for ``state_url`` when it names
+    Redis, where the OAuth proxy keeps its state.
     ``open_paths`` are served without a token (health checks; add
     ``/metrics`` if it has its own protection); discovery routes are always
     open. ``on_failure`` receives a reason label for every refused request
     (``expired``, ``bad_signature``, ``missing_token``, ``no_tenants``, ...).
     ``retry_after`` is how long an unreachable issuer is left alone before
     the next request tries again (meanwhile: last good keys, or 502/503).
-    ``redis_client`` (owned by the caller) serves the proxy's store when
-    ``state_url`` names Redis, instead of a client of its own.
     """
     if settings.auth == "none":
         return AuthSetup(provider=None)
@@ -228,7 +228,7 @@ def build_auth(
         )
         if settings.registration == "proxy":
             assert metadata is not None
-            proxied = build_proxy(settings, metadata, verifier, redis_client=redis_client)
+            proxied = build_proxy(settings, metadata, verifier, redis=redis)
             provider = GraphgateAuth(
                 settings,
                 proxied.verifier,

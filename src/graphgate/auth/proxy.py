@@ -83,7 +83,7 @@ from graphgate.auth.proxy_registration import BoundedRegistration
 from graphgate.auth.redis_entry_cap import RedisEntryCap
 from graphgate.auth.secret_files import create_once
 from graphgate.auth.tokens import MAX_HEADER_BYTES, JwtVerifier, decode_jwt, read_header
-from graphgate.config import Settings
+from graphgate.config import LOOPBACK_NAMES, Settings
 from graphgate.errors import ConfigError, IssuerUnavailable, TokenRejected, to_http_response
 
 if TYPE_CHECKING:
@@ -128,7 +128,6 @@ _REDIS_TIMEOUT: Final = 2.0
 _KEY_BYTES: Final = 32
 _EXACT_URL: Final = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 _SIGNING_ALGORITHM: Final = "HS256"
-_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def exact_url(value: str) -> AnyHttpUrl:
@@ -193,9 +192,13 @@ class ProxyStorage:
 
 
 def proxy_storage(
-    settings: Settings, signing_key: bytes, *, redis_client: Redis | None = None
+    settings: Settings, signing_key: bytes, *, redis: Redis | None = None
 ) -> ProxyStorage:
     """The store named by ``state_url``, bounded in size and lifetime.
+
+    ``redis`` is the client for ``state_url`` when it names Redis (shared with
+    the state store, opened and closed by the server's lifespan); without it
+    this store makes its own, and `ProxyStorage.close` releases it.
 
     * ``memory://``: ``key_value.aio``'s `MemoryStore`, each collection capped, so a flood
       of registrations evicts the oldest instead of exhausting memory.
@@ -212,26 +215,22 @@ def proxy_storage(
     ``MAX_ENTRIES_PER_COLLECTION`` entries, the oldest evicted first: by
     `MemoryStore` itself, and in Redis by `RedisEntryCap`.
 
-    ``redis_client`` (``decode_responses=True``) is used instead of a client of
+    ``redis`` (``decode_responses=True``) is used instead of a client of
     the store's own; its owner closes it.
     """
-    url = settings.state_url
     close: Callable[[], Awaitable[None]] | None = None
     base: AsyncKeyValue
-    if url in {"", "memory://"}:
+    state = settings.state_target
+    if state.kind == "memory":
         base = MemoryStore(max_entries_per_collection=MAX_ENTRIES_PER_COLLECTION)
-    elif url.startswith(("redis://", "rediss://", "unix://")):
-        import redis.asyncio as redis
+    else:
         from key_value.aio.stores.redis import RedisStore
 
-        client = redis_client
+        from graphgate.state import redis_client
+
+        client = redis
         if client is None:
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=_REDIS_TIMEOUT,
-                socket_connect_timeout=_REDIS_TIMEOUT,
-                decode_responses=True,
-            )
+            client = redis_client(state.url)
             close = client.aclose
         storage_key = derive_jwt_key(
             high_entropy_material=signing_key.decode(), salt="graphgate-oauth-proxy-storage"
@@ -250,8 +249,6 @@ def proxy_storage(
             index_prefix="graphgate-index:oauth:",
             index_ttl=MAX_STATE_TTL,
         )
-    else:
-        raise ConfigError(f"state_url {url!r}: use memory:// or redis://host:port/db")
     sized = LimitSizeWrapper(base, max_size=MAX_ENTRY_BYTES, raise_on_too_large=True)
     store = TTLClampWrapper(sized, min_ttl=1, max_ttl=MAX_STATE_TTL, missing_ttl=REGISTRATION_TTL)
     return ProxyStorage(store=store, close=close)
@@ -597,17 +594,17 @@ def build_proxy(
     upstream: JwtVerifier,
     *,
     storage: AsyncKeyValue | None = None,
-    redis_client: Redis | None = None,
+    redis: Redis | None = None,
 ) -> ProxyParts:
     """The proxy, the gate's verifier and the routes; no network I/O.
 
     ``storage`` replaces the store ``state_url`` names (tests, other backends);
-    ``redis_client`` is a client for ``state_url`` the caller owns and shares.
+    ``redis`` is a client for ``state_url`` the caller owns and shares.
     """
     if settings.public_url is None:
         raise ConfigError("public_url: required for registration = proxy")
     public = urlsplit(settings.public_url)
-    if public.scheme != "https" and public.hostname not in _LOOPBACK_HOSTS:
+    if public.scheme != "https" and public.hostname not in LOOPBACK_NAMES:
         # The MCP SDK refuses to serve OAuth endpoints otherwise (RFC 8414 §2, OAuth 2.1 §1.5).
         raise ConfigError(
             "public_url: with registration = proxy graphgate is an OAuth authorization "
@@ -620,9 +617,7 @@ def build_proxy(
         )
     key = proxy_signing_key(settings)
     stored = (
-        ProxyStorage(storage)
-        if storage is not None
-        else proxy_storage(settings, key, redis_client=redis_client)
+        ProxyStorage(storage) if storage is not None else proxy_storage(settings, key, redis=redis)
     )
     instances = ProxyInstances(
         metadata,

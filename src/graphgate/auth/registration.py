@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from graphgate.config import Settings
+from graphgate.config import LOOPBACK_NAMES, Settings
 from graphgate.errors import RegistrationRefused, to_http_response
 
 __all__ = [
@@ -44,7 +44,6 @@ MAX_URI_LENGTH: Final = 2048
 MAX_TEXT_LENGTH: Final = 1024
 MAX_LIST_ITEMS: Final = 10
 MAX_TOKEN_LENGTH: Final = 64
-_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _SUPPORTED_GRANTS: Final = ("authorization_code", "refresh_token")
 _ECHOED_TEXT: Final = (
     "client_name",
@@ -109,7 +108,7 @@ def check_redirect_uri(uri: Any, allowlist: frozenset[str]) -> str:
         raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} has a fragment")
     if "@" in parts.netloc or not host or any(ch.isspace() for ch in uri):
         raise RegistrationRefused("invalid_redirect_uri", f"{shown!r} is not an acceptable URI")
-    if parts.scheme == "http" and host in _LOOPBACK_HOSTS:
+    if parts.scheme == "http" and host in LOOPBACK_NAMES:
         return uri
     if parts.scheme == "https" and not allowlist:
         return uri

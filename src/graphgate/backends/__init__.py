@@ -1,4 +1,4 @@
-"""Graph database backends, and the one place settings choose between them.
+"""Graph database backends, and the one place a backend target chooses between them.
 
 Nothing is connected or started here: `create_backend` only builds the
 object; the server's lifespan calls ``start()`` and ``close()``.
@@ -7,46 +7,21 @@ object; the server's lifespan calls ``start()`` and ``close()``.
 from __future__ import annotations
 
 import importlib
-import os
-from typing import TYPE_CHECKING
 
 from graphgate.backends.base import Backend
+from graphgate.config import BackendTarget
 from graphgate.errors import ConfigError
-
-if TYPE_CHECKING:
-    from graphgate.config import Settings
 
 __all__ = ["Backend", "create_backend"]
 
-_FALKORDB_SCHEMES = frozenset({"falkordb", "falkordbs", "redis", "rediss"})
 # RESULTSET_SIZE also caps procedure results, among them the db.labels() and
 # db.propertyKeys() that the client reads to name labels and properties, so it
 # must stay far above any plausible number of property keys.
 _RESULT_SET_FLOOR = 100_000
-_BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 
 
-# What the server maps beyond its data and its queries' memory: binaries, the
-# module's thread stacks and allocator arenas (about 0.9 GB of address space idle).
-_ADDRESS_SPACE_OVERHEAD_MB = 2048
-
-
-def embedded_address_space(settings: Settings) -> int:
-    """The embedded server's hard memory cap in MB: its data, every worker's query, overhead.
-
-    Generous on purpose: it exists to stop allocations no bound of FalkorDB's
-    catches (``range(1, 1e11)``), not to police ordinary use.
-    """
-    workers = (os.cpu_count() or 2) + 2
-    return (
-        settings.embedded_memory_mb
-        + settings.query_memory_mb * workers
-        + _ADDRESS_SPACE_OVERHEAD_MB
-    )
-
-
-def create_backend(settings: Settings) -> Backend:
-    """The backend ``settings.backend`` names.
+def create_backend(target: BackendTarget) -> Backend:
+    """The backend ``target`` names (its kind was read from the URL in `graphgate.config`).
 
     ``embedded`` keeps its FalkorDB files under ``<data_dir>/falkordb``, gives
     the server ``query_timeout`` as its TIMEOUT_MAX, so writes are bounded
@@ -55,40 +30,36 @@ def create_backend(settings: Settings) -> Backend:
     and queue bounds of ``query_memory_mb``, ``embedded_memory_mb`` and
     ``backend_queue``.
     """
-    target = settings.backend
-    password = settings.backend_password.get_secret_value() if settings.backend_password else None
-    if target == "embedded":
+    if target.kind == "embedded":
         from graphgate.backends.embedded import EmbeddedBackend, EmbeddedFalkorDB
 
+        bounds = target.embedded
+        if bounds is None:
+            raise ConfigError("the embedded backend needs a data directory (data_dir)")
         server = EmbeddedFalkorDB(
-            settings.data_dir / "falkordb",
-            query_timeout=settings.query_timeout,
-            result_set_size=max(settings.row_limit + 1, _RESULT_SET_FLOOR),
-            query_memory_mb=settings.query_memory_mb,
-            memory_mb=settings.embedded_memory_mb,
-            queue=settings.backend_queue,
-            address_space_mb=settings.embedded_address_space_mb or embedded_address_space(settings),
+            bounds.data_dir,
+            query_timeout=target.query_timeout,
+            result_set_size=max(target.row_limit + 1, _RESULT_SET_FLOOR),
+            query_memory_mb=target.query_memory_mb,
+            memory_mb=bounds.memory_mb,
+            queue=bounds.queue,
+            address_space_mb=bounds.address_space_mb,
         )
         return EmbeddedBackend(server)
-    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
-    if scheme in _FALKORDB_SCHEMES:
+    if target.kind == "falkordb":
         from graphgate.backends.falkordb import FalkorDBBackend
 
-        return FalkorDBBackend.from_url(target, username=settings.backend_user, password=password)
-    if scheme in _BOLT_SCHEMES:
-        # Plug-in point for Neo4j / Memgraph: graphgate.backends.bolt provides
-        # BoltBackend.from_settings(settings) -> Backend.
-        try:
-            bolt = importlib.import_module("graphgate.backends.bolt")
-        except ModuleNotFoundError as exc:
-            if exc.name != "graphgate.backends.bolt":
-                raise
-            raise ConfigError(
-                f"{scheme}:// backends (Neo4j, Memgraph) are not available in this build; "
-                "use 'embedded' or falkordb://host:port"
-            ) from None
-        backend: Backend = bolt.BoltBackend.from_settings(settings)
-        return backend
-    raise ConfigError(
-        f"unknown backend {target!r}: use 'embedded', falkordb://host:port or bolt://host:port"
-    )
+        return FalkorDBBackend.from_url(target.url, username=target.user, password=target.secret)
+    # Plug-in point for Neo4j / Memgraph: graphgate.backends.bolt provides
+    # BoltBackend.from_target(target) -> Backend.
+    try:
+        bolt = importlib.import_module("graphgate.backends.bolt")
+    except ModuleNotFoundError as exc:
+        if exc.name != "graphgate.backends.bolt":
+            raise
+        raise ConfigError(
+            f"{target.url.split('://', 1)[0]}:// backends (Neo4j, Memgraph) are not available "
+            "in this build; use 'embedded' or falkordb://host:port"
+        ) from None
+    backend: Backend = bolt.BoltBackend.from_target(target)
+    return backend

@@ -47,13 +47,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pydantic_core
+from cachetools import LRUCache, TTLCache
 
 from graphgate.backends import bolt_schema as schema_sql
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
@@ -70,6 +70,7 @@ from graphgate.backends.dialects import (
     neo4j_plan_facts,
 )
 from graphgate.backends.procedures import ProcedurePolicy
+from graphgate.config import BOLT_SCHEMES, BackendTarget
 from graphgate.errors import (
     BackendUnavailable,
     ConfigError,
@@ -82,17 +83,13 @@ from graphgate.errors import (
 if TYPE_CHECKING:
     from neo4j import AsyncDriver, AsyncResult, AsyncSession, AsyncTransaction, Query
 
-    from graphgate.config import Settings
 
-__all__ = ["BOLT_SCHEMES", "BoltBackend"]
+__all__ = ["BoltBackend"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
-BOLT_SCHEMES: Final = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 # How much longer than the server-side transaction timeout the client waits.
 # Neo4j's transaction monitor checks timeouts every 2 s by default
 # (db.transaction.monitor.check.interval): a 1 s timeout ends between 1.05
@@ -104,6 +101,8 @@ _MIN_POOL_WAIT = 0.05
 _MEMGRAPH_FALLBACK_SAMPLE = 1000
 _FETCH_SIZE = 1000
 _SCAN_CACHE_MAX_CHARS = 10_000
+_CACHE_ENTRIES = 2048
+_PLAN_TTL = 300.0
 _SYSTEM_DATABASE = "system"
 
 _STATS: Final = {
@@ -177,26 +176,25 @@ class BoltBackend:
         self.agent = ""
         self._driver: AsyncDriver | None = None
         self._convert = bolt_converter()
-        self._plans: RecentCache[tuple[str, str, str], PlanFacts] = RecentCache()
-        self._scans: RecentCache[str, Scan] = RecentCache(ttl=None)
+        # Plan facts per (dialect, database, text) for a few minutes, as a schema
+        # change may alter them; text facts depend on the text alone.
+        self._plans: TTLCache[tuple[str, str, str], PlanFacts] = TTLCache(
+            maxsize=_CACHE_ENTRIES, ttl=_PLAN_TTL
+        )
+        self._scans: LRUCache[str, Scan] = LRUCache(maxsize=_CACHE_ENTRIES)
         self._terminator = Terminator(self._plain_session, bound=connect_timeout * 2)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BoltBackend:
+    def from_target(cls, target: BackendTarget) -> BoltBackend:
         """The backend ``--backend bolt://...`` names, with the operator's procedure lists."""
-        secret = settings.backend_password
-        password = secret.get_secret_value() if secret else None
-        dialect: Dialect | None = (
-            None if settings.backend_dialect == "auto" else settings.backend_dialect
-        )
         return cls(
-            settings.backend,
-            user=settings.backend_user,
-            password=password,
-            dialect=dialect,
-            policy=ProcedurePolicy.from_lists(settings.allow_procedures, settings.deny_procedures),
-            query_timeout=settings.query_timeout,
-            pool_wait=settings.busy_wait,
+            target.url,
+            user=target.user,
+            password=target.secret,
+            dialect=target.dialect,
+            policy=ProcedurePolicy.from_lists(target.allow_procedures, target.deny_procedures),
+            query_timeout=target.query_timeout,
+            pool_wait=target.pool_wait,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -218,7 +216,6 @@ class BoltBackend:
             liveness_check_timeout=30.0,
             max_transaction_retry_time=0.0,
         )
-        _drop_read_timers_within(driver, self._longest_wait())
         try:
             async with asyncio.timeout(self.connect_timeout * 2):
                 info = await driver.get_server_info()
@@ -359,14 +356,6 @@ class BoltBackend:
         await self._terminator.wait()
 
     # -- internals: running -------------------------------------------------------------------
-    def _longest_wait(self) -> float:
-        """The longest any exchange with the server may take before graphgate gives up."""
-        return (
-            max(self.query_timeout, self.connect_timeout * 2)
-            + self._pool_wait(self.query_timeout)
-            + _CLIENT_GRACE
-        )
-
     def _pool_wait(self, timeout: float) -> float:
         """How long a call may wait for a pooled connection: short, and within its deadline."""
         return max(_MIN_POOL_WAIT, min(self.pool_wait, timeout))
@@ -397,7 +386,7 @@ class BoltBackend:
             found = scan(query)
             require_single_statement(found)
             if len(query) <= _SCAN_CACHE_MAX_CHARS:
-                self._scans.put(query, found)
+                self._scans[query] = found
         return found
 
     @staticmethod
@@ -615,7 +604,7 @@ class BoltBackend:
         else:
             summary = await cursor.consume()
             facts = neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
-        self._plans.put(key, facts)
+        self._plans[key] = facts
         return facts
 
     async def _collect(self, cursor: AsyncResult, limits: QueryLimits) -> tuple[QueryResult, str]:
@@ -776,35 +765,6 @@ class BoltBackend:
         return self.max_connections
 
 
-def _drop_read_timers_within(driver: AsyncDriver, longest_wait: float) -> None:
-    """Let graphgate's deadlines stand in for the driver's per-read timer.
-
-    Neo4j hints a receive timeout at every connection's HELLO (120 s by
-    default). With it set, the asyncio driver runs every socket read through
-    a ``wait_for`` that, before Python 3.12, creates a task and a timer: two
-    reads per record, more than half of what a 100-row read costs the server
-    (bench/drivers.py). Every exchange graphgate has with the server already
-    runs under ``asyncio.timeout`` for at most ``longest_wait``; where the
-    hint is at least that long its timer can never fire first, so it is
-    dropped as each connection opens. A shorter hint is kept, and so is the
-    driver's behaviour if a release moves this seam (the pool's opener).
-    """
-    pool: Any = getattr(driver, "_pool", None)
-    opener = getattr(pool, "opener", None)
-    if opener is None:
-        return
-
-    async def open_connection(*args: Any, **kwargs: Any) -> Any:
-        connection = await opener(*args, **kwargs)
-        socket: Any = getattr(connection, "socket", None)
-        hint = socket.get_read_timeout() if socket is not None else None
-        if hint is not None and hint >= longest_wait:
-            socket.set_read_timeout(None)
-        return connection
-
-    pool.opener = open_connection
-
-
 def _fitting(batch: list[list[Any]], used: int, budget: int) -> tuple[int, int]:
     """How many rows of ``batch`` fit in ``budget`` after ``used`` bytes, and the bytes then used.
 
@@ -852,29 +812,3 @@ def _query(text: str, timeout: float, metadata: dict[str, str] | None = None) ->
     from neo4j import Query
 
     return Query(text, metadata=metadata or transaction_metadata(new_call_id()), timeout=timeout)
-
-
-class RecentCache(Generic[_K, _V]):
-    """A small LRU, optionally with a lifetime per entry, owned by one backend."""
-
-    def __init__(self, max_entries: int = 2048, ttl: float | None = 300.0) -> None:
-        self._entries: OrderedDict[_K, tuple[_V, float]] = OrderedDict()
-        self._max_entries = max_entries
-        self._ttl = ttl
-
-    def get(self, key: _K) -> _V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        value, stored_at = entry
-        if self._ttl is not None and time.monotonic() - stored_at > self._ttl:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return value
-
-    def put(self, key: _K, value: _V) -> None:
-        self._entries[key] = (value, time.monotonic())
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)

@@ -68,10 +68,11 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from cachetools import LRUCache
 
 from graphgate.backends.base import (
     ConstraintInfo,
@@ -84,6 +85,7 @@ from graphgate.backends.base import (
 )
 from graphgate.backends.convert import Converter, falkordb_converter
 from graphgate.backends.falkordb_reply import row_size
+from graphgate.config import FALKORDB_SCHEMES, FALKORDB_TLS_SCHEMES
 from graphgate.errors import (
     UNKNOWN_OUTCOME_HINT,
     BackendUnavailable,
@@ -181,7 +183,7 @@ class FalkorDBBackend:
         self._resultset_cap = 0
         self._query_memory = 0
         self._missing: list[str] = []
-        self._graphs: OrderedDict[str, Any] = OrderedDict()
+        self._graphs: LRUCache[str, Any] = LRUCache(maxsize=_GRAPH_CACHE)
         self._convert: Converter = falkordb_converter()
 
     @classmethod
@@ -200,7 +202,7 @@ class FalkorDBBackend:
         """
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        if scheme not in {"falkordb", "falkordbs", "redis", "rediss"}:
+        if scheme not in FALKORDB_SCHEMES:
             raise ConfigError(
                 f"{scheme or 'no'} scheme: expected falkordb://[user:password@]host:port"
             )
@@ -217,7 +219,7 @@ class FalkorDBBackend:
             port,
             username=username or url_user,
             password=password or url_password,
-            ssl=scheme in {"falkordbs", "rediss"},
+            ssl=scheme in FALKORDB_TLS_SCHEMES,
             max_connections=max_connections,
         )
 
@@ -396,12 +398,7 @@ class FalkorDBBackend:
             raise QueryError("database name must not be empty")
         graph = self._graphs.get(database)
         if graph is None:
-            graph = self._db.select_graph(database)
-            self._graphs[database] = graph
-            if len(self._graphs) > _GRAPH_CACHE:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(database)
+            graph = self._graphs[database] = self._db.select_graph(database)
         return graph
 
     async def _send(self, *args: Any, progress: _Progress | None = None) -> Any:

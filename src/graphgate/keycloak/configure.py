@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from graphgate.config import LOOPBACK_NAMES
 from graphgate.errors import KeycloakAdminError
 from graphgate.keycloak.realm import (
     ADMIN_ROLE,
@@ -20,7 +21,6 @@ from graphgate.keycloak.realm import (
     CLIENT_DEFAULT_SCOPES,
     CLIENT_ID,
     CLIENT_OPTIONAL_SCOPES,
-    LOOPBACK_HOSTS,
     LOOPBACK_REDIRECT_PATTERN,
     LOOPBACK_REDIRECTS,
     MCP_SCOPE,
@@ -103,7 +103,7 @@ class KeycloakConfigurator:
         # registration = proxy: Keycloak redirects back to graphgate itself
         # (a loopback graphgate is already covered by the loopback patterns).
         callback = f"{checked_public_url(public_url)}/auth/callback"
-        loopback = urlsplit(callback).hostname in {*LOOPBACK_HOSTS, "::1"}
+        loopback = urlsplit(callback).hostname in LOOPBACK_NAMES
         self._redirects = [*LOOPBACK_REDIRECTS, *([] if loopback else [callback])]
         self._tenants = list(tenants)
         self._cimd_domains = validate_cimd_domains(cimd_trusted_domains)
