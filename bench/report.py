@@ -567,7 +567,8 @@ def render(data: dict[str, Any]) -> str:
             f"#### graphgate as it is beside revision {section['against']} "
             f"({section['commit'][:12]})",
             "",
-            "Both running at once, auto, point read, c8; the rounds alternate which goes first.",
+            "All running at once (the bare FastMCP server beside them), point read, c8, both "
+            "protocols; the rounds alternate which goes first.",
             "",
             revision,
             "",

@@ -189,7 +189,7 @@ async def test_a_call_without_a_token_is_told_so_by_every_tool(
             for tool in await client.list_tools():
                 arguments = (
                     {"query": "RETURN 1"}
-                    if "query" in tool.inputSchema.get("required", [])
+                    if "query" in tool.input_schema.get("required", [])
                     else {"name": "acme"}
                     if tool.name == "use_database"
                     else {}

@@ -4,49 +4,20 @@ FastMCP registers handlers for prompts and resources on every server, and
 the SDK derives the advertised capabilities from the handlers, so a server
 with tools only still says it has prompts and resources. A client that
 believes it then lists them (one more request per connection, an empty
-answer) or shows an empty panel to its user. `OnlyWhatIsOffered` takes
-``prompts`` and ``resources`` out of the ``initialize`` answer (session
-protocol) and the ``server/discover`` answer (2026-07-28) while the server
-has none to list.
+answer) or shows an empty panel to its user. `graphgate.middleware`
+passes the ``initialize`` answer (session protocol) and the
+``server/discover`` answer (2026-07-28) through `offered`, which takes
+``prompts`` and ``resources`` out while the server has none to list.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastmcp import FastMCP
-from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from mcp.types import DiscoverRequest, DiscoverResult, InitializeRequest, InitializeResult
-from mcp.types import ServerCapabilities as Capabilities
+from mcp.types import ServerCapabilities
 
 
-class OnlyWhatIsOffered(Middleware):
-    """Advertises prompts and resources only when the server has some."""
-
-    async def on_initialize(
-        self,
-        context: MiddlewareContext[InitializeRequest],
-        call_next: CallNext[InitializeRequest, InitializeResult | None],
-    ) -> InitializeResult | None:
-        result = await call_next(context)
-        if result is None or context.fastmcp_context is None:
-            return result
-        offered = await _offered(context.fastmcp_context.fastmcp, result.capabilities)
-        return result.model_copy(update={"capabilities": offered})
-
-    async def on_discover(
-        self,
-        context: MiddlewareContext[DiscoverRequest],
-        call_next: CallNext[DiscoverRequest, DiscoverResult | dict[str, Any]],
-    ) -> DiscoverResult | dict[str, Any]:
-        result = await call_next(context)
-        if not isinstance(result, DiscoverResult) or context.fastmcp_context is None:
-            return result
-        offered = await _offered(context.fastmcp_context.fastmcp, result.capabilities)
-        return result.model_copy(update={"capabilities": offered})
-
-
-async def _offered(server: FastMCP, capabilities: Capabilities) -> Capabilities:
+async def offered(server: FastMCP, capabilities: ServerCapabilities) -> ServerCapabilities:
+    """``capabilities`` without ``prompts`` / ``resources`` while ``server`` has none."""
     changes: dict[str, None] = {}
     if capabilities.prompts is not None and not await server.list_prompts(run_middleware=False):
         changes["prompts"] = None

@@ -1,7 +1,8 @@
 """What every ``tools/call`` goes through, in one FastMCP middleware.
 
-`ToolCallMiddleware` sits around graphgate's tools, outermost in FastMCP's
-chain, and for each call:
+`GraphgateMiddleware` sits around graphgate's tools, outermost in FastMCP's
+chain (and is FastMCP's only other middleware: one layer per call), and for
+each call:
 
 1. resolves the caller (from the request's verified token, or the one local
    user) and spends one call of their ``rate_limit`` budget;
@@ -23,6 +24,9 @@ client's business, not the operator's. So tools are registered through
 `failures_to_middleware`, which hands any exception across the runner as a
 `ToolFailure` (a quiet FastMCP error) for this middleware to render.
 
+Its ``initialize`` and ``server/discover`` hooks advertise only the
+capabilities graphgate offers (`graphgate.capabilities`).
+
 Users may add their own FastMCP middleware (``mcp.add_middleware``) to the
 server `graphgate.server.build_server` returns: it runs inside this one, sees
 every call and its result, and its errors are rendered the same way.
@@ -43,10 +47,18 @@ from fastmcp.exceptions import ValidationError as ArgumentsRefused
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolRequestParams
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolRequestParams,
+    DiscoverRequest,
+    DiscoverResult,
+    InitializeRequest,
+    InitializeResult,
+)
 from pydantic import ValidationError
 
 from graphgate.auth.rights import Caller
+from graphgate.capabilities import offered
 from graphgate.errors import GraphgateError, InvalidArguments, to_tool_error
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
 from graphgate.ratelimit import RateLimiter
@@ -79,7 +91,7 @@ class ToolCall:
 
 
 _CURRENT: ContextVar[ToolCall | None] = ContextVar("graphgate_tool_call", default=None)
-"""Set by `ToolCallMiddleware` for exactly the span of one call.
+"""Set by `GraphgateMiddleware` for exactly the span of one call.
 
 Not FastMCP's request state (``Context.set_state(..., serializable=False)``):
 that is keyed by an MCP session id, which a direct ``FastMCP.call_tool``
@@ -88,10 +100,10 @@ outside any request does not have, and read with an await per use.
 
 
 def current_call() -> ToolCall:
-    """The call in progress; graphgate's tools run only inside `ToolCallMiddleware`."""
+    """The call in progress; graphgate's tools run only inside `GraphgateMiddleware`."""
     call = _CURRENT.get()
     if call is None:
-        raise RuntimeError("graphgate's tools need ToolCallMiddleware on their server")
+        raise RuntimeError("graphgate's tools need GraphgateMiddleware on their server")
     return call
 
 
@@ -101,7 +113,7 @@ def subject_key(caller: Caller) -> str:
 
 
 class ToolFailure(ToolError):
-    """Any exception a graphgate tool raised, on its way to `ToolCallMiddleware`.
+    """Any exception a graphgate tool raised, on its way to `GraphgateMiddleware`.
 
     A FastMCP error so that FastMCP's tool runner passes it on quietly (at
     debug level); the middleware renders ``error``. Its own text is only
@@ -145,8 +157,11 @@ def unknown_tool(name: str) -> MCPError:
     return MCPError(INVALID_PARAMS, f"Unknown tool: {shown!r}; tools/list names the tools offered")
 
 
-class ToolCallMiddleware(Middleware):
-    """Caller, rate limit, audit line, metrics and error rendering of every tool call."""
+class GraphgateMiddleware(Middleware):
+    """Caller, rate limit, audit line, metrics and error rendering of every tool call.
+
+    And the capabilities advertised on ``initialize`` / ``server/discover``.
+    """
 
     def __init__(
         self, caller_of: CallerOf, limiter: RateLimiter, observability: Observability
@@ -203,6 +218,28 @@ class ToolCallMiddleware(Middleware):
                         error=error_text,
                     )
                 )
+
+    async def on_initialize(
+        self,
+        context: MiddlewareContext[InitializeRequest],
+        call_next: CallNext[InitializeRequest, InitializeResult | None],
+    ) -> InitializeResult | None:
+        result = await call_next(context)
+        if result is None or context.fastmcp_context is None:
+            return result
+        capabilities = await offered(context.fastmcp_context.fastmcp, result.capabilities)
+        return result.model_copy(update={"capabilities": capabilities})
+
+    async def on_discover(
+        self,
+        context: MiddlewareContext[DiscoverRequest],
+        call_next: CallNext[DiscoverRequest, DiscoverResult | dict[str, Any]],
+    ) -> DiscoverResult | dict[str, Any]:
+        result = await call_next(context)
+        if not isinstance(result, DiscoverResult) or context.fastmcp_context is None:
+            return result
+        capabilities = await offered(context.fastmcp_context.fastmcp, result.capabilities)
+        return result.model_copy(update={"capabilities": capabilities})
 
     @staticmethod
     def _origin(tool: str, exc: Exception) -> Exception:

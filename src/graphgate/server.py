@@ -28,7 +28,6 @@ from graphgate.auth import AuthSetup, build_auth, current_caller
 from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
 from graphgate.backends.supervision import SupervisedBackend
-from graphgate.capabilities import OnlyWhatIsOffered
 from graphgate.config import Settings, is_loopback_host
 from graphgate.demo import seed_demo
 from graphgate.errors import (
@@ -40,7 +39,7 @@ from graphgate.errors import (
 )
 from graphgate.host_guard import HostGuard
 from graphgate.http_limits import BodyTimeout, connection_limits
-from graphgate.middleware import CallerOf, ToolCallMiddleware
+from graphgate.middleware import CallerOf, GraphgateMiddleware
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
 from graphgate.ratelimit import RateLimiter
 from graphgate.tenancy import Router, StateStore
@@ -90,7 +89,7 @@ def _metrics_authorized(request: Request, settings: Settings) -> bool:
 def build_server(parts: Parts) -> FastMCP:
     """A plain FastMCP server: graphgate's tools, its middleware, open operational routes.
 
-    `ToolCallMiddleware` is the outermost middleware; whatever a user adds
+    `GraphgateMiddleware` is the outermost middleware; whatever a user adds
     with ``mcp.add_middleware`` runs inside it and sees every call.
     """
     settings = parts.settings
@@ -125,11 +124,13 @@ def build_server(parts: Parts) -> FastMCP:
         lifespan=lifespan,
         mask_error_details=True,
         middleware=[
-            ToolCallMiddleware(
+            GraphgateMiddleware(
                 parts.caller_of, RateLimiter(settings.rate_limit), parts.observability
-            ),
-            OnlyWhatIsOffered(),
+            )
         ],
+        # The tools' input schemas hold no $ref to inline (tests/test_tools.py),
+        # so FastMCP's default rewriting middleware would only add a layer per call.
+        dereference_schemas=False,
     )
     router = Router(settings, parts.store)
     GraphTools(settings, parts.backend, router, parts.observability).register(mcp)

@@ -1,7 +1,7 @@
 """The MCP tools: caller → rights → database → backend → result.
 
 Tool names, arguments and result shapes are graphgate's public interface. Each
-tool is thin: `graphgate.middleware.ToolCallMiddleware` resolves the caller,
+tool is thin: `graphgate.middleware.GraphgateMiddleware` resolves the caller,
 spends their rate budget, writes the audit line and turns errors into tool
 errors around every call; a tool reads the call in progress (`current_call`),
 does its work, and raises `GraphgateError` for anything the client should
@@ -429,7 +429,7 @@ class GraphTools:
         return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:
-        """Declare the tools on ``mcp``, which must carry `ToolCallMiddleware`.
+        """Declare the tools on ``mcp``, which must carry `GraphgateMiddleware`.
 
         Each is registered through `failures_to_middleware`, so that its
         errors reach the middleware (which renders them) rather than FastMCP's
