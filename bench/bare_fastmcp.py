@@ -5,7 +5,8 @@
 One tool, ``run_query(query, params, database)``, runs the query with the
 falkordb async client (``ro_query``) and returns the rows as JSON text. It
 is served like graphgate: streamable HTTP at ``/mcp``, JSON responses,
-uvicorn with httptools on the default asyncio loop, no access log.
+uvicorn with httptools on uvloop, no access log, FastMCP's telemetry in
+``propagation_only`` (graphgate's default, ``otel_spans = false``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 from typing import Any
 
+import fastmcp
 import uvicorn
 from fastmcp import FastMCP
 from redis.asyncio import BlockingConnectionPool
@@ -55,13 +57,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--falkordb", required=True, help="host:port")
     args = parser.parse_args()
+    # As `graphgate serve` sets it (otel_spans off): FastMCP creates no spans of its own.
+    fastmcp.settings.telemetry_mode = "propagation_only"
     host, _, port = args.falkordb.rpartition(":")
     app = build(host, int(port), os.environ.get("BARE_FALKORDB_PASSWORD") or None)
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
-        loop="asyncio",
+        # graphgate's public settings: uvloop (graphgate serve runs on it), httptools.
+        loop="uvloop",
         http="httptools",
         log_level="warning",
         access_log=False,

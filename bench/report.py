@@ -496,8 +496,13 @@ def render(data: dict[str, Any]) -> str:
             + (f" (first: {sessions['first_error']})" if sessions["first_error"] else "")
             + f". RSS {sessions['rss_before_kib']:,} KiB before (after "
             f"{sessions['warmup_sessions']} warm-up sessions), {sessions['rss_after_kib']:,} KiB "
-            f"after ({data['meta']['sizes'].get('settle', 5):g} s later); open sessions {sessions['open_sessions_before']} → "
-            f"{sessions['open_sessions_after']}.",
+            f"after ({data['meta']['sizes'].get('settle', 5):g} s later)"
+            + (
+                f"; open sessions {sessions['open_sessions_before']} → "
+                f"{sessions['open_sessions_after']}."
+                if sessions.get("open_sessions_before") is not None
+                else "."
+            ),
             "",
         ]
     memgraph = data.get("memgraph")
@@ -562,7 +567,8 @@ def render(data: dict[str, Any]) -> str:
             f"#### graphgate as it is beside revision {section['against']} "
             f"({section['commit'][:12]})",
             "",
-            "Both running at once, auto, point read, c8; the rounds alternate which goes first.",
+            "All running at once (the bare FastMCP server beside them), point read, c8, both "
+            "protocols; the rounds alternate which goes first.",
             "",
             revision,
             "",

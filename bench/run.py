@@ -809,13 +809,15 @@ async def part_whatif(bench: Bench, catalog: dict[str, str]) -> None:
 
 
 async def part_revision(bench: Bench, catalog: dict[str, str], against: str) -> None:
-    """graphgate as it is beside graphgate at the git revision ``against``.
+    """graphgate as it is beside graphgate at the git revision ``against``, and the bare floor.
 
-    Both run at once on the same FalkorDB, each from its own source tree (the
-    revision is checked out into a temporary worktree and put first on
-    ``PYTHONPATH``); the point read at c8 alternates between them over
-    ``2 x rounds`` rounds, so a change too small for one run against another
-    (the machine drifts by more) still shows in the medians.
+    All three run at once on the same FalkorDB, each graphgate from its own
+    source tree (the revision is checked out into a temporary worktree and put
+    first on ``PYTHONPATH``); the point read at c8, in both protocols,
+    alternates between them over ``2 x rounds`` rounds, so a change too small
+    for one run against another (the machine drifts by more) still shows in
+    the medians. The bare FastMCP server (bench/bare_fastmcp.py) is the
+    framework's floor under the same public settings.
     """
     tree = bench.work / "revision"
     commit = await _git("rev-parse", "--verify", f"{against}^{{commit}}")
@@ -827,26 +829,31 @@ async def part_revision(bench: Bench, catalog: dict[str, str], against: str) -> 
         servers[against] = await bench.graphgate(
             f"graphgate-{against}", catalog, extra_env={"PYTHONPATH": str(tree / "src")}
         )
+        servers["bare FastMCP"] = await bench.bare()
         out: dict[str, Any] = {}
         for round_number in range(2 * bench.sizes.rounds):
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
-            for label in order:
-                tokens = worker_tokens(bench, 8, LOAD_TENANTS)
-                async with mcp_workers(
-                    servers[label].url + "/mcp",
-                    "auto",
-                    tokens,
-                    load.graphgate_call("point", bench.seed + round_number),
-                ) as workers:
-                    result = await bench.drive(
-                        f"revision/{label}/r{round_number}/auto/point/c8",
-                        workers,
-                        server=servers[label],
-                        system=f"graphgate {label}",
-                        mode="auto",
-                        query="point",
+            for mode in ("auto", "legacy"):
+                for label in order:
+                    bare = label == "bare FastMCP"
+                    tokens = [None] * 8 if bare else worker_tokens(bench, 8, LOAD_TENANTS)
+                    make_call = (
+                        load.bare_call("point", bench.seed + round_number, LOAD_TENANTS)
+                        if bare
+                        else load.graphgate_call("point", bench.seed + round_number)
                     )
-                out.setdefault(f"{label}/point", []).append(result.as_dict())
+                    async with mcp_workers(
+                        servers[label].url + "/mcp", mode, tokens, make_call
+                    ) as workers:
+                        result = await bench.drive(
+                            f"revision/{label}/r{round_number}/{mode}/point/c8",
+                            workers,
+                            server=servers[label],
+                            system=label if bare else f"graphgate {label}",
+                            mode=mode,
+                            query="point",
+                        )
+                    out.setdefault(f"{label}/{mode} point", []).append(result.as_dict())
         bench.sections["revision"] = {"against": against, "commit": commit, "runs": out}
     finally:
         for server in servers.values():

@@ -257,6 +257,27 @@ async def test_stdio_transport(tmp_path: Path) -> None:
     assert processes_using(tmp_path / "data") == []
 
 
+@pytest.mark.parametrize("auth", ["dev", "oidc"])
+def test_stdio_with_sign_in_is_refused_in_one_line(tmp_path: Path, auth: str) -> None:
+    """stdio carries no bearer token: sign-in there could only fail every call."""
+    result = subprocess.run(
+        [
+            *(GRAPHGATE, "serve", "--transport", "stdio", "--auth", auth, "--tenants", "acme"),
+            *("--issuer", "https://idp.example", "--data-dir", str(tmp_path / "d")),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("graphgate:"), lines
+    assert "stdio" in lines[0] and "auth = none" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert processes_using(tmp_path / "d") == []
+
+
 def test_start_up_failures_are_one_line(tmp_path: Path) -> None:
     """A port in use and a bad flag: one line saying what to do, no traceback, no
     "listening" line, a non-zero exit; the embedded database never started."""

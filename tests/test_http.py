@@ -319,3 +319,13 @@ async def test_query_databases_progress_reaches_the_client(
     assert set(answer["results"]) == {"acme", "globex"}
     assert sorted(progress for progress, _, _ in seen) == [1, 2]
     assert {message for _, _, message in seen} == {"acme done", "globex done"}
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_only_tools_are_advertised(server: tuple[str, Settings], mode: str) -> None:
+    """graphgate offers no prompts or resources, so it does not claim to (issue 16)."""
+    url, settings = server
+    async with client_for(url, token(settings, "caps", "acme"), mode) as client:
+        capabilities = client.server_capabilities
+    assert capabilities.tools is not None
+    assert capabilities.prompts is None and capabilities.resources is None

@@ -174,7 +174,6 @@ async def test_metrics_request_ids_and_no_token_in_logs(
     assert 'graphgate_tool_calls_total{outcome="ok",tenant="acme",tool="run_query"} 1.0' in text
     assert "graphgate_auth_failures_total" in text
     assert "graphgate_tool_call_seconds_bucket" in text
-    assert "graphgate_active_sessions" in text
     assert "graphgate_jwks_refreshes_total 0.0" in text  # dev mode: local keys, no fetches
     assert bearer not in text
     assert bearer not in audit.read_text()

@@ -3,13 +3,15 @@
 Real HTTP behaviour of the guard (421 for a foreign Host, 403 for a foreign
 Origin) is in tests/test_http.py and tests/test_operational_paths.py; here,
 that only requests the guard would let through anyway take the short way, that
-IP-literal hosts are recognised exactly, and that /mcp is the route tried first.
+IP-literal hosts are recognised exactly, and that /mcp and the discovery routes
+each answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from graphgate.host_guard import HostGuard, is_ip_literal_host
@@ -104,9 +106,10 @@ def test_ip_literal_hosts(host: bytes, literal: bool) -> None:
     assert is_ip_literal_host(host) is literal
 
 
-def test_the_mcp_endpoint_is_the_route_tried_first(
+async def test_the_mcp_endpoint_and_every_discovery_route_answer(
     falkordb_service: FalkorDBService, tmp_path: Any
 ) -> None:
+    """/mcp beside the routes the auth provider adds: each reaches its own handler."""
     parts = make_parts(
         falkordb_service.backend(),
         auth="dev",
@@ -114,10 +117,12 @@ def test_the_mcp_endpoint_is_the_route_tried_first(
         public_url="http://127.0.0.1:8000",
         tenants={"acme": "acme"},
     )
-    outer: Any = build_http_app(parts)
-    starlette = outer.app.app.app  # BodyTimeout -> RequestIdMiddleware -> HostGuard -> the app
-    paths = [getattr(route, "path", None) for route in starlette.router.routes]
-    assert paths[0] == "/mcp"
-    # The discovery routes the auth provider adds are all still there, after it.
-    assert "/.well-known/oauth-protected-resource/mcp" in paths[1:]
-    assert "/.well-known/oauth-authorization-server" in paths[1:]
+    transport = httpx.ASGITransport(app=build_http_app(parts))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+        gate = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        resource = await http.get("/.well-known/oauth-protected-resource/mcp")
+        issuer = await http.get("/.well-known/oauth-authorization-server")
+    assert gate.status_code == 401 and gate.headers["www-authenticate"].startswith("Bearer ")
+    assert resource.status_code == 200
+    assert resource.json()["resource"] == "http://127.0.0.1:8000/mcp"
+    assert issuer.status_code == 200 and "jwks_uri" in issuer.json()

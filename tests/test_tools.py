@@ -86,6 +86,8 @@ async def test_tools_are_listed_with_annotations(falkordb_service, tenants, tmp_
     assert tools["run_query"].annotations.destructive_hint is False
     assert "read-only" in (tools["run_query"].description or "")
     assert set(tools["run_query"].input_schema["properties"]) == {"query", "params", "database"}
+    # Self-contained schemas: nothing for FastMCP's $ref inlining to do (server.py).
+    assert not any("$ref" in json.dumps(tool.input_schema) for tool in tools.values())
 
 
 async def test_write_tool_only_when_writes_allowed(falkordb_service, tenants, tmp_path) -> None:

@@ -132,10 +132,11 @@ def serve(
             "invalid setting 'tenants': no tenants configured; pass --tenants acme,globex "
             "(or a [tenants] table in the config file), or use --demo"
         )
-    from graphgate.observability import configure_logging
+    from graphgate.observability import configure_logging, configure_telemetry
     from graphgate.server import run
 
     configure_logging(settings.log_level, settings.log_format)
+    configure_telemetry(settings.otel_spans)
     if settings.auth == "dev":
         from graphgate.auth.dev import record_dev_issuer
 

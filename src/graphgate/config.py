@@ -445,6 +445,11 @@ class Settings(BaseSettings):
             self.tenants = dict(DEMO_TENANTS)
         if self.demo and "auth" not in self.model_fields_set and self.transport == "http":
             self.auth = "dev"
+        if self.transport == "stdio" and self.auth != "none":
+            raise ValueError(
+                f"auth: stdio has no bearer token to verify, so auth = {self.auth} cannot "
+                "work there; use auth = none with transport = stdio (the local user)"
+            )
         if self.transport == "http" and self.auth == "none" and not is_loopback_host(self.host):
             raise ValueError(
                 f"host: refusing to serve {self.host!r} without authentication; "

@@ -13,6 +13,7 @@
     │   ├── NoTenants            the token's tenants meet nothing in the catalog
     │   ├── DatabaseNotPermitted same message whether or not the database exists
     │   └── WritesNotAllowed     write attempted where the server or rights forbid it
+    ├── InvalidArguments         a tool call's arguments do not fit the tool's schema
     ├── RateLimited              per-subject (or per-source) budget exhausted: 429
     ├── Busy                     the tenant's or caller's share of the backend is in use
     ├── QueryError               the database refused the query (its own message)
@@ -202,6 +203,16 @@ class DatabaseNotPermitted(ForbiddenError):
 
 class WritesNotAllowed(ForbiddenError):
     code = "writes_not_allowed"
+
+
+class InvalidArguments(GraphgateError):
+    """A tool call's arguments do not fit its schema: one problem per argument, named."""
+
+    code = "invalid_arguments"
+    status = 400
+
+    def __init__(self, tool: str, problems: list[str]) -> None:
+        super().__init__(f"{tool}: " + "; ".join(problems))
 
 
 UNKNOWN_OUTCOME_HINT = "the write may still have committed; check before retrying"

@@ -68,6 +68,18 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def configure_telemetry(otel_spans: bool) -> None:
+    """Called once by the CLI: FastMCP's telemetry mode is a setting of the process.
+
+    Without spans, ``propagation_only`` is the cheaper of FastMCP's two quiet
+    modes (its ``off`` still assembles every span's attributes per request);
+    trace context still flows through ``_meta``.
+    """
+    import fastmcp
+
+    fastmcp.settings.telemetry_mode = "native" if otel_spans else "propagation_only"
+
+
 class RequestIdMiddleware:
     """Gives every HTTP request an id: in the logs, the audit trail and ``X-Request-Id``.
 
@@ -135,11 +147,6 @@ class Metrics:
             "graphgate_backend_errors",
             "Errors raised by the database backend, by kind.",
             ["kind"],
-            registry=self.registry,
-        )
-        self.active_sessions = Gauge(
-            "graphgate_active_sessions",
-            "MCP sessions currently open on this replica.",
             registry=self.registry,
         )
         self.backend_up = Gauge(

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import fastmcp
 import httpx
 from fastmcp import FastMCP
 from starlette.requests import Request
@@ -31,13 +30,21 @@ from graphgate.backends.base import Backend
 from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import LOOPBACK_NAMES, Settings, is_loopback_host
 from graphgate.demo import seed_demo
-from graphgate.errors import BackendUnavailable, ConfigError, GraphgateError
+from graphgate.errors import (
+    BackendUnavailable,
+    ConfigError,
+    GraphgateError,
+    MetricsNotAuthorized,
+    to_http_response,
+)
 from graphgate.host_guard import HostGuard
 from graphgate.http_limits import BodyTimeout, connection_limits
+from graphgate.middleware import CallerOf, GraphgateMiddleware
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
+from graphgate.ratelimit import RateLimiter
 from graphgate.state import StateStore
 from graphgate.tenancy import Router
-from graphgate.tools import CallerOf, GraphTools
+from graphgate.tools import GraphTools
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -119,12 +126,12 @@ def _metrics_authorized(request: Request, settings: Settings) -> bool:
 
 
 def build_server(parts: Parts) -> FastMCP:
-    """A FastMCP server with graphgate's tools and open operational routes."""
+    """A plain FastMCP server: graphgate's tools, its middleware, open operational routes.
+
+    `GraphgateMiddleware` is the outermost middleware; whatever a user adds
+    with ``mcp.add_middleware`` runs inside it and sees every call.
+    """
     settings = parts.settings
-    # FastMCP keeps this one knob process-wide; graphgate's settings decide it.
-    # Without spans, "propagation_only" is the cheaper of FastMCP's two quiet
-    # modes: its "off" still assembles every span's attributes per request.
-    fastmcp.settings.telemetry_mode = "native" if settings.otel_spans else "propagation_only"
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
@@ -148,9 +155,17 @@ def build_server(parts: Parts) -> FastMCP:
         auth=parts.auth.provider,
         lifespan=lifespan,
         mask_error_details=True,
+        middleware=[
+            GraphgateMiddleware(
+                parts.caller_of, RateLimiter(settings.rate_limit), parts.observability
+            )
+        ],
+        # The tools' input schemas hold no $ref to inline (tests/test_tools.py),
+        # so FastMCP's default rewriting middleware would only add a layer per call.
+        dereference_schemas=False,
     )
     router = Router(settings.catalog, parts.store, ttl=settings.session_ttl)
-    GraphTools(settings, parts.backend, router, parts.observability, parts.caller_of).register(mcp)
+    GraphTools(settings, parts.backend, router, parts.observability).register(mcp)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(_request: Request) -> Response:
@@ -167,19 +182,7 @@ def build_server(parts: Parts) -> FastMCP:
     @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
         if not _metrics_authorized(request, settings):
-            return JSONResponse(
-                {
-                    "error": "invalid_token",
-                    "error_description": (
-                        "metrics are closed on this server: its operator sets metrics_token "
-                        "(or metrics_public = true)"
-                        if metrics_closed(settings)
-                        else "metrics need the metrics token"
-                    ),
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-            )
+            return to_http_response(MetricsNotAuthorized(metrics_closed(settings)))
         return Response(
             parts.observability.metrics.render(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
@@ -217,16 +220,6 @@ def build_http_app(parts: Parts) -> ASGIApp:
         # path: it also admits the IP-literal Host of probes and scrapes.
         host_origin_protection=False,
     )
-    # The router tries routes in order and nearly every request is for /mcp,
-    # which the auth provider's discovery routes would otherwise precede.
-    app.router.routes.sort(key=lambda route: getattr(route, "path", None) != "/mcp")
-    manager = getattr(app, "session_manager", None)
-
-    def open_sessions() -> int:
-        # The SDK keeps no public count; its transport table is the truth.
-        return len(getattr(manager, "_server_instances", ()))
-
-    parts.observability.metrics.active_sessions.set_function(open_sessions)
     hosts = allowed_hosts(settings)
     guarded = HostGuard(
         app,

@@ -1,8 +1,11 @@
 """The MCP tools: caller → rights → database → backend → result.
 
 Tool names, arguments and result shapes are graphgate's public interface. Each
-tool is thin; the one place that turns errors into tool errors, times the call
-and writes the audit line is `GraphTools._call`.
+tool is thin: `graphgate.middleware.GraphgateMiddleware` resolves the caller,
+spends their rate budget, writes the audit line and turns errors into tool
+errors around every call; a tool reads the call in progress (`current_call`),
+does its work, and raises `GraphgateError` for anything the client should
+hear about.
 """
 
 from __future__ import annotations
@@ -11,14 +14,11 @@ import asyncio
 import dataclasses
 import logging
 import re
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError
+from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_http_request
 from fastmcp.tools import ToolResult
 from mcp.types import ToolAnnotations
@@ -28,17 +28,15 @@ from graphgate.auth.rights import Caller
 from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
 from graphgate.backends.cypher_scan import bound_structure, missing_parameters
 from graphgate.config import Settings
-from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
 from graphgate.errors import (
     GraphgateError,
     QueryError,
     ReadOnlyViolation,
     WritesNotAllowed,
-    to_tool_error,
 )
 from graphgate.fairshare import FairShare, KnowsWorkers
-from graphgate.observability import REQUEST_ID, AuditRecord, Observability
-from graphgate.ratelimit import RateLimiter
+from graphgate.middleware import ToolFunction, current_call, failures_to_middleware, subject_key
+from graphgate.observability import Observability
 from graphgate.replies import (
     ValueLimits,
     bounded_rows,
@@ -58,9 +56,6 @@ MAX_CROSS_TENANT_CONCURRENCY = 16
 MAX_SCHEMA_SAMPLE = 10_000
 READ_IN_THREAD_CHARS = 2_000
 """Longer query texts are measured off the event loop, so other calls keep flowing."""
-
-CallerOf = Callable[[], Caller]
-"""Returns the caller of the current request; built from its verified token."""
 
 QueryText = Annotated[
     str,
@@ -95,12 +90,6 @@ _WRITE = ToolAnnotations(
 )
 
 
-@dataclass(slots=True)
-class _CallRecord:
-    databases: list[str] = field(default_factory=list)
-    rows: int = 0
-
-
 def _session_id() -> str | None:
     """The MCP session id over stateful HTTP, None where every request stands alone.
 
@@ -114,10 +103,6 @@ def _session_id() -> str | None:
         return None
     value = request.headers.get("mcp-session-id")
     return value[:128] if value else None
-
-
-def _subject_key(caller: Caller) -> str:
-    return f"{caller.issuer}\x1f{caller.subject}"
 
 
 @asynccontextmanager
@@ -196,7 +181,7 @@ def _result_dict(
 
 
 class GraphTools:
-    """Registers graphgate's tools on a FastMCP server, with their collaborators."""
+    """graphgate's tools, with their collaborators; `register` declares them on FastMCP."""
 
     def __init__(
         self,
@@ -204,14 +189,10 @@ class GraphTools:
         backend: Backend,
         router: Router,
         observability: Observability,
-        caller_of: CallerOf,
     ) -> None:
         self._settings = settings
         self._backend = backend
         self._router = router
-        self._obs = observability
-        self._caller_of = caller_of
-        self._limiter = RateLimiter(settings.rate_limit)
         self._max_bytes = settings.max_result_bytes
         self._values = ValueLimits(
             max_items=settings.max_value_items, max_chars=settings.max_string_chars
@@ -253,61 +234,20 @@ class GraphTools:
 
     def _share(self, caller: Caller, target: Target) -> AbstractAsyncContextManager[None]:
         """One of the caller's and one of the tenant's shares of the backend."""
-        return self._fair.share(target.tenant, _subject_key(caller))
-
-    @asynccontextmanager
-    async def _call(
-        self, tool: str, caller: Caller, query: str | None = None
-    ) -> AsyncIterator[_CallRecord]:
-        """Times the call, writes the audit line, maps every error in one place."""
-        record = _CallRecord()
-        started = time.perf_counter()
-        outcome, error_text = "ok", None
-        try:
-            self._limiter.check(_subject_key(caller))
-            yield record
-        except GraphgateError as exc:
-            outcome, error_text = exc.code, str(exc)
-            if exc.code in {"backend_unavailable", "timeout"}:
-                self._obs.metrics.backend_errors.labels(exc.code).inc()
-            raise to_tool_error(exc) from None
-        except ToolError as exc:
-            outcome, error_text = "error", str(exc)
-            raise
-        except Exception:
-            outcome = "internal_error"
-            logger.exception("unexpected error in tool %s", tool)
-            raise ToolError(
-                "internal_error: graphgate hit an unexpected error; "
-                f"request id {REQUEST_ID.get() or 'n/a'} is in the server log"
-            ) from None
-        finally:
-            self._obs.record_call(
-                AuditRecord(
-                    tool=tool,
-                    caller=caller,
-                    databases=record.databases,
-                    query=query,
-                    rows=record.rows,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    outcome=outcome,
-                    error=error_text,
-                )
-            )
+        return self._fair.share(target.tenant, subject_key(caller))
 
     # -- the tools -----------------------------------------------------------------------
 
     async def list_databases(self) -> ToolResult:
         """List the databases you may use, your access to each, and which is current."""
-        caller = self._caller_of()
-        async with self._call("list_databases", caller):
-            current = await self._router.current(caller, _session_id())
-            current = current or caller.rights.starting
-            listing = [
-                {"name": name, "access": caller.rights.tenants[name], "current": name == current}
-                for name in caller.rights.sorted_tenants
-            ]
-            return reply_json(listing, self._max_bytes)
+        caller = current_call().caller
+        current = await self._router.current(caller, _session_id())
+        current = current or caller.rights.starting
+        listing = [
+            {"name": name, "access": caller.rights.tenants[name], "current": name == current}
+            for name in caller.rights.sorted_tenants
+        ]
+        return reply_json(listing, self._max_bytes)
 
     async def use_database(
         self,
@@ -316,11 +256,10 @@ class GraphTools:
         ],
     ) -> ToolResult:
         """Make `name` the current database for the following calls of this session."""
-        caller = self._caller_of()
-        async with self._call("use_database", caller) as record:
-            target = await self._router.choose(caller, name, _session_id())
-            record.databases.append(target.tenant)
-            return reply_json({"current": target.tenant}, self._max_bytes)
+        call = current_call()
+        target = await self._router.choose(call.caller, name, _session_id())
+        call.databases.append(target.tenant)
+        return reply_json({"current": target.tenant}, self._max_bytes)
 
     async def run_query(
         self,
@@ -337,23 +276,24 @@ class GraphTools:
         Call get_schema first to learn the labels, relationship types and
         properties.
         """
-        caller = self._caller_of()
-        async with self._call("run_query", caller, query) as record:
-            await self._bound_text(query)
-            target = await self._router.resolve(caller, database, _session_id())
-            record.databases.append(target.tenant)
-            async with self._share(caller, target), in_callers_terms(target, query, params):
-                try:
-                    result = await self._backend.read(
-                        target.database, query, _check_params(params), self._limits
-                    )
-                except ReadOnlyViolation as exc:
-                    raise ReadOnlyViolation(self._read_only_advice(caller, target, exc)) from None
-            answer, encoded = bounded_rows(
-                _result_dict(target, result, with_stats=False), self._max_bytes, self._values
-            )
-            record.rows = answer["row_count"]
-            return reply(encoded)
+        call = current_call()
+        caller = call.caller
+        call.query = query
+        await self._bound_text(query)
+        target = await self._router.resolve(caller, database, _session_id())
+        call.databases.append(target.tenant)
+        async with self._share(caller, target), in_callers_terms(target, query, params):
+            try:
+                result = await self._backend.read(
+                    target.database, query, _check_params(params), self._limits
+                )
+            except ReadOnlyViolation as exc:
+                raise ReadOnlyViolation(self._read_only_advice(caller, target, exc)) from None
+        answer, encoded = bounded_rows(
+            _result_dict(target, result, with_stats=False), self._max_bytes, self._values
+        )
+        call.rows = answer["row_count"]
+        return reply(encoded)
 
     async def run_write_query(
         self,
@@ -367,22 +307,23 @@ class GraphTools:
         RETURNs any) and `stats`: nodes and relationships created or deleted,
         properties set. Prefer run_query for anything that only reads.
         """
-        caller = self._caller_of()
-        async with self._call("run_write_query", caller, query) as record:
-            await self._bound_text(query)
-            target = await self._router.resolve(caller, database, _session_id())
-            record.databases.append(target.tenant)
-            if not caller.rights.can_write(target.tenant):
-                raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-            async with self._share(caller, target), in_callers_terms(target, query, params):
-                result = await self._backend.write(
-                    target.database, query, _check_params(params), self._limits
-                )
-            answer, encoded = bounded_rows(
-                _result_dict(target, result, with_stats=True), self._max_bytes, self._values
+        call = current_call()
+        caller = call.caller
+        call.query = query
+        await self._bound_text(query)
+        target = await self._router.resolve(caller, database, _session_id())
+        call.databases.append(target.tenant)
+        if not caller.rights.can_write(target.tenant):
+            raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
+        async with self._share(caller, target), in_callers_terms(target, query, params):
+            result = await self._backend.write(
+                target.database, query, _check_params(params), self._limits
             )
-            record.rows = answer["row_count"]
-            return reply(encoded)
+        answer, encoded = bounded_rows(
+            _result_dict(target, result, with_stats=True), self._max_bytes, self._values
+        )
+        call.rows = answer["row_count"]
+        return reply(encoded)
 
     async def get_schema(
         self,
@@ -417,20 +358,20 @@ class GraphTools:
         with value types, indexes and constraints, so you can write correct Cypher.
         Relationship endpoints give each type's direction (start → end).
         """
-        caller = self._caller_of()
-        async with self._call("get_schema", caller) as record:
-            target = await self._router.resolve(caller, database, _session_id())
-            record.databases.append(target.tenant)
-            async with self._share(caller, target), in_callers_terms(target):
-                limits = self._limits
-                if sample_size is not None:
-                    limits = dataclasses.replace(limits, sample=sample_size)
-                schema: Schema = await self._backend.schema(target.database, limits)
-            answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
-            return reply_json(answer, self._max_bytes)
+        call = current_call()
+        target = await self._router.resolve(call.caller, database, _session_id())
+        call.databases.append(target.tenant)
+        async with self._share(call.caller, target), in_callers_terms(target):
+            limits = self._limits
+            if sample_size is not None:
+                limits = dataclasses.replace(limits, sample=sample_size)
+            schema: Schema = await self._backend.schema(target.database, limits)
+        answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
+        return reply_json(answer, self._max_bytes)
 
     async def query_databases(
         self,
+        ctx: Context,
         query: QueryText,
         params: Params = None,
         databases: Annotated[
@@ -445,52 +386,54 @@ class GraphTools:
         compare tenants). One failing database does not fail the others: its
         entry holds {error} instead of rows.
         """
-        caller = self._caller_of()
-        async with self._call("query_databases", caller, query) as record:
-            await self._bound_text(query)
-            targets = self._router.resolve_many(caller, databases)
-            record.databases.extend(target.tenant for target in targets)
-            checked = _check_params(params)
-            gate = asyncio.Semaphore(MAX_CROSS_TENANT_CONCURRENCY)
-            total = len(targets)
-            share = max(1024, self._max_bytes // total)
-            done = 0
+        call = current_call()
+        call.query = query
+        await self._bound_text(query)
+        targets = self._router.resolve_many(call.caller, databases)
+        call.databases.extend(target.tenant for target in targets)
+        checked = _check_params(params)
+        gate = asyncio.Semaphore(MAX_CROSS_TENANT_CONCURRENCY)
+        total = len(targets)
+        share = max(1024, self._max_bytes // total)
+        done = 0
 
-            async def one(target: Target) -> tuple[str, bytes]:
-                nonlocal done
-                async with gate:
-                    try:
-                        async with (
-                            self._fair.tenant_share(target.tenant),
-                            in_callers_terms(target, query, checked),
-                        ):
-                            result = await self._backend.read(
-                                target.database, query, checked, self._limits
-                            )
-                        answer, encoded = bounded_rows(
-                            _result_dict(target, result, with_stats=False, with_database=False),
-                            share,
-                            self._values,
+        async def one(target: Target) -> tuple[str, bytes]:
+            nonlocal done
+            async with gate:
+                try:
+                    async with (
+                        self._fair.tenant_share(target.tenant),
+                        in_callers_terms(target, query, checked),
+                    ):
+                        result = await self._backend.read(
+                            target.database, query, checked, self._limits
                         )
-                        record.rows += answer["row_count"]
-                    except GraphgateError as exc:
-                        encoded = encode({"error": f"{exc.code}: {exc}"})
-                done += 1
-                await report_progress(done, total, f"{target.tenant} done")
-                return target.tenant, encoded
+                    answer, encoded = bounded_rows(
+                        _result_dict(target, result, with_stats=False, with_database=False),
+                        share,
+                        self._values,
+                    )
+                    call.rows += answer["row_count"]
+                except GraphgateError as exc:
+                    encoded = encode({"error": f"{exc.code}: {exc}"})
+            done += 1
+            # MCP progress notifications, when the client asked for them.
+            await ctx.report_progress(done, total, f"{target.tenant} done")
+            return target.tenant, encoded
 
-            # One share of the caller's for the whole call, and one of each
-            # tenant's while its read runs: the call is one of the caller's,
-            # and splitting it by caller shares would make it serial.
-            async with self._fair.caller_share(_subject_key(caller)):
-                pieces = await asyncio.gather(*(one(target) for target in targets))
-            return reply(object_of_encoded("results", pieces, self._max_bytes))
+        # One share of the caller's for the whole call, and one of each
+        # tenant's while its read runs: the call is one of the caller's,
+        # and splitting it by caller shares would make it serial.
+        async with self._fair.caller_share(subject_key(call.caller)):
+            pieces = await asyncio.gather(*(one(target) for target in targets))
+        return reply(object_of_encoded("results", pieces, self._max_bytes))
 
     def register(self, mcp: FastMCP) -> None:
-        """Declare the tools on ``mcp`` and serve their calls directly.
+        """Declare the tools on ``mcp``, which must carry `GraphgateMiddleware`.
 
-        FastMCP owns the declarations (tools/list, schemas, annotations);
-        `DirectToolCalls` runs the calls past FastMCP's per-call machinery.
+        Each is registered through `failures_to_middleware`, so that its
+        errors reach the middleware (which renders them) rather than FastMCP's
+        error log.
         """
         declared: list[tuple[str, ToolFunction, ToolAnnotations]] = [
             ("list_databases", self.list_databases, _READ_ONLY),
@@ -500,10 +443,9 @@ class GraphTools:
             ("get_schema", self.get_schema, _READ_ONLY),
             ("query_databases", self.query_databases, _READ_ONLY),
         ]
-        direct: dict[str, ToolFunction] = {}
         for name, function, hints in declared:
             if name == "run_write_query" and not self._settings.allow_writes:
                 continue
-            mcp.tool(function, name=name, annotations=hints, output_schema=None)
-            direct[name] = function
-        DirectToolCalls.install(mcp, direct)
+            mcp.tool(
+                failures_to_middleware(function), name=name, annotations=hints, output_schema=None
+            )

@@ -1,0 +1,251 @@
+"""What every ``tools/call`` goes through, in one FastMCP middleware.
+
+`GraphgateMiddleware` sits around graphgate's tools, outermost in FastMCP's
+chain (and is FastMCP's only other middleware: one layer per call), and for
+each call:
+
+1. resolves the caller (from the request's verified token, or the one local
+   user) and spends one call of their ``rate_limit`` budget;
+2. runs the rest of the chain, the tool included, with the call in progress
+   (`current_call`) available to the tool: its caller, and what the tool
+   reports for the audit line (query, databases, rows);
+3. writes the audit line and the call metrics, whatever the outcome;
+4. turns every failure into what the client sees: an unknown tool is a
+   JSON-RPC error (-32602, the MCP spec); anything else an ``isError`` result
+   whose text `graphgate.errors.to_tool_error` renders (``code: message``),
+   argument errors as one line per problem naming the argument.
+
+All four steps are in one scope, so nothing a call does, resolving its caller
+included, can reach the client as a traceback.
+
+FastMCP's tool runner logs any exception a tool raises at error level with a
+traceback unless it is one of FastMCP's own; a refused database is the
+client's business, not the operator's. So tools are registered through
+`failures_to_middleware`, which hands any exception across the runner as a
+`ToolFailure` (a quiet FastMCP error) for this middleware to render.
+
+Its ``initialize`` and ``server/discover`` hooks advertise only the
+capabilities graphgate offers (`graphgate.capabilities`).
+
+Users may add their own FastMCP middleware (``mcp.add_middleware``) to the
+server `graphgate.server.build_server` returns: it runs inside this one, sees
+every call and its result, and its errors are rendered the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastmcp.exceptions import FastMCPError, NotFoundError, ToolError
+from fastmcp.exceptions import ValidationError as ArgumentsRefused
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolRequestParams,
+    DiscoverRequest,
+    DiscoverResult,
+    InitializeRequest,
+    InitializeResult,
+)
+from pydantic import ValidationError
+
+from graphgate.auth.rights import Caller
+from graphgate.capabilities import offered
+from graphgate.errors import GraphgateError, InvalidArguments, to_tool_error
+from graphgate.observability import REQUEST_ID, AuditRecord, Observability
+from graphgate.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+CallerOf = Callable[[], Caller]
+"""Returns the caller of the current request; built from its verified token."""
+
+ToolFunction = Callable[..., Awaitable[ToolResult]]
+F = TypeVar("F", bound=ToolFunction)
+
+BACKEND_ERROR_CODES = frozenset({"backend_unavailable", "timeout"})
+"""Tool error codes that also count in ``graphgate_backend_errors``."""
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """The ``tools/call`` in progress: who makes it, and what its audit line says.
+
+    The tool fills in ``query`` (once its arguments are valid), the databases
+    it used and the rows it returned.
+    """
+
+    tool: str
+    caller: Caller
+    query: str | None = None
+    databases: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+_CURRENT: ContextVar[ToolCall | None] = ContextVar("graphgate_tool_call", default=None)
+"""Set by `GraphgateMiddleware` for exactly the span of one call.
+
+Not FastMCP's request state (``Context.set_state(..., serializable=False)``):
+that is keyed by an MCP session id, which a direct ``FastMCP.call_tool``
+outside any request does not have, and read with an await per use.
+"""
+
+
+def current_call() -> ToolCall:
+    """The call in progress; graphgate's tools run only inside `GraphgateMiddleware`."""
+    call = _CURRENT.get()
+    if call is None:
+        raise RuntimeError("graphgate's tools need GraphgateMiddleware on their server")
+    return call
+
+
+def subject_key(caller: Caller) -> str:
+    """One key per person, across their clients: rate limits and fair share count by it."""
+    return f"{caller.issuer}\x1f{caller.subject}"
+
+
+class ToolFailure(ToolError):
+    """Any exception a graphgate tool raised, on its way to `GraphgateMiddleware`.
+
+    A FastMCP error so that FastMCP's tool runner passes it on quietly (at
+    debug level); the middleware renders ``error``. Its own text is only
+    what a client would see if the middleware were missing.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("internal_error: a tool failed unreported", log_level=logging.DEBUG)
+        self.error = error
+
+
+def failures_to_middleware(tool: F) -> F:
+    """``tool``, raising whatever it raises as a `ToolFailure`; its signature unchanged."""
+
+    @functools.wraps(tool)
+    async def run(*args: Any, **kwargs: Any) -> ToolResult:
+        try:
+            return await tool(*args, **kwargs)
+        except Exception as exc:
+            raise ToolFailure(exc) from exc
+
+    return run  # type: ignore[return-value]
+
+
+def invalid_arguments(tool: str, error: ValidationError) -> InvalidArguments:
+    """One problem per argument, in the tool's terms; no library help URLs or input echoes.
+
+    The model that wrote the call reads this to fix it, so it says which
+    argument and what is wrong.
+    """
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return InvalidArguments(tool, problems)
+
+
+def unknown_tool(name: str) -> MCPError:
+    """The MCP spec: an unknown tool is a protocol error, not a tool result."""
+    shown = name if len(name) <= 64 else name[:61] + "..."
+    return MCPError(INVALID_PARAMS, f"Unknown tool: {shown!r}; tools/list names the tools offered")
+
+
+class GraphgateMiddleware(Middleware):
+    """Caller, rate limit, audit line, metrics and error rendering of every tool call.
+
+    And the capabilities advertised on ``initialize`` / ``server/discover``.
+    """
+
+    def __init__(
+        self, caller_of: CallerOf, limiter: RateLimiter, observability: Observability
+    ) -> None:
+        self._caller_of = caller_of
+        self._limiter = limiter
+        self._obs = observability
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        name = context.message.name
+        started = time.perf_counter()
+        call: ToolCall | None = None
+        outcome, error_text = "ok", None
+        try:
+            call = ToolCall(name, self._caller_of())
+            self._limiter.check(subject_key(call.caller))
+            token = _CURRENT.set(call)
+            try:
+                return await call_next(context)
+            finally:
+                _CURRENT.reset(token)
+        except NotFoundError:
+            call = None  # not a call of any tool: no audit line
+            raise unknown_tool(name) from None
+        except Exception as exc:
+            error = self._origin(name, exc)
+            if isinstance(error, GraphgateError):
+                outcome, error_text = error.code, str(error)
+                if error.code in BACKEND_ERROR_CODES:
+                    self._obs.metrics.backend_errors.labels(error.code).inc()
+            elif isinstance(error, FastMCPError | MCPError):
+                # FastMCP's own or another middleware's: already in the client's terms.
+                outcome, error_text = "error", str(error)
+                raise error from None
+            else:
+                outcome = "internal_error"
+                logger.error("unexpected error in tool %s", name, exc_info=error)
+            raise to_tool_error(error, REQUEST_ID.get()) from None
+        finally:
+            if call is not None:
+                self._obs.record_call(
+                    AuditRecord(
+                        tool=name,
+                        caller=call.caller,
+                        databases=call.databases,
+                        query=call.query,
+                        rows=call.rows,
+                        duration_ms=(time.perf_counter() - started) * 1000,
+                        outcome=outcome,
+                        error=error_text,
+                    )
+                )
+
+    async def on_initialize(
+        self,
+        context: MiddlewareContext[InitializeRequest],
+        call_next: CallNext[InitializeRequest, InitializeResult | None],
+    ) -> InitializeResult | None:
+        result = await call_next(context)
+        if result is None or context.fastmcp_context is None:
+            return result
+        capabilities = await offered(context.fastmcp_context.fastmcp, result.capabilities)
+        return result.model_copy(update={"capabilities": capabilities})
+
+    async def on_discover(
+        self,
+        context: MiddlewareContext[DiscoverRequest],
+        call_next: CallNext[DiscoverRequest, DiscoverResult | dict[str, Any]],
+    ) -> DiscoverResult | dict[str, Any]:
+        result = await call_next(context)
+        if not isinstance(result, DiscoverResult) or context.fastmcp_context is None:
+            return result
+        capabilities = await offered(context.fastmcp_context.fastmcp, result.capabilities)
+        return result.model_copy(update={"capabilities": capabilities})
+
+    @staticmethod
+    def _origin(tool: str, exc: Exception) -> Exception:
+        """What actually went wrong, unwrapped from its way through FastMCP."""
+        if isinstance(exc, ToolFailure):
+            return exc.error
+        if isinstance(exc, ArgumentsRefused) and isinstance(exc.__cause__, ValidationError):
+            return invalid_arguments(tool, exc.__cause__)
+        return exc
