@@ -214,11 +214,13 @@ async def test_the_rate_limit_is_a_tool_error(falkordb_service, tmp_path, rate_l
 async def test_prompts_and_resources_are_advertised_once_there_are_some(
     falkordb_service, tmp_path
 ) -> None:
-    mcp = server(falkordb_service, tmp_path)
-    async with Client(mcp) as client:
+    async with Client(server(falkordb_service, tmp_path)) as client:
         before = client.server_capabilities
     assert before is not None
     assert before.tools is not None and before.prompts is None and before.resources is None
+
+    # A server's resources are opened once, by its one lifespan: a second server.
+    mcp = server(falkordb_service, tmp_path)
 
     @mcp.prompt
     def explore() -> str:
