@@ -420,3 +420,27 @@ async def test_result_set_size_caps_what_the_server_sends(tmp_path: Path) -> Non
     finally:
         await backend.close()
         await server.stop()
+
+
+async def test_a_server_no_record_names_is_stopped_before_another_starts(tmp_path: Path) -> None:
+    """Its starter was killed between starting it and recording it: the next start
+    finds it through the server lock and stops it (letting it save) rather than run a
+    second server on the directory."""
+    data_dir = tmp_path / "data"
+    lost = EmbeddedBackend(EmbeddedFalkorDB(data_dir, query_timeout=5))
+    await lost.start()
+    await lost.write("kept", "CREATE (:Kept {v: 'lost'})", None, LIMITS)
+    lost_pid = lost.pid
+    assert lost_pid is not None
+    (data_dir / "server.json").unlink()  # what a start cut short leaves: no record
+    fresh = EmbeddedBackend(EmbeddedFalkorDB(data_dir, query_timeout=5))
+    try:
+        await fresh.start()
+        assert fresh.pid != lost_pid and gone(lost_pid)
+        assert servers_in(data_dir) == [fresh.pid]
+        kept = await fresh.read("kept", "MATCH (k:Kept) RETURN k.v", None, LIMITS)
+        assert kept.rows == [["lost"]]
+    finally:
+        await fresh.close()
+        await lost.close()
+    assert servers_in(data_dir) == []

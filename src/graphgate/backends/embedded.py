@@ -321,6 +321,7 @@ class EmbeddedFalkorDB:
 
     async def _launch(self) -> None:
         """Start a server and its keeper, wait for PING, record it (coordination lock held)."""
+        await self._stop_unrecorded()
         self.password = self._own_password or secrets.token_urlsafe(32)
         try:
             for attempt in range(3):
@@ -349,6 +350,42 @@ class EmbeddedFalkorDB:
                 started_by=self.started_by,
             )
         )
+
+    async def _stop_unrecorded(self) -> None:
+        """Make sure no server runs here before starting one, whatever the record says.
+
+        A keeper whose server just exited is gone within moments. A server
+        still running is one nobody recorded: its starter was killed between
+        starting and recording it. Nobody can be using it, so it is stopped
+        (it saves first) rather than run beside a second server.
+        """
+        share = self._share
+        deadline = time.monotonic() + 2.0
+        while share.server_runs():
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            return
+        leftover = share.unrecorded()
+        if leftover is not None:
+            keeper, server = leftover
+            logger.warning(
+                "stopping an embedded FalkorDB (pid %d) in %s that no graphgate recorded "
+                "(its starter ended before it could)",
+                server.pid,
+                self.data_dir,
+            )
+            await self._terminate(server)
+            keeper.signal(signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while share.server_runs():
+            if time.monotonic() >= deadline:
+                raise BackendUnavailable(
+                    f"a FalkorDB server that no graphgate recorded still runs in "
+                    f"{self.data_dir} and did not stop; stop it (see {share.server_lock_path})"
+                )
+            await asyncio.sleep(0.05)
 
     def _write_config(self) -> Path:
         module = self._module_path or falkordb_binaries()[1]
@@ -409,6 +446,7 @@ class EmbeddedFalkorDB:
             str(share.holders_path),
             str(share.record_path),
             str(share.exit_path),
+            str(share.server_lock_path),
             str(self.stop_timeout),
             str(self._address_space_bytes()),
         ]

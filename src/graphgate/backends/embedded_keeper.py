@@ -19,8 +19,12 @@ that no server is ever left behind:
 It starts in its own session, so a terminal's Ctrl-C goes to graphgate, which
 decides the order of shutdown. It prints the server's pid on stdout, then
 closes it. Arguments: server binary, config file, data directory,
-coordination lock, holders lock, record file, exit file, stop timeout
-(seconds), address-space cap (bytes, 0 for none).
+coordination lock, holders lock, record file, exit file, server lock, stop
+timeout (seconds), address-space cap (bytes, 0 for none).
+
+The server lock is held by the keeper and, inherited, by the server for as
+long as either runs; it names both. While it is taken no other server may
+start on the directory, whatever the record says.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 _PR_SET_PDEATHSIG = 1
 _CHECK_EVERY = 0.5
@@ -124,10 +129,23 @@ def _stop_if_unused(
 
 
 def main(argv: list[str]) -> int:
-    binary, config, data_dir, coordination, holders, record, exit_note = argv[:7]
-    grace, address_space = float(argv[7]), int(argv[8])
+    guard_path = argv[7]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Held by the keeper and, inherited, by the server (and its save children) for as
+    # long as any of them runs: while it is taken, a server may be writing the directory.
+    with Path(guard_path).open("a+") as guard:
+        try:
+            fcntl.flock(guard.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("another FalkorDB server runs in this directory", file=sys.stderr)
+            return 3
+        return _keep(argv, guard)
+
+
+def _keep(argv: list[str], guard: IO[str]) -> int:
+    binary, config, data_dir, coordination, holders, record, exit_note = argv[:7]
+    grace, address_space = float(argv[8]), int(argv[9])
     server = subprocess.Popen(
         [binary, config],
         stdin=subprocess.DEVNULL,
@@ -135,8 +153,19 @@ def main(argv: list[str]) -> int:
         stderr=subprocess.DEVNULL,
         cwd=data_dir,
         preexec_fn=_preexec(address_space),
+        pass_fds=(guard.fileno(),),
     )
     started = _start_time(server.pid)
+    guard.truncate(0)
+    guard.write(
+        json.dumps(
+            {
+                "keeper": {"pid": os.getpid(), "started": _start_time(os.getpid())},
+                "server": {"pid": server.pid, "started": started},
+            }
+        )
+    )
+    guard.flush()
     print(server.pid, flush=True)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # nobody reads stdout again; graphgate's pipe sees EOF

@@ -21,6 +21,11 @@ drops when their holder dies (kill -9 included), so no lock can go stale:
 ``server-exit.json``
     How the last server ended ("signal 9"), written by its keeper, which as
     its parent is the only process that can know.
+``server.lock``
+    Held by the keeper and, inherited, by the server for as long as either
+    runs, and naming both. The last word on "never two servers": a server
+    that no record names (its starter was killed between starting it and
+    recording it) still holds it, and is stopped before another starts.
 
 The server's lifetime is the group's, not its starter's: the starter may
 exit while others still use it. The last graphgate to leave stops it; a group
@@ -51,6 +56,7 @@ COORDINATION_FILE = "graphgate.lock"
 HOLDERS_FILE = "holders.lock"
 RECORD_FILE = "server.json"
 EXIT_FILE = "server-exit.json"
+SERVER_LOCK_FILE = "server.lock"
 
 _LOCK_POLL = 0.02
 """Seconds between attempts at the coordination lock (never a blocking flock on the loop)."""
@@ -216,6 +222,7 @@ class DataDirShare:
         self.holders_path = directory / HOLDERS_FILE
         self.record_path = directory / RECORD_FILE
         self.exit_path = directory / EXIT_FILE
+        self.server_lock_path = directory / SERVER_LOCK_FILE
         self._wait = wait
         self._held: IO[str] | None = None
 
@@ -294,6 +301,24 @@ class DataDirShare:
         held, self._held = self._held, None
         if held is not None:
             held.close()
+
+    # -- any server at all ---------------------------------------------------------------------
+    def server_runs(self) -> bool:
+        """Whether a keeper or server of this directory still runs, recorded or not."""
+        with self.server_lock_path.open("a", encoding="utf-8") as probe:
+            try:
+                fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
+    def unrecorded(self) -> tuple[ProcessRef, ProcessRef] | None:
+        """The keeper and server the server lock names (to stop them), if it names any."""
+        try:
+            data = json.loads(self.server_lock_path.read_text(encoding="utf-8"))
+            return ProcessRef.from_json(data["keeper"]), ProcessRef.from_json(data["server"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     # -- the record ---------------------------------------------------------------------------
     def read_record(self) -> ServerRecord | None:
