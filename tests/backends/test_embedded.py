@@ -444,3 +444,28 @@ async def test_a_server_no_record_names_is_stopped_before_another_starts(tmp_pat
         await fresh.close()
         await lost.close()
     assert servers_in(data_dir) == []
+
+
+@pytest.mark.parametrize("record", ["", "{", '{"server": 1}', "\x00" * 64])
+async def test_a_damaged_record_costs_a_restart_never_a_second_server(
+    tmp_path: Path, record: str
+) -> None:
+    data_dir = tmp_path / "data"
+    first = EmbeddedBackend(EmbeddedFalkorDB(data_dir, query_timeout=5))
+    await first.start()
+    await first.write("kept", "CREATE (:Kept {v: 'first'})", None, LIMITS)
+    (data_dir / "server.json").write_text(record)
+    second = EmbeddedBackend(EmbeddedFalkorDB(data_dir, query_timeout=5))
+    try:
+        await second.start()
+        assert servers_in(data_dir) == [second.pid]
+        # The first one finds the new server as a restart would.
+        assert first.pid is None
+        await first.restart()
+        assert first.pid == second.pid
+        kept = await first.read("kept", "MATCH (k:Kept) RETURN k.v", None, LIMITS)
+        assert kept.rows == [["first"]]
+    finally:
+        await second.close()
+        await first.close()
+    assert servers_in(data_dir) == []
