@@ -146,6 +146,36 @@ async def test_read_of_missing_graph_answers_as_empty_and_does_not_create_it(
     assert (await falkordb_backend.read(other, "MATCH (n) RETURN n", None, LIMITS)).rows == []
 
 
+async def test_without_rights_to_create_the_empty_graph_a_missing_graph_says_so(
+    falkordb_service: FalkorDBService, graph_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An account that may not run GRAPH.QUERY (read-only) cannot have the empty graph
+    made for it: the read answers that the database holds no graph yet, and the log
+    says why once, not on every read."""
+    admin: Any = redis.Redis(
+        host=falkordb_service.host, port=falkordb_service.port, password=falkordb_service.password
+    )
+    user = f"reader_{graph_name}"
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">reader-pw", "allkeys", "allcommands", "-graph.query"
+    )
+    reader = FalkorDBBackend(
+        falkordb_service.host, falkordb_service.port, username=user, password="reader-pw"
+    )
+    try:
+        await reader.start()
+        for _ in range(3):
+            with pytest.raises(QueryError, match="holds no graph yet"):
+                await reader.read(graph_name, "RETURN 1", None, LIMITS)
+        assert graph_name not in await graphs(falkordb_service)
+        warnings = [r for r in caplog.records if "cannot create the empty graph" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        await reader.close()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
+
+
 async def test_write_through_read_is_refused_by_the_database(
     falkordb_backend: FalkorDBBackend, graph_name: str
 ) -> None:

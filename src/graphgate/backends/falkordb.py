@@ -111,6 +111,7 @@ EMPTY_GRAPH = "graphgate:empty"
 """The graph that reads of a tenant without a graph run on; graphgate keeps it empty."""
 
 _EMPTY_KEY = "Invalid graph operation on empty key"
+_EMPTY_GRAPH_RETRY = 60.0
 _READ_ONLY = "is to be executed only on read-only queries"
 _TIMED_OUT = "Query timed out"
 _TIMEOUT_MAX = "cannot exceed the TIMEOUT_MAX"
@@ -191,6 +192,7 @@ class FalkorDBBackend:
         self._missing: list[str] = []
         self._graphs: OrderedDict[str, Any] = OrderedDict()
         self._empty_graph: Any = None
+        self._empty_retry_at = 0.0
         self._convert: Converter = falkordb_converter()
 
     @classmethod
@@ -517,6 +519,10 @@ class FalkorDBBackend:
         """
         if self._empty_graph is not None:
             return self._empty_graph
+        if time.monotonic() < self._empty_retry_at:
+            return None
+        # One attempt (and one log line) a minute while it cannot be made.
+        self._empty_retry_at = time.monotonic() + _EMPTY_GRAPH_RETRY
         try:
             reply = await self._send(
                 "GRAPH.QUERY", EMPTY_GRAPH, "MATCH (n) RETURN count(n)", "--compact"
