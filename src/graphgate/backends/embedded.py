@@ -354,30 +354,25 @@ class EmbeddedFalkorDB:
     async def _stop_unrecorded(self) -> None:
         """Make sure no server runs here before starting one, whatever the record says.
 
-        A keeper whose server just exited is gone within moments. A server
-        still running is one nobody recorded: its starter was killed between
-        starting and recording it. Nobody can be using it, so it is stopped
-        (it saves first) rather than run beside a second server.
+        A server still running is one nobody recorded: its starter was killed
+        between starting and recording it. Nobody can be using it, so it is
+        stopped (it saves first) rather than run beside a second server. A
+        keeper whose server just exited is gone within moments; one that
+        lingers is killed.
         """
         share = self._share
-        deadline = time.monotonic() + 2.0
-        while share.server_runs():
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.05)
-        else:
+        if not share.server_runs():
             return
         leftover = share.unrecorded()
-        if leftover is not None:
-            keeper, server = leftover
+        keeper = leftover[0] if leftover is not None else None
+        if leftover is not None and leftover[1].alive():
             logger.warning(
                 "stopping an embedded FalkorDB (pid %d) in %s that no graphgate recorded "
                 "(its starter ended before it could)",
-                server.pid,
+                leftover[1].pid,
                 self.data_dir,
             )
-            await self._terminate(server)
-            keeper.signal(signal.SIGKILL)
+            await self._terminate(leftover[1])
         deadline = time.monotonic() + 5.0
         while share.server_runs():
             if time.monotonic() >= deadline:
@@ -385,7 +380,9 @@ class EmbeddedFalkorDB:
                     f"a FalkorDB server that no graphgate recorded still runs in "
                     f"{self.data_dir} and did not stop; stop it (see {share.server_lock_path})"
                 )
-            await asyncio.sleep(0.05)
+            if keeper is not None and time.monotonic() >= deadline - 3.0:
+                keeper.signal(signal.SIGKILL)
+            await asyncio.sleep(0.02)
 
     def _write_config(self) -> Path:
         module = self._module_path or falkordb_binaries()[1]
