@@ -13,6 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -32,8 +33,17 @@ async def answers_server(
         "acme": f"acme_{suffix}",
         # Mapped to a physical name no user should ever read, and never written to.
         "initech": f"initech_prod_internal_{suffix}",
+        # A physical key that holds no graph (another application's), so errors name it.
+        "hooli": f"hooli_prod_internal_{suffix}",
     }
     await seed_tagged_tenants(falkordb_service, {"acme": catalog["acme"]})
+    raw: Any = redis.Redis(
+        host=falkordb_service.host, port=falkordb_service.port, password=falkordb_service.password
+    )
+    try:
+        await raw.set(catalog["hooli"], "not a graph")
+    finally:
+        await raw.aclose()
     options = http_settings(
         tenants=catalog,
         auth="dev",
@@ -92,16 +102,49 @@ async def test_errors_name_the_tenant_never_its_physical_database(
     answers_server: tuple[str, Settings, dict[str, str]],
 ) -> None:
     url, settings, catalog = answers_server
-    async with client_for(url, settings, "initech") as client:
+    async with client_for(url, settings, "hooli") as client:
         errors = [
             await tool_error(client, "run_query", query="MATCH (n) RETURN count(n)"),
             await tool_error(client, "run_query", query="MATCH (n RETURN n"),
         ]
-        schema = await tool(client, "get_schema")
     for error in errors:
-        assert catalog["initech"] not in error and "internal" not in error, error
-    assert "'initech'" in errors[0]
+        assert catalog["hooli"] not in error and "internal" not in error, error
+    assert "'hooli'" in errors[0]
+
+
+async def test_a_tenant_nothing_was_written_to_answers_as_an_empty_database(
+    answers_server: tuple[str, Settings, dict[str, str]], falkordb_service: FalkorDBService
+) -> None:
+    """`RETURN 1` gives its row, `MATCH` none, the schema is empty, and reading it
+    creates nothing: the tenant's graph still does not exist afterwards."""
+    url, settings, catalog = answers_server
+    async with client_for(url, settings, "initech", "acme") as client:
+        one = await tool(client, "run_query", query="RETURN 1 AS one", database="initech")
+        nodes = await tool(client, "run_query", query="MATCH (n) RETURN n", database="initech")
+        schema = await tool(client, "get_schema", database="initech")
+        both = await tool(
+            client,
+            "query_databases",
+            query="MATCH (n) RETURN count(n) AS n",
+            databases=["acme", "initech"],
+        )
+    assert one["database"] == "initech" and one["rows"] == [[1]] and not one["truncated"]
+    assert nodes["rows"] == [] and nodes["columns"] == ["n"]
     assert schema["database"] == "initech" and schema["node_labels"] == []
+    assert schema["relationship_types"] == [] and schema["indexes"] == []
+    assert both["results"]["initech"]["rows"] == [[0]]
+    assert both["results"]["acme"]["rows"] == [[1]]
+    raw: Any = redis.Redis(
+        host=falkordb_service.host,
+        port=falkordb_service.port,
+        password=falkordb_service.password,
+        decode_responses=True,
+    )
+    try:
+        assert catalog["initech"] not in await raw.execute_command("GRAPH.LIST")
+        assert not await raw.exists(catalog["initech"])
+    finally:
+        await raw.aclose()
 
 
 @pytest.mark.parametrize(

@@ -27,9 +27,9 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from graphgate.backends.base import QueryLimits
 from graphgate.backends.embedded import EmbeddedBackend, EmbeddedFalkorDB
 from graphgate.config import Settings
-from graphgate.errors import ConfigError
 from graphgate.server import build_parts
 from tests.services._common import free_port, service_unavailable
 from tests.services.graphgate import METRICS_HEADERS, http_settings, serve_http
@@ -112,8 +112,8 @@ async def test_embedded_database_killed_under_load_comes_back(
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             while len(acknowledged) < 30:
                 await asyncio.sleep(0.05)
-            old_pid, old_watchdog = embedded.pid, embedded.server.watchdog_pid
-            assert old_pid is not None and old_watchdog is not None
+            old_pid, old_keeper = embedded.pid, embedded.server.keeper_pid
+            assert old_pid is not None and old_keeper is not None
 
             os.kill(old_pid, signal.SIGKILL)
             killed_at = time.monotonic()
@@ -160,39 +160,69 @@ async def test_embedded_database_killed_under_load_comes_back(
     ), "once ready, /readyz stays ready"
     # Nothing acknowledged is lost.
     assert present["rows"] == [[len(acknowledged)]], len(acknowledged)
-    # Noticed, logged once, counted; a new server; the old one and its watchdog reaped.
+    # Noticed, logged once, counted; a new server; the old one and its keeper reaped.
     exits = [r for r in caplog.records if "exited (signal 9)" in r.getMessage()]
     assert len(exits) == 1 and exits[0].levelno == logging.ERROR
     assert metric(metrics, "graphgate_backend_restarts_total") == 1
     assert metric(metrics, "graphgate_backend_up") == 1
-    assert reaped(old_pid) and reaped(old_watchdog)
+    assert reaped(old_pid) and reaped(old_keeper)
 
 
-async def test_data_dir_stays_locked_across_a_restart(tmp_path: Path) -> None:
-    """While graphgate restarts its database, no second graphgate can take the directory."""
-    settings = Settings(**http_settings(tenants="acme", data_dir=tmp_path / "data"))
-    parts = build_parts(settings)
-    embedded = parts.backend.backend
-    assert isinstance(embedded, EmbeddedBackend)
-    await parts.backend.start()
+def servers_in(data_dir: Path) -> list[int]:
+    """Pids of live redis-server processes working in ``data_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (
+                    (entry / "exe").resolve().name == "redis-server"
+                    and (entry / "cwd").resolve() == data_dir.resolve()
+                    and not exited(int(entry.name))
+                ):
+                    found.append(int(entry.name))
+    return found
+
+
+async def test_graphgates_sharing_a_database_restart_it_once(tmp_path: Path) -> None:
+    """The shared server dies: one graphgate starts a new one (a lock decides), the
+    others connect to it; a graphgate arriving meanwhile joins it too. Never two."""
+    data_dir = tmp_path / "data"
+    group = [
+        build_parts(Settings(**http_settings(tenants="acme", data_dir=data_dir, allow_writes=True)))
+        for _ in range(2)
+    ]
+    for parts in group:
+        await parts.backend.start()
+    newcomer: EmbeddedFalkorDB | None = None
     try:
-        pid = embedded.pid
-        assert pid is not None
+        embedded = [parts.backend.backend for parts in group]
+        assert all(isinstance(backend, EmbeddedBackend) for backend in embedded)
+        pid = embedded[0].pid  # type: ignore[union-attr]
+        assert pid is not None and embedded[1].pid == pid  # type: ignore[union-attr]
+        await group[0].backend.write("acme", "CREATE (:Before)", None, QueryLimits(timeout=5))
+
         os.kill(pid, signal.SIGKILL)
-        intruder = EmbeddedFalkorDB(tmp_path / "data" / "falkordb")
-        while parts.backend.status.ready:
+        killed_at = time.monotonic()
+        newcomer = EmbeddedFalkorDB(data_dir / "falkordb")
+        await newcomer.start()
+        while not all(parts.backend.status.ready for parts in group):
+            assert time.monotonic() - killed_at < RECOVERY_BOUND
             await asyncio.sleep(0.01)
-        attempts = 0
-        deadline = time.monotonic() + RECOVERY_BOUND
-        while not parts.backend.status.ready and time.monotonic() < deadline:
-            with pytest.raises(ConfigError, match="in use by another graphgate"):
-                await intruder.start()
-            attempts += 1
-            await asyncio.sleep(0.01)
-        assert attempts and parts.backend.status.ready
-        assert embedded.pid not in (None, pid)
+        new_pid = newcomer.pid
+        assert new_pid not in (None, pid)
+        assert [backend.pid for backend in embedded] == [new_pid, new_pid]  # type: ignore[union-attr]
+        assert servers_in(data_dir / "falkordb") == [new_pid]
+        for parts in group:
+            result = await parts.backend.read(
+                "acme", "MATCH (b:Before) RETURN count(b)", None, QueryLimits(timeout=5)
+            )
+            assert result.rows == [[1]]
     finally:
-        await parts.backend.close()
+        if newcomer is not None:
+            await newcomer.stop()
+        for parts in group:
+            await parts.backend.close()
+    assert servers_in(data_dir / "falkordb") == []
 
 
 # The "graphgate" process: its database is killed once and restarted, then it waits.
@@ -212,7 +242,7 @@ async def main():
         await asyncio.sleep(0.01)
     while not backend.status.ready:
         await asyncio.sleep(0.01)
-    print(json.dumps({"pid": embedded.pid, "watchdog": embedded.server.watchdog_pid}), flush=True)
+    print(json.dumps({"pid": embedded.pid, "keeper": embedded.server.keeper_pid}), flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())
@@ -229,7 +259,7 @@ def exited(pid: int) -> bool:
 
 
 def test_a_restarted_database_dies_with_graphgate(tmp_path: Path) -> None:
-    """PDEATHSIG and the watchdog hold for the restarted server too: no orphan after kill -9."""
+    """The keeper holds for the restarted server too: no orphan after kill -9."""
     child = subprocess.Popen(
         [sys.executable, "-c", RESTARTED_CHILD, str(tmp_path / "data")],
         cwd=Path(__file__).resolve().parents[1],
@@ -243,14 +273,14 @@ def test_a_restarted_database_dies_with_graphgate(tmp_path: Path) -> None:
         line = child.stdout.readline()
         assert line, child.communicate(timeout=10)[1]
         report = json.loads(line)
-        assert not exited(report["pid"]) and not exited(report["watchdog"])
+        assert not exited(report["pid"]) and not exited(report["keeper"])
         child.kill()
         child.wait(10)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not all(map(exited, report.values())):
             time.sleep(0.05)
         assert exited(report["pid"]), "the restarted FalkorDB outlived graphgate"
-        assert exited(report["watchdog"])
+        assert exited(report["keeper"])
     finally:
         if child.poll() is None:
             child.kill()
@@ -369,34 +399,6 @@ async def test_remote_falkordb_down_at_start_then_comes_goes_and_returns(
     _, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr, stderr
     assert stderr.count("cannot be reached at start") == 1, stderr
-
-
-async def test_locked_data_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    holder = EmbeddedFalkorDB(tmp_path / "data" / "falkordb")
-    await holder.start()
-    try:
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [
-                GRAPHGATE,
-                "serve",
-                "--port",
-                str(free_port()),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--tenants",
-                "acme",
-            ],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        await holder.stop()
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "in use by another graphgate" in lines[0], result.stderr
 
 
 @pytest.mark.neo4j

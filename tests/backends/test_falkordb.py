@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from graphgate.backends import create_backend
 from graphgate.backends.base import Backend, QueryLimits
 from graphgate.backends.embedded import EmbeddedBackend
-from graphgate.backends.falkordb import FalkorDBBackend
+from graphgate.backends.falkordb import EMPTY_GRAPH, FalkorDBBackend
 from graphgate.config import Settings
 from graphgate.errors import (
     BackendUnavailable,
@@ -101,26 +101,79 @@ async def test_read_returns_columns_rows_and_timing(
     assert result.elapsed_ms > 0
 
 
-async def test_read_of_missing_graph_does_not_create_it(
+async def test_read_of_missing_graph_answers_as_empty_and_does_not_create_it(
     falkordb_backend: FalkorDBBackend, falkordb_service: FalkorDBService, graph_name: str
 ) -> None:
-    before = await graphs(falkordb_service)
-    for query in ("MATCH (n) RETURN count(n)", "RETURN 1", "CALL db.labels()"):
-        with pytest.raises(QueryError, match="holds no graph yet") as caught:
-            await falkordb_backend.read(graph_name, query, None, LIMITS)
-        assert type(caught.value) is QueryError
-    # The LOAD CSV check (EXPLAIN) must not create it either, nor must writes via read.
-    with pytest.raises(QueryError):
-        await falkordb_backend.read(graph_name, "CREATE (n)", None, LIMITS)
-    with pytest.raises(QueryError):
+    before = set(await graphs(falkordb_service)) - {EMPTY_GRAPH}
+    answers = {
+        "RETURN 1": [[1]],
+        "MATCH (n) RETURN n": [],
+        "MATCH (n) RETURN count(n)": [[0]],
+        "CALL db.labels()": [],
+        "MATCH (n) WHERE n.x = $x RETURN n": [],
+    }
+    for query, rows in answers.items():
+        result = await falkordb_backend.read(graph_name, query, {"x": 1}, LIMITS)
+        assert result.rows == rows, query
+    # The LOAD CSV check (EXPLAIN) must not create it either, nor must writes via read;
+    # and neither reaches graphgate's empty graph.
+    for write in ("CREATE (n)", "CALL db.idx.fulltext.createNodeIndex('L', 'p')"):
+        with pytest.raises(ReadOnlyViolation):
+            await falkordb_backend.read(graph_name, write, None, LIMITS)
+    with pytest.raises(QueryRefused, match="LOAD CSV"):
         await falkordb_backend.read(
-            graph_name, "MATCH (n) RETURN n", None, QueryLimits(allow_file_access=True)
+            graph_name, "LOAD CSV FROM 'file:///etc/passwd' AS r RETURN r", None, LIMITS
         )
+    result = await falkordb_backend.read(
+        graph_name, "MATCH (n) RETURN n", None, QueryLimits(allow_file_access=True)
+    )
+    assert result.rows == []
     schema = await falkordb_backend.schema(graph_name, LIMITS)
     assert schema.node_labels == [] and schema.indexes == []
     after = await graphs(falkordb_service)
     assert graph_name not in after
-    assert before == after
+    assert set(after) - {EMPTY_GRAPH} == before
+    # graphgate's empty graph is nobody's database, and stays empty.
+    assert EMPTY_GRAPH not in await falkordb_backend.list_databases()
+    with pytest.raises(QueryError, match="reserved"):
+        await falkordb_backend.write(EMPTY_GRAPH, "CREATE (:Leak)", None, LIMITS)
+    with pytest.raises(QueryError, match="reserved"):
+        await falkordb_backend.read(EMPTY_GRAPH, "RETURN 1", None, LIMITS)
+    await falkordb_backend.write(graph_name, "CREATE (:Now)", None, LIMITS)
+    result = await falkordb_backend.read(graph_name, "MATCH (n) RETURN labels(n)", None, LIMITS)
+    assert result.rows == [[["Now"]]]
+    other = f"{graph_name}-still-empty"
+    assert (await falkordb_backend.read(other, "MATCH (n) RETURN n", None, LIMITS)).rows == []
+
+
+async def test_without_rights_to_create_the_empty_graph_a_missing_graph_says_so(
+    falkordb_service: FalkorDBService, graph_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An account that may not run GRAPH.QUERY (read-only) cannot have the empty graph
+    made for it: the read answers that the database holds no graph yet, and the log
+    says why once, not on every read."""
+    admin: Any = redis.Redis(
+        host=falkordb_service.host, port=falkordb_service.port, password=falkordb_service.password
+    )
+    user = f"reader_{graph_name}"
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">reader-pw", "allkeys", "allcommands", "-graph.query"
+    )
+    reader = FalkorDBBackend(
+        falkordb_service.host, falkordb_service.port, username=user, password="reader-pw"
+    )
+    try:
+        await reader.start()
+        for _ in range(3):
+            with pytest.raises(QueryError, match="holds no graph yet"):
+                await reader.read(graph_name, "RETURN 1", None, LIMITS)
+        assert graph_name not in await graphs(falkordb_service)
+        warnings = [r for r in caplog.records if "cannot create the empty graph" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        await reader.close()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
 
 
 async def test_write_through_read_is_refused_by_the_database(
@@ -373,7 +426,7 @@ async def test_list_databases_and_ping(
     await seed(falkordb_backend, graph_name)
     names = await falkordb_backend.list_databases()
     assert graph_name in names
-    assert names == await graphs(falkordb_service)
+    assert names == [name for name in await graphs(falkordb_service) if name != EMPTY_GRAPH]
 
 
 async def test_a_key_that_is_not_a_graph(

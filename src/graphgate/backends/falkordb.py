@@ -7,10 +7,15 @@ measured against FalkorDB 4.16:
   only on read-only queries", so `read` never depends on parsing query text.
 * ``GRAPH.QUERY`` on a missing key *creates* the graph, even for ``MATCH`` or
   ``RETURN 1``; ``GRAPH.RO_QUERY`` and ``GRAPH.EXPLAIN`` do not, and answer
-  "Invalid graph operation on empty key". `read` therefore raises a
-  `QueryError` saying the database holds no graph yet (an empty result would
-  be a lie for ``RETURN 1`` or ``count(*)``); `schema` returns an empty
-  `Schema`. A `write` may create the graph, as the database itself would.
+  "Invalid graph operation on empty key". A tenant nothing was written to yet
+  should still answer like an empty database (``RETURN 1`` one row, ``MATCH``
+  none), and a read must not create its graph. So a read of a missing graph
+  runs on `EMPTY_GRAPH`, a graph graphgate creates once and keeps empty: only
+  ``RO_QUERY`` ever reaches it (which refuses every write, index-creating
+  procedures included), no tenant may name it, and `list_databases` leaves
+  it out. Where it cannot be created (a read-only account, a full server) the
+  read says the database holds no graph yet. `schema` of a missing graph is
+  an empty `Schema`. A `write` may create the graph, as the database would.
 * ``RO_QUERY`` does *not* refuse ``LOAD CSV``. ``GRAPH.EXPLAIN`` shows a
   "Load CSV" operation wherever the clause appears (top level, inside
   ``CALL { }``), so the planner, not a regex, decides whether a query reads
@@ -100,11 +105,15 @@ from graphgate.errors import (
     WriteOutcomeUnknown,
 )
 
-__all__ = ["FalkorDBBackend"]
+__all__ = ["EMPTY_GRAPH", "FalkorDBBackend"]
 
 logger = logging.getLogger(__name__)
 
+EMPTY_GRAPH = "graphgate:empty"
+"""The graph that reads of a tenant without a graph run on; graphgate keeps it empty."""
+
 _EMPTY_KEY = "Invalid graph operation on empty key"
+_EMPTY_GRAPH_RETRY = 60.0
 _READ_ONLY = "is to be executed only on read-only queries"
 _TIMED_OUT = "Query timed out"
 _TIMEOUT_MAX = "cannot exceed the TIMEOUT_MAX"
@@ -184,6 +193,8 @@ class FalkorDBBackend:
         self._query_memory = 0
         self._missing: list[str] = []
         self._graphs: LRUCache[str, Any] = LRUCache(maxsize=_GRAPH_CACHE)
+        self._empty_graph: Any = None
+        self._empty_retry_at = 0.0
         self._convert: Converter = falkordb_converter()
 
     @classmethod
@@ -341,6 +352,7 @@ class FalkorDBBackend:
         db, self._db = self._db, None
         pool, self._pool = self._pool, None
         self._graphs.clear()
+        self._empty_graph = None
         if db is not None:
             await db.aclose()
         if pool is not None:
@@ -371,7 +383,7 @@ class FalkorDBBackend:
 
     async def list_databases(self) -> list[str]:
         names = await self._command(self.connect_timeout, "GRAPH.LIST")
-        return sorted(str(name) for name in names)
+        return sorted(str(name) for name in names if str(name) != EMPTY_GRAPH)
 
     async def schema(self, database: str, limits: QueryLimits) -> Schema:
         """Labels and types with sampled property types, counts, endpoints, indexes.
@@ -396,6 +408,8 @@ class FalkorDBBackend:
             raise BackendUnavailable("the FalkorDB backend is not started")
         if not database:
             raise QueryError("database name must not be empty")
+        if database == EMPTY_GRAPH:
+            raise QueryError(f"the database name {database!r} is reserved by graphgate")
         graph = self._graphs.get(database)
         if graph is None:
             graph = self._graphs[database] = self._db.select_graph(database)
@@ -451,12 +465,30 @@ class FalkorDBBackend:
         progress = _Progress()
         try:
             async with asyncio.timeout(timeout_ms / 1000 + _CLIENT_GRACE):
-                if not limits.allow_file_access:
-                    await self._refuse_file_access(graph, database, text, read_only=read_only)
-                reply = await self._send(
-                    command, database, text, "--compact", "timeout", timeout_ms, progress=progress
-                )
-                result = await self._parse(graph, reply, limits, read_only=read_only)
+
+                async def run_on(graph: Any, key: str) -> QueryResult:
+                    if not limits.allow_file_access:
+                        await self._refuse_file_access(graph, key, text, read_only=read_only)
+                    reply = await self._send(
+                        command, key, text, "--compact", "timeout", timeout_ms, progress=progress
+                    )
+                    return await self._parse(graph, reply, limits, read_only=read_only)
+
+                try:
+                    result = await run_on(graph, database)
+                except Exception as exc:
+                    empty = None
+                    if read_only and _EMPTY_KEY in str(exc):
+                        empty = await self._empty()
+                    if empty is None:
+                        raise
+                    # No graph yet: answer as the empty database it is, creating nothing.
+                    try:
+                        result = await run_on(empty, EMPTY_GRAPH)
+                    except Exception as again:
+                        if _EMPTY_KEY in str(again):
+                            self._empty_graph = None  # deleted meanwhile: made again next time
+                        raise
         except TimeoutError:
             raise _abandoned(limits.timeout, read_only=read_only, sent=progress.sent) from None
         except GraphgateError:
@@ -473,6 +505,46 @@ class FalkorDBBackend:
             ) from exc
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
+
+    async def _empty(self) -> Any:
+        """The client's graph object for `EMPTY_GRAPH`, created once if missing; None if
+        it cannot be (a read-only account, a full server) or is not empty.
+
+        One ``GRAPH.QUERY`` that only counts creates the graph if missing and
+        proves it empty: nothing graphgate sends writes to it, but it is a key
+        on a server others may reach too.
+        """
+        if self._empty_graph is not None:
+            return self._empty_graph
+        if time.monotonic() < self._empty_retry_at:
+            return None
+        # One attempt (and one log line) a minute while it cannot be made.
+        self._empty_retry_at = time.monotonic() + _EMPTY_GRAPH_RETRY
+        try:
+            reply = await self._send(
+                "GRAPH.QUERY", EMPTY_GRAPH, "MATCH (n) RETURN count(n)", "--compact"
+            )
+            count = int(reply[1][0][0][1])
+        except Exception as exc:
+            logger.warning(
+                "cannot create the empty graph %r that reads of databases without a graph "
+                "use (%s); they answer that the database holds no graph yet",
+                EMPTY_GRAPH,
+                exc,
+            )
+            return None
+        if count:
+            logger.error(
+                "the graph %r must stay empty, but holds %d nodes: delete it (GRAPH.DELETE); "
+                "until then reads of databases without a graph answer that they hold none",
+                EMPTY_GRAPH,
+                count,
+            )
+            return None
+        if self._db is None:
+            raise BackendUnavailable("the FalkorDB backend is not started")
+        self._empty_graph = self._db.select_graph(EMPTY_GRAPH)
+        return self._empty_graph
 
     async def _refuse_file_access(
         self, graph: Any, database: str, text: str, *, read_only: bool

@@ -16,7 +16,8 @@ the backend's `BackendStatus`, which /readyz reports and tool calls obey:
 * ``ready`` → ``restarting`` when a `SelfHosted` backend's process exits
   (OOM kill, abort, kill -9): noticed through its pid at once, logged once,
   counted, and restarted on the same data directory with a new client, as
-  every pooled socket led to the dead process.
+  every pooled socket led to the dead process. Graphgates sharing the
+  directory all notice; one restarts it, the others connect to the new one.
 
 Attempts back off from a fifth of a second to five seconds, so a crash is
 repaired within a second and a database that stays away costs one attempt
@@ -28,9 +29,9 @@ What clients and the unauthenticated /readyz see never names a host, port,
 URL or database (issue 13): those go to the log only, so backend errors are
 restated here in graphgate's own words.
 
-Start-up: an embedded database that cannot start (data directory locked by
-another graphgate, corrupt files, missing binary) stays a start-up error,
-because no retry repairs it. Refused credentials of a remote server are
+Start-up: an embedded database that cannot start (corrupt files, missing
+binary, a data directory another graphgate keeps locked while it hangs)
+stays a start-up error, because no retry repairs it. Refused credentials of a remote server are
 retried like an unreachable one: databases and their secrets are often
 provisioned alongside graphgate (a Neo4j whose password an init job sets),
 and the log line says which it is. A URL that can never work (bad scheme, no
@@ -94,7 +95,7 @@ class BackendStatus:
 
 @runtime_checkable
 class SelfHosted(Protocol):
-    """A backend that runs its database as a child process of graphgate."""
+    """A backend that runs its own database process (shared with other graphgates, maybe)."""
 
     async def wait_exited(self) -> str:
         """Return once the database process exits, saying how ("signal 9")."""
