@@ -150,7 +150,7 @@ def serve(
 
     try:
         _run_fast(run(settings, announce))
-    except ConfigError as exc:  # e.g. the data directory is another graphgate's
+    except ConfigError as exc:  # e.g. the port is taken, the audit log unwritable
         _fail(str(exc), code=2)
     except GraphgateError as exc:
         _fail(str(exc), code=1)

@@ -27,6 +27,7 @@
     ├── BackendUnavailable       the database server cannot be reached (retry hint)
     ├── IssuerUnavailable        the authorization server cannot be used now: 503 / 502
     ├── RegistrationRefused      an RFC 7591 §3.2.2 refusal of a client registration
+    ├── SignInRefused            the dev issuer's sign-in page cannot go on: 400
     ├── RequestTimeout           the request body did not arrive in time: 408
     └── KeycloakAdminError       Keycloak's admin API refused `keycloak configure`
 
@@ -59,6 +60,8 @@ class GraphgateError(Exception):
     oauth_error: str | None = None
     names_error: ClassVar[bool] = True
     retry_after: float | None = None
+    page_title: ClassVar[str | None] = None
+    """The heading of its HTML page, where a person reads it in a browser."""
 
     def headers(self) -> Mapping[str, str]:
         """Response headers this error adds when it reaches HTTP (e.g. a challenge)."""
@@ -308,6 +311,7 @@ class IssuerUnavailable(GraphgateError):
     """
 
     code = "temporarily_unavailable"
+    page_title = "Sign-in unavailable"
 
     def __init__(self, message: str, *, unreachable: bool) -> None:
         super().__init__(message)
@@ -351,6 +355,15 @@ class RegistrationRefused(GraphgateError):
         self.oauth_error = error
         self.status = status
         self.retry_after = retry_after
+
+
+class SignInRefused(GraphgateError):
+    """A step of the dev issuer's browser sign-in that cannot go on (expired, bad choice)."""
+
+    code = "sign_in_refused"
+    status = 400
+    oauth_error = "invalid_request"
+    page_title = "Sign-in failed"
 
 
 class RequestTimeout(GraphgateError):
@@ -430,6 +443,6 @@ def to_http_response(
 
 
 def _title(error: GraphgateError) -> str:
-    if isinstance(error, IssuerUnavailable):
-        return "Sign-in unavailable"
+    if error.page_title:
+        return error.page_title
     return "Request refused" if error.status < 500 else "Something went wrong"

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from html import escape
 from typing import Final
 
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from graphgate.demo import DemoUser
+from graphgate.errors import SignInRefused, to_http_response
 
 __all__ = ["sign_in_page", "sign_in_problem"]
 
@@ -89,7 +90,6 @@ def sign_in_page(
     return HTMLResponse(_document("Sign in to graphgate", body), headers=_HEADERS)
 
 
-def sign_in_problem(message: str, *, status: int = 400) -> HTMLResponse:
+def sign_in_problem(message: str) -> Response:
     """A page saying why the sign-in cannot go on, and what to do."""
-    body = f'<h1>Sign-in failed</h1><p role="alert">{escape(message)}</p>'
-    return HTMLResponse(_document("Sign-in failed", body), status_code=status, headers=_HEADERS)
+    return to_http_response(SignInRefused(message), headers=_HEADERS, html_page=True)
