@@ -21,7 +21,6 @@ from graphgate.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_BLOCK = re.compile(r"^[ \t]*```toml[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 # Realistic stand-ins: GUIDs and ids where providers put them, names elsewhere.
 _PLACEHOLDERS = [
     (re.compile(r"<[^<>\n]*(?:id|ID)[^<>\n]*>"), "6e1c1a39-0f3b-4d6e-9a61-2b8e1d7c5f42"),
@@ -34,14 +33,20 @@ _CONTEXT: dict[str, Any] = {
 }
 
 
-def toml_blocks() -> list[tuple[str, str]]:
+def code_blocks(language: str) -> list[tuple[str, str]]:
+    """``(page:line of the fence, body)`` of every fenced ``language`` block of the pages."""
+    fenced = re.compile(rf"^[ \t]*```{language}[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
     found = []
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        for match in _BLOCK.finditer(text):
+        for match in fenced.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             found.append((f"{page.relative_to(ROOT)}:{line}", match.group(1)))
     return found
+
+
+def toml_blocks() -> list[tuple[str, str]]:
+    return code_blocks("toml")
 
 
 def filled(block: str) -> str:
@@ -113,7 +118,6 @@ def test_script_commands_in_the_docs_run_as_written(
 
 # -- shell commands a reader copies ------------------------------------------------------
 
-_SH_BLOCK = re.compile(r"^[ \t]*```sh[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 _GRAPHGATE_COMMAND = re.compile(r"(?:^|\s|\$\()(\S*graphgate) (serve|token|keycloak configure)\b")
 _INSPECTOR_COMMAND = re.compile(r"npx -y (@modelcontextprotocol/inspector\S*) --cli ")
 _FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)")
@@ -122,14 +126,11 @@ _FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)")
 def shell_commands() -> list[tuple[str, str]]:
     """Each command line of the ``sh`` blocks (where: the block), lines joined, comments cut."""
     found = []
-    for page in PAGES:
-        text = page.read_text(encoding="utf-8")
-        for block in _SH_BLOCK.finditer(text):
-            line = text.count("\n", 0, block.start()) + 2
-            for command in block.group(1).replace("\\\n", " ").splitlines():
-                command = re.sub(r"(^|\s)#.*$", "", command).strip()
-                if command:
-                    found.append((f"{page.relative_to(ROOT)}:{line}", command))
+    for where, block in code_blocks("sh"):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"(^|\s)#.*$", "", command).strip()
+            if command:
+                found.append((where, command))
     return found
 
 
