@@ -1,19 +1,23 @@
 """Third-party MCP clients sign in to the demo through the browser, as a newcomer's would.
 
 The real demo server (``demo``, the dev issuer on loopback) and, as real
-processes started from npm packages pinned in tests/mcp_remote and
-tests/claude_code (``make services`` installs them):
+processes started from npm packages pinned in tests/mcp_remote,
+tests/claude_code and tests/inspector (``make services`` installs them):
 
-* mcp-remote, the stdio bridge Claude Desktop uses: started with no token, it
-  registers, prints the authorization URL it would open in a browser; the test
-  picks a user on the sign-in page, delivers the redirect to mcp-remote's
-  callback server, then speaks MCP over its stdin/stdout.
+* mcp-remote, the stdio bridge Claude Desktop uses (tests/services/mcp_remote.py):
+  started with no token, it registers and opens the authorization URL in "the
+  browser"; the test picks a user on the sign-in page, delivers the redirect
+  to mcp-remote's callback server, then speaks MCP over its stdin/stdout.
 * Claude Code's CLI: ``claude mcp add --transport http graphgate URL`` with no
   header, ``claude mcp list`` (needs authentication), ``claude mcp login``
   in a pseudo-terminal with ``--no-browser`` (the test pastes the redirect
   URL back, as a user on SSH would), ``claude mcp list`` (connected). Claude
   Code cannot call a tool without an Anthropic login; "connected" is where it
   has fetched graphgate's tools with the token it got.
+* the MCP Inspector's CLI (tests/services/inspector.py), as docs/clients.md
+  shows it: with a token from ``graphgate token`` pasted as a header, and with
+  no header, signing in through the browser itself; it lists the tools and
+  calls ``list_databases`` and ``run_query`` on the demo data.
 
 Without node/npm (or the packages) the tests skip locally and fail in CI.
 """
@@ -25,28 +29,26 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
-from tests.services._common import service_unavailable
+from graphgate.auth.dev import record_dev_issuer
 from tests.services.dev_sign_in import pick_user
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import http_settings, make_parts, serve_http
-from tests.services.oidc_provider import (
-    CLAUDE_CODE_PROJECT,
-    MCP_REMOTE_PROJECT,
-    NodeUnavailable,
-    npm_install,
-)
+from tests.services.inspector import Inspector, bearer
+from tests.services.mcp_remote import running_mcp_remote
+from tests.services.node_client import deliver, node_command_or_unavailable
+from tests.services.oidc_provider import CLAUDE_CODE_PROJECT
 
 pytestmark = [pytest.mark.falkordb]
 
@@ -54,11 +56,13 @@ STEP_TIMEOUT = 60.0
 AUTHORIZE_URL = re.compile(r"(http://127\.0\.0\.1:\d+/authorize\?\S+)")
 # OSC 8 hyperlinks and CSI sequences Claude Code draws its terminal output with.
 TERMINAL_CODES = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[A-Za-z]")
+GRAPHGATE = str(Path(sys.executable).with_name("graphgate"))
 
 
 @dataclass
 class Demo:
     url: str
+    data_dir: Path
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -66,25 +70,16 @@ async def demo(
     falkordb_service: FalkorDBService, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Demo]:
     suffix = uuid.uuid4().hex[:6]
+    data_dir = tmp_path_factory.mktemp("gg-demo-clients")
     options = http_settings(
         demo=True,
         tenants={"acme": f"clients_acme_{suffix}", "globex": f"clients_globex_{suffix}"},
-        data_dir=tmp_path_factory.mktemp("gg-demo-clients"),
+        data_dir=data_dir,
     )
     parts = make_parts(falkordb_service.backend(), **options)
     async with serve_http(parts) as url:
-        yield Demo(url)
-
-
-def installed(project: Path) -> Path:
-    node = shutil.which("node")
-    if node is None:
-        service_unavailable("node is not on PATH")
-    try:
-        return npm_install(project)
-    except NodeUnavailable as exc:
-        service_unavailable(str(exc))
-        raise  # unreachable: service_unavailable skips or fails
+        record_dev_issuer(parts.settings)  # what `graphgate serve` does, for `graphgate token`
+        yield Demo(url, data_dir)
 
 
 def isolated_env(home: Path) -> dict[str, str]:
@@ -95,7 +90,6 @@ def isolated_env(home: Path) -> dict[str, str]:
         **kept,
         "HOME": str(home),
         "BROWSER": "/bin/true",  # what "opens" the authorization URL: nothing
-        "MCP_REMOTE_CONFIG_DIR": str(home / "mcp-auth"),
         "NO_COLOR": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -118,89 +112,26 @@ async def read_until(
 # -- mcp-remote ----------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def mcp_remote(url: str, home: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    modules = installed(MCP_REMOTE_PROJECT)
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(modules / "mcp-remote" / "dist" / "proxy.js"),
-        f"{url}/mcp",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=isolated_env(home),
-        cwd=home,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def rpc(process: asyncio.subprocess.Process, message: dict[str, Any]) -> dict[str, Any]:
-    """Send one JSON-RPC message over stdio; its answer (notifications have none)."""
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(json.dumps(message).encode() + b"\n")
-    await process.stdin.drain()
-    if "id" not in message:
-        return {}
-    async with asyncio.timeout(STEP_TIMEOUT):
-        while True:
-            line = await process.stdout.readline()
-            if not line:
-                raise AssertionError("mcp-remote closed its stdout")
-            answer: dict[str, Any] = json.loads(line)
-            if answer.get("id") == message["id"]:
-                return answer
-
-
 async def test_mcp_remote_signs_in_through_the_browser(demo: Demo, tmp_path: Path) -> None:
-    async with mcp_remote(demo.url, tmp_path / "home") as process:
-        assert process.stderr is not None
-        log: list[str] = []
-        text = await read_until(
-            lambda: process.stderr.read(4096),  # type: ignore[union-attr]
-            log,
-            lambda seen: AUTHORIZE_URL.search(seen) is not None,
-            "printing the authorization URL",
-        )
-        authorization_url = AUTHORIZE_URL.search(text).group(1)  # type: ignore[union-attr]
+    async with running_mcp_remote(f"{demo.url}/mcp", tmp_path) as bridge:
+        authorization_url = await bridge.authorization_url()
         back = await pick_user(authorization_url, "carol")
-        assert back.startswith("http://localhost:")  # mcp-remote's own callback server
-        async with httpx.AsyncClient(timeout=30) as http:
-            delivered = await http.get(back)
+        assert back.startswith(bridge.redirect_uri)  # mcp-remote's own callback server
+        delivered = await bridge.deliver(back)
         assert delivered.status_code == 200, delivered.text
 
-        initialized = await rpc(
-            process,
+        initialized = await bridge.request(
+            "initialize",
             {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "e2e-mcp-remote", "version": "1"},
-                },
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "e2e-mcp-remote", "version": "1"},
             },
         )
-        await rpc(process, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        called = await rpc(
-            process,
-            {
-                "jsonrpc": "2.0",
-                "id": 2,
-                "method": "tools/call",
-                "params": {"name": "list_databases", "arguments": {}},
-            },
-        )
+        await bridge.notify("notifications/initialized")
+        called = await bridge.request("tools/call", {"name": "list_databases", "arguments": {}})
 
+    assert AUTHORIZE_URL.fullmatch(authorization_url)
     assert initialized["result"]["serverInfo"]["name"] == "graphgate"
     result = called["result"]
     assert not result.get("isError"), result
@@ -208,7 +139,7 @@ async def test_mcp_remote_signs_in_through_the_browser(demo: Demo, tmp_path: Pat
         {"name": "acme", "access": "read", "current": True},
         {"name": "globex", "access": "read", "current": False},
     ]
-    stored = list((tmp_path / "home" / "mcp-auth").rglob("*_tokens.json"))
+    stored = list((tmp_path / "mcp-auth").rglob("*_tokens.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["refresh_token"]
 
 
@@ -222,8 +153,9 @@ def claude_command() -> list[str]:
     copy the native binary over ``bin/claude.exe`` did not run; the wrapper is
     the package's documented fallback.
     """
-    modules = installed(CLAUDE_CODE_PROJECT)
-    return ["node", str(modules / "@anthropic-ai" / "claude-code" / "cli-wrapper.cjs")]
+    return node_command_or_unavailable(
+        CLAUDE_CODE_PROJECT, Path("@anthropic-ai") / "claude-code" / "cli-wrapper.cjs"
+    )
 
 
 async def claude(command: list[str], env: dict[str, str], cwd: Path, *args: str) -> str:
@@ -325,3 +257,102 @@ async def test_claude_code_adds_the_demo_without_a_header_and_signs_in(
     assert f"graphgate: {url} (HTTP) - ! Needs authentication" in before
     assert 'Authenticated with "graphgate"' in login
     assert f"graphgate: {url} (HTTP) - ✔ Connected" in after
+
+
+# -- the MCP Inspector's CLI -----------------------------------------------------------------
+
+ROCKET_SKATES_TEAM = (
+    "MATCH (p:Person)-[w:WORKS_ON]->(:Project {name: 'Rocket Skates'}) "
+    "RETURN p.name, w.role ORDER BY p.name"
+)
+CALL_LIST_DATABASES = ("--method", "tools/call", "--tool-name", "list_databases")
+
+
+def graphgate_token(data_dir: Path, *args: str) -> str:
+    """``graphgate token ... --data-dir DIR``, as docs/clients.md has the user run it."""
+    minted = subprocess.run(
+        [GRAPHGATE, "token", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GRAPHGATE_")},
+        timeout=STEP_TIMEOUT,
+        check=True,
+    )
+    return minted.stdout.strip()
+
+
+def run_query_arguments(query: str, *more: str) -> tuple[str, ...]:
+    return (
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "run_query",
+        "--tool-arg",
+        f"query={query}",
+        *more,
+    )
+
+
+async def test_inspector_cli_lists_and_calls_tools_with_a_pasted_token(
+    demo: Demo, tmp_path: Path
+) -> None:
+    token = graphgate_token(demo.data_dir, "--sub", "alice", "--tenants", "acme")
+    inspector = Inspector(tmp_path)
+    url = f"{demo.url}/mcp"
+
+    listed = await inspector.run(url, "--method", "tools/list", *bearer(token))
+    databases = await inspector.run(url, *CALL_LIST_DATABASES, *bearer(token))
+    team = await inspector.run(url, *run_query_arguments(ROCKET_SKATES_TEAM), *bearer(token))
+    elsewhere = await inspector.run(
+        url, *run_query_arguments("MATCH (n) RETURN count(n)", "database=globex"), *bearer(token)
+    )
+    forged = await inspector.run(
+        url, "--method", "tools/list", "--stored-auth-only", *bearer(token[:-6] + "AAAAAA")
+    )
+
+    assert [tool["name"] for tool in listed.result()["tools"]] == [
+        "list_databases",
+        "use_database",
+        "run_query",
+        "get_schema",
+        "query_databases",
+    ]
+    assert databases.result()["isError"] is False
+    assert databases.tool_result() == [{"name": "acme", "access": "read", "current": True}]
+    rows = team.tool_result()
+    assert team.result()["isError"] is False
+    assert rows["database"] == "acme"
+    assert rows["rows"] == [["Alice Johnson", "lead"], ["Bob Smith", "developer"]]
+    # A tenant alice lacks: a tool error the Inspector shows, exit code 5.
+    assert elsewhere.returncode == 5
+    assert json.loads(elsewhere.stdout)["isError"] is True
+    assert "'globex' is not available to you" in json.loads(elsewhere.stdout)["content"][0]["text"]
+    # A token whose signature does not verify gets graphgate's 401; told not to start a
+    # sign-in of its own, the Inspector stops there (exit 3) and lists nothing.
+    assert forged.returncode == 3 and forged.stdout == ""
+    assert forged.error()["code"] == "auth_required"
+    assert not inspector.browser.log.exists()
+
+
+async def test_inspector_cli_signs_in_through_the_browser(demo: Demo, tmp_path: Path) -> None:
+    """No header: the Inspector registers, bob picks himself on the page, then calls tools.
+
+    Its second invocation uses the sign-in it stored: no browser again.
+    """
+    inspector = Inspector(tmp_path)
+    url = f"{demo.url}/mcp"
+    async with inspector.running(url, *CALL_LIST_DATABASES) as first:
+        authorization_url = await first.authorization_url()
+        back = await pick_user(authorization_url, "bob")
+        assert back.startswith(inspector.redirect_uri)
+        delivered = await deliver(back)
+        assert delivered.status_code == 200, delivered.text
+        databases = await first.answer()
+    orders = await inspector.run(
+        url, *run_query_arguments("MATCH (o:Order) RETURN o.number ORDER BY o.number")
+    )
+
+    assert AUTHORIZE_URL.fullmatch(authorization_url)
+    assert databases.tool_result() == [{"name": "globex", "access": "read", "current": True}]
+    assert orders.tool_result()["rows"] == [[1001], [1002], [1003]]
+    assert inspector.browser.log.read_text().split() == [authorization_url]  # one sign-in

@@ -8,6 +8,8 @@ A doc therefore cannot drift from the code without failing here.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -19,7 +21,6 @@ from graphgate.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_BLOCK = re.compile(r"^[ \t]*```toml[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 # Realistic stand-ins: GUIDs and ids where providers put them, names elsewhere.
 _PLACEHOLDERS = [
     (re.compile(r"<[^<>\n]*(?:id|ID)[^<>\n]*>"), "6e1c1a39-0f3b-4d6e-9a61-2b8e1d7c5f42"),
@@ -32,14 +33,20 @@ _CONTEXT: dict[str, Any] = {
 }
 
 
-def toml_blocks() -> list[tuple[str, str]]:
+def code_blocks(language: str) -> list[tuple[str, str]]:
+    """``(page:line of the fence, body)`` of every fenced ``language`` block of the pages."""
+    fenced = re.compile(rf"^[ \t]*```{language}[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
     found = []
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        for match in _BLOCK.finditer(text):
+        for match in fenced.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             found.append((f"{page.relative_to(ROOT)}:{line}", match.group(1)))
     return found
+
+
+def toml_blocks() -> list[tuple[str, str]]:
+    return code_blocks("toml")
 
 
 def filled(block: str) -> str:
@@ -107,3 +114,98 @@ def test_script_commands_in_the_docs_run_as_written(
         timeout=60,
     )
     assert shown.returncode == 0, (page, script, verb, shown.stderr[-500:])
+
+
+# -- shell commands a reader copies ------------------------------------------------------
+
+_GRAPHGATE_COMMAND = re.compile(r"(?:^|\s|\$\()(\S*graphgate) (serve|token|keycloak configure)\b")
+_INSPECTOR_COMMAND = re.compile(r"npx -y (@modelcontextprotocol/inspector\S*) --cli ")
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)")
+
+
+def shell_commands() -> list[tuple[str, str]]:
+    """Each command line of the ``sh`` blocks (where: the block), lines joined, comments cut."""
+    found = []
+    for where, block in code_blocks("sh"):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"(^|\s)#.*$", "", command).strip()
+            if command:
+                found.append((where, command))
+    return found
+
+
+def graphgate_commands() -> list[tuple[str, str, list[str]]]:
+    """``(where, verb, flags)`` of each ``graphgate VERB ...`` in the sh blocks."""
+    found = []
+    for where, command in shell_commands():
+        for match in _GRAPHGATE_COMMAND.finditer(command):
+            rest = re.split(r"[)|;&]", command[match.end() :])[0]
+            found.append((where, match.group(2), _FLAG.findall(rest)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def graphgate_help() -> dict[str, str]:
+    import subprocess
+
+    shown = {}
+    for verb in {verb for _, verb, _ in graphgate_commands()}:
+        done = subprocess.run(
+            [str(ROOT / ".venv/bin/graphgate"), *verb.split(), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        )
+        assert done.returncode == 0, (verb, done.stderr[-500:])
+        shown[verb] = done.stdout
+    return shown
+
+
+def test_the_docs_show_graphgate_commands() -> None:
+    assert {verb for _, verb, _ in graphgate_commands()} == {"serve", "token", "keycloak configure"}
+
+
+@pytest.mark.parametrize(
+    ("where", "verb", "flags"), graphgate_commands(), ids=[w for w, _, _ in graphgate_commands()]
+)
+def test_graphgate_commands_in_the_docs_take_their_flags(
+    where: str, verb: str, flags: list[str], graphgate_help: dict[str, str]
+) -> None:
+    """Every flag a page gives ``graphgate VERB`` is one that ``graphgate VERB --help`` lists."""
+    for flag in flags:
+        assert re.search(rf"{flag}(?![\w-])", graphgate_help[verb]), (where, verb, flag)
+
+
+def inspector_commands() -> list[tuple[str, str]]:
+    return [(where, command) for where, command in shell_commands() if "inspector" in command]
+
+
+def test_inspector_commands_in_the_docs_run_the_tested_version() -> None:
+    """A bare ``npx @modelcontextprotocol/inspector`` on Node < 22.19 fetches 0.15 (other flags)."""
+    from tests.services.oidc_provider import INSPECTOR_PROJECT
+
+    pinned = json.loads((INSPECTOR_PROJECT / "package.json").read_text())["dependencies"]
+    wanted = f"@modelcontextprotocol/inspector@{pinned['@modelcontextprotocol/inspector']}"
+    commands = inspector_commands()
+    assert len(commands) >= 4
+    for where, command in commands:
+        match = _INSPECTOR_COMMAND.search(command)
+        assert match is not None and match.group(1) == wanted, (where, command)
+
+
+def test_inspector_commands_in_the_docs_take_their_flags() -> None:
+    """Each flag the pages give the Inspector's CLI is one its ``--cli --help`` lists."""
+    import subprocess
+
+    from tests.services.inspector import LAUNCHER
+    from tests.services.node_client import node_command_or_unavailable
+    from tests.services.oidc_provider import INSPECTOR_PROJECT
+
+    command = node_command_or_unavailable(INSPECTOR_PROJECT, LAUNCHER / "index.js")
+    shown = subprocess.run(
+        [*command, "--cli", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for where, line in inspector_commands():
+        for flag in _FLAG.findall(line.split(" --cli ", 1)[1]):
+            assert re.search(rf"{flag}(?![\w-])", shown), (where, flag)

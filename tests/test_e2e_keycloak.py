@@ -73,8 +73,9 @@ from tests.services.cimd import (
 )
 from tests.services.falkordb import FalkorDBService, seed_tagged_tenants
 from tests.services.graphgate import make_parts, serve_http
+from tests.services.inspector import Inspector, bearer
 from tests.services.keycloak import AdminToken, KeycloakService, demo_password
-from tests.services.keycloak_login import LoginError, browser_login
+from tests.services.keycloak_login import LoginError, browser_login, login_for_tokens
 from tests.services.mcp_oauth import (
     INITIALIZE,
     MCP_HEADERS,
@@ -83,6 +84,7 @@ from tests.services.mcp_oauth import (
 from tests.services.mcp_remote import install as install_mcp_remote
 from tests.services.mcp_remote import running_mcp_remote
 from tests.services.mcp_results import challenge_error, tool, tool_error
+from tests.services.node_client import deliver
 from tests.services.oidc_provider import NodeUnavailable
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.falkordb]
@@ -734,6 +736,51 @@ async def test_mcp_remote_signs_in_and_calls_a_tool(
         assert origin(opened) == origin(gateway.url)
         assert browser.pages == ["graphgate-consent", "keycloak-login"]
         assert registered == set()
+
+
+# -- the MCP Inspector's CLI ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gateway", ["direct"], indirect=True)
+async def test_inspector_cli_signs_in_at_keycloak_or_takes_a_pasted_token(
+    gateway: Gateway, browser: Browser, tmp_path: Path
+) -> None:
+    """The Inspector's CLI as docs/keycloak.md has a newcomer try the shipped realm.
+
+    With no header it registers at Keycloak itself (direct mode), alice signs in
+    and it runs a query; a token bob got through Keycloak's login form for the
+    realm's public client, pasted as a header, lists his databases.
+    """
+    url = f"{gateway.url}/mcp"
+    inspector = Inspector(tmp_path / "alice")
+    query = ("--tool-name", "run_query", "--tool-arg", "query=MATCH (t:Tag) RETURN t.tenant")
+    async with inspector.running(url, "--method", "tools/call", *query) as signing_in:
+        opened = await signing_in.authorization_url()
+        landed = await browser.sign_in(opened, "alice", inspector.redirect_uri)
+        delivered = await deliver(landed)
+        assert delivered.status_code == 200, delivered.text
+        called = await signing_in.answer()
+    async with httpx.AsyncClient(timeout=30) as http:
+        tokens = await login_for_tokens(
+            issuer=gateway.keycloak.issuer,
+            client_id=STATIC_CLIENT,
+            username="bob",
+            password=demo_password("bob"),
+            client=http,
+            resource=gateway.keycloak.resource_url,
+        )
+    pasted = await Inspector(tmp_path / "bob").run(
+        url,
+        *("--method", "tools/call", "--tool-name", "list_databases"),
+        *bearer(tokens["access_token"]),
+    )
+
+    assert origin(opened) == origin(gateway.keycloak.base_url)
+    assert parse_qs(urlsplit(opened).query)["redirect_uri"] == [inspector.redirect_uri]
+    assert browser.pages == ["keycloak-login"]
+    rows = called.tool_result()
+    assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
+    assert pasted.tool_result() == [{"name": "globex", "access": "read", "current": True}]
 
 
 # -- lifetimes --------------------------------------------------------------------------

@@ -9,16 +9,10 @@ for the callback, the token request. `running_mcp_remote` starts the pinned
 version (tests/mcp_remote/package.json) the same way, with its state in a
 temporary ``MCP_REMOTE_CONFIG_DIR`` and ``HOME``.
 
-The browser: mcp-remote opens the authorization URL with the ``open``
-package, which on Linux runs ``xdg-open``; with no desktop session
-(``DISPLAY`` and friends are left out of the environment) ``xdg-open`` runs
-the command in ``BROWSER``. That command is a small script here that writes
-the URL to a file, so the test learns the URL exactly as a browser would
-receive it and no real browser starts. The test then plays the browser
-(tests/services/oidc_provider.py `Browser`, or the Keycloak suite's own) and
-delivers the final redirect to mcp-remote's callback server with a GET,
-which is what the user's browser does. On other platforms ``open`` ignores
-``BROWSER``; these tests run on Linux.
+The browser is `RecordingBrowser` (tests/services/node_client.py): the test
+learns the URL mcp-remote opened, plays the browser (tests/services/dev_sign_in.py
+on the demo, the Keycloak suite's `Browser`) and delivers the final redirect to
+mcp-remote's callback server.
 
 Then the stdio side: JSON-RPC lines written to mcp-remote's stdin, answers
 read from its stdout, as Claude Desktop does.
@@ -29,9 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,22 +31,23 @@ from typing import Any
 import httpx
 
 from tests.services._common import free_port
-from tests.services.oidc_provider import MCP_REMOTE_PROJECT, NodeUnavailable, npm_install
+from tests.services.node_client import (
+    RecordingBrowser,
+    client_env,
+    deliver,
+    node_command,
+    node_command_or_unavailable,
+    stop,
+)
+from tests.services.oidc_provider import MCP_REMOTE_PROJECT
 
-PROXY_SCRIPT = Path("node_modules") / "mcp-remote" / "dist" / "proxy.js"
-AUTHORIZE_TIMEOUT = 60.0  # mcp-remote start, discovery and registration
+PROXY_SCRIPT = Path("mcp-remote") / "dist" / "proxy.js"
 ANSWER_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
-_RECORDER = """#!/bin/sh
-# The "browser" mcp-remote opens: records the URL instead of showing it.
-printf '%s\\n' "$1" >> "$GRAPHGATE_TEST_BROWSER_LOG"
-"""
 
 
-def install() -> Path:
-    """The pinned mcp-remote's entry point; `NodeUnavailable` without node/npm."""
-    npm_install(MCP_REMOTE_PROJECT)
-    return MCP_REMOTE_PROJECT / PROXY_SCRIPT
+def install() -> list[str]:
+    """The command that starts the pinned mcp-remote; `NodeUnavailable` without node/npm."""
+    return node_command(MCP_REMOTE_PROJECT, PROXY_SCRIPT)
 
 
 @dataclass
@@ -64,7 +56,7 @@ class McpRemote:
 
     process: asyncio.subprocess.Process
     callback_port: int
-    browser_log: Path
+    browser: RecordingBrowser
     stderr_log: Path
     _next_id: int = 1
     seen: list[dict[str, Any]] = field(default_factory=list)
@@ -85,24 +77,13 @@ class McpRemote:
             f"mcp-remote {what} ({exit_state}); its log:\n{self.stderr()[-3000:]}"
         )
 
-    async def authorization_url(self, timeout: float = AUTHORIZE_TIMEOUT) -> str:
+    async def authorization_url(self) -> str:
         """The URL mcp-remote opened "the browser" on."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.browser_log.exists():
-                lines = self.browser_log.read_text().split()
-                if lines:
-                    return lines[-1]
-            if self.process.returncode is not None:
-                raise self._failed("exited before opening a browser")
-            await asyncio.sleep(0.1)
-        raise self._failed(f"opened no browser in {timeout:.0f} s")
+        return await self.browser.opened(self.process, self._failed)
 
     async def deliver(self, callback_url: str) -> httpx.Response:
         """The browser following the authorization server's redirect to mcp-remote."""
-        async with httpx.AsyncClient(timeout=ANSWER_TIMEOUT) as http:
-            return await http.get(callback_url)
+        return await deliver(callback_url)
 
     async def _write(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -144,32 +125,17 @@ async def running_mcp_remote(
     """``node proxy.js <server_url> <port> --auth-timeout 120 ...``; stopped on exit.
 
     ``workdir`` holds its HOME, its ``MCP_REMOTE_CONFIG_DIR`` (registration,
-    tokens), the browser script and log, and its stderr log.
+    tokens, as ``~/.mcp-auth`` would), the browser script and log, and its
+    stderr log. Without node/npm the test skips (locally) or fails (CI).
     """
-    entry = install()
-    node = shutil.which("node")
-    if node is None:
-        raise NodeUnavailable("node is not on PATH")
-    browser = workdir / "browser.sh"
-    browser.write_text(_RECORDER)
-    browser.chmod(browser.stat().st_mode | stat.S_IXUSR)
-    browser_log = workdir / "browser.log"
+    command = node_command_or_unavailable(MCP_REMOTE_PROJECT, PROXY_SCRIPT)
+    browser = RecordingBrowser.in_dir(workdir)
     stderr_log = workdir / "mcp-remote.log"
-    config_dir = workdir / "mcp-auth"
-    # No desktop session, so xdg-open falls back to BROWSER (see module doc).
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(workdir),
-        "LANG": "C.UTF-8",
-        "MCP_REMOTE_CONFIG_DIR": str(config_dir),
-        "BROWSER": str(browser),
-        "GRAPHGATE_TEST_BROWSER_LOG": str(browser_log),
-    }
+    env = client_env(workdir, browser, MCP_REMOTE_CONFIG_DIR=str(workdir / "mcp-auth"))
     port = free_port()
     with stderr_log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            node,
-            str(entry),
+            *command,
             server_url,
             str(port),
             "--auth-timeout",
@@ -183,26 +149,6 @@ async def running_mcp_remote(
             start_new_session=True,
         )
         try:
-            yield McpRemote(process, port, browser_log, stderr_log)
+            yield McpRemote(process, port, browser, stderr_log)
         finally:
-            await _stop(process)
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Close stdin (mcp-remote then shuts down, as when Claude Desktop quits), then insist."""
-    if process.returncode is None and process.stdin is not None:
-        with contextlib.suppress(OSError):
-            process.stdin.close()
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        return
-    except TimeoutError:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+            await stop(process)

@@ -14,7 +14,8 @@ Also here, shared with the TypeScript client test:
   across processes and skipped when the installed versions already match.
   ``python -m tests.services.oidc_provider install`` does it for every Node
   project of the test suite (``make services`` runs it): this provider, the
-  TypeScript SDK client, mcp-remote and Claude Code's CLI.
+  TypeScript SDK client, mcp-remote, Claude Code's CLI and the MCP
+  Inspector's CLI.
 * `provider_login`: fills in the provider's login and consent pages over HTTP
   as a browser would.
 * `Browser`: plays the user's browser from an authorization URL to the MCP
@@ -55,7 +56,14 @@ PROJECT = TESTS / "oidc_provider"
 TS_CLIENT_PROJECT = TESTS / "e2e_ts"
 MCP_REMOTE_PROJECT = TESTS / "mcp_remote"
 CLAUDE_CODE_PROJECT = TESTS / "claude_code"
-NODE_PROJECTS = (PROJECT, TS_CLIENT_PROJECT, MCP_REMOTE_PROJECT, CLAUDE_CODE_PROJECT)
+INSPECTOR_PROJECT = TESTS / "inspector"
+NODE_PROJECTS = (
+    PROJECT,
+    TS_CLIENT_PROJECT,
+    MCP_REMOTE_PROJECT,
+    CLAUDE_CODE_PROJECT,
+    INSPECTOR_PROJECT,
+)
 
 NPM_TIMEOUT = float(os.environ.get("GRAPHGATE_TEST_NPM_TIMEOUT", "300"))
 READY_TIMEOUT = 30.0
