@@ -163,8 +163,8 @@ async def test_embedded_database_killed_under_load_comes_back(
     # Noticed, logged once, counted; a new server; the old one and its watchdog reaped.
     exits = [r for r in caplog.records if "exited (signal 9)" in r.getMessage()]
     assert len(exits) == 1 and exits[0].levelno == logging.ERROR
-    assert metric(metrics, "graphgate_backend_restarts_total") == 1
-    assert metric(metrics, "graphgate_backend_up") == 1
+    assert metric(metrics, 'graphgate_backend_restarts_total{backend="default"}') == 1
+    assert metric(metrics, 'graphgate_backend_up{backend="default"}') == 1
     assert reaped(old_pid) and reaped(old_watchdog)
 
 

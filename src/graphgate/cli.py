@@ -127,7 +127,7 @@ def serve(
         static_client_id=static_client_id,
         demo=demo,
     )
-    if not settings.tenants:
+    if not settings.tenants and not any(t.discover for t in settings.backend_targets.values()):
         _fail(
             "invalid setting 'tenants': no tenants configured; pass --tenants acme,globex "
             "(or a [tenants] table in the config file), or use --demo"
@@ -148,7 +148,25 @@ def serve(
             _announce_demo(settings, to_terminal=to_terminal)
 
     try:
-        _run_fast(run(settings, announce))
+        from graphgate.catalog_watch import SettingsSource
+
+        flags = {
+            "host": host,
+            "port": port,
+            "transport": transport,
+            "public_url": public_url,
+            "data_dir": data_dir,
+            "backend": backend,
+            "tenants": tenants,
+            "allow_writes": allow_writes,
+            "auth": auth,
+            "issuer": issuer,
+            "registration": registration,
+            "static_client_id": static_client_id,
+            "demo": demo,
+        }
+        source = SettingsSource(config, flags) if config is not None else None
+        _run_fast(run(settings, announce, source))
     except ConfigError as exc:  # e.g. the data directory is another graphgate's
         _fail(str(exc), code=2)
     except GraphgateError as exc:

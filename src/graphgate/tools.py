@@ -25,7 +25,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from graphgate.auth.rights import Caller
-from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
+from graphgate.backends.base import QueryLimits, QueryResult, Schema
 from graphgate.backends.cypher_scan import bound_structure, missing_parameters
 from graphgate.config import Settings
 from graphgate.dispatch import DirectToolCalls, ToolFunction, report_progress
@@ -36,7 +36,7 @@ from graphgate.errors import (
     WritesNotAllowed,
     to_tool_error,
 )
-from graphgate.fairshare import FairShare, KnowsWorkers
+from graphgate.fairshare import FairShare
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
 from graphgate.ratelimit import RateLimiter
 from graphgate.replies import (
@@ -201,13 +201,11 @@ class GraphTools:
     def __init__(
         self,
         settings: Settings,
-        backend: Backend,
         router: Router,
         observability: Observability,
         caller_of: CallerOf,
     ) -> None:
         self._settings = settings
-        self._backend = backend
         self._router = router
         self._obs = observability
         self._caller_of = caller_of
@@ -227,7 +225,7 @@ class GraphTools:
             tenant_limit=settings.tenant_concurrency,
             subject_limit=settings.subject_concurrency,
             wait=settings.busy_wait,
-            workers=backend.workers if isinstance(backend, KnowsWorkers) else None,
+            backend_of=router.fair_share_key,
             on_busy=lambda reason: busy.labels(reason).inc(),
         )
 
@@ -269,7 +267,8 @@ class GraphTools:
         except GraphgateError as exc:
             outcome, error_text = exc.code, str(exc)
             if exc.code in {"backend_unavailable", "timeout"}:
-                self._obs.metrics.backend_errors.labels(exc.code).inc()
+                backend = self._router.backend_label(record.databases)
+                self._obs.metrics.backend_errors.labels(exc.code, backend).inc()
             raise to_tool_error(exc) from None
         except ToolError as exc:
             outcome, error_text = "error", str(exc)
@@ -344,7 +343,7 @@ class GraphTools:
             record.databases.append(target.tenant)
             async with self._share(caller, target), in_callers_terms(target, query, params):
                 try:
-                    result = await self._backend.read(
+                    result = await target.backend.read(
                         target.database, query, _check_params(params), self._limits
                     )
                 except ReadOnlyViolation as exc:
@@ -375,7 +374,7 @@ class GraphTools:
             if not caller.rights.can_write(target.tenant):
                 raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
             async with self._share(caller, target), in_callers_terms(target, query, params):
-                result = await self._backend.write(
+                result = await target.backend.write(
                     target.database, query, _check_params(params), self._limits
                 )
             answer, encoded = bounded_rows(
@@ -425,7 +424,7 @@ class GraphTools:
                 limits = self._limits
                 if sample_size is not None:
                     limits = dataclasses.replace(limits, sample=sample_size)
-                schema: Schema = await self._backend.schema(target.database, limits)
+                schema: Schema = await target.backend.schema(target.database, limits)
             answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
             return reply_json(answer, self._max_bytes)
 
@@ -464,7 +463,7 @@ class GraphTools:
                             self._fair.tenant_share(target.tenant),
                             in_callers_terms(target, query, checked),
                         ):
-                            result = await self._backend.read(
+                            result = await target.backend.read(
                                 target.database, query, checked, self._limits
                             )
                         answer, encoded = bounded_rows(
