@@ -127,8 +127,8 @@ class CatalogReloader:
             restart = needs_restart(self._running, fresh)
             if restart:
                 logger.warning(
-                    "settings file changed settings that need a restart: %s "
-                    "(not applied; restart graphgate to apply them)",
+                    "settings changed in the file; needs a restart: %s "
+                    "(not applied; the catalog part of the file is)",
                     ", ".join(restart),
                 )
             opened = await self._backends.open_for(candidate)

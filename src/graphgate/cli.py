@@ -282,6 +282,28 @@ def token(
 
 app.add_typer(keycloak_app, name="keycloak")
 
+catalog_app = typer.Typer(help="Tenants and the backends they live on.", no_args_is_help=True)
+
+
+@catalog_app.command("check")
+def catalog_check(config: ConfigOpt = None) -> None:
+    """Check the catalog against the live backends; exit 1 on any problem."""
+    from graphgate.catalog import Catalog
+    from graphgate.catalog_check import check_catalog, render
+
+    settings = settings_from_cli(config)
+    try:
+        catalog = Catalog.from_settings(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    rows = asyncio.run(check_catalog(catalog))
+    typer.echo(render(rows))
+    if any(row.problem for row in rows):
+        raise typer.Exit(1)
+
+
+app.add_typer(catalog_app, name="catalog")
+
 
 def main() -> None:
     # SIGTERM is how service managers ask for a stop: a clean shutdown, exit code 0

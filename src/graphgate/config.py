@@ -743,7 +743,7 @@ class _SecretFreeToml(TomlConfigSettingsSource):
                     env = f"GRAPHGATE_BACKENDS__{str(name).upper()}__PASSWORD"
                     raise ValueError(
                         f"backends.{name}.password: secrets are not read from the settings "
-                        f"file; use password_file = \"/run/secrets/...\" or {env}"
+                        f'file; use password_file = "/run/secrets/..." or {env}'
                     )
         return data
 
