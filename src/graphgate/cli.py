@@ -127,7 +127,11 @@ def serve(
         static_client_id=static_client_id,
         demo=demo,
     )
-    if not settings.tenants and not any(t.discover for t in settings.backend_targets.values()):
+    try:
+        targets = settings.backend_targets  # reads the backends' password files
+    except ValueError as exc:
+        _fail(str(exc))
+    if not settings.tenants and not any(t.discover for t in targets.values()):
         _fail(
             "invalid setting 'tenants': no tenants configured; pass --tenants acme,globex "
             "(or a [tenants] table in the config file), or use --demo"

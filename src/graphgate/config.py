@@ -569,7 +569,7 @@ class Settings(BaseSettings):
                 )
         if self.auth == "oidc" and not self.issuer:
             raise ValueError("issuer: required when auth = oidc")
-        targets = self.backend_targets  # reads the password files: a missing one is an error now
+        targets = self.backend_names  # the password files are read when a backend is built
         for tenant, placement in self.placements.items():
             if placement.backend not in targets:
                 raise ValueError(
@@ -625,15 +625,15 @@ class Settings(BaseSettings):
         }
 
     @property
-    def backend_targets(self) -> dict[str, BackendTarget]:
-        """Every named backend as a `BackendTarget`.
+    def backend_names(self) -> list[str]:
+        """The names of `backend_targets`, without reading any password file."""
+        names = set(self.backends)
+        if self._legacy_default_wanted():
+            names.add(DEFAULT_BACKEND)
+        return sorted(names)
 
-        ``default`` is ``[backends.default]`` if given, else the ``backend*``
-        settings, kept when there is no ``[backends]`` table, when ``backend``
-        names a server, or when a tenant lives on it.
-        """
-        targets: dict[str, BackendTarget] = {}
-        legacy_wanted = (
+    def _legacy_default_wanted(self) -> bool:
+        return DEFAULT_BACKEND not in self.backends and (
             not self.backends
             or self.backend != "embedded"
             or any(not isinstance(entry, Placement) for entry in self.tenants.values())
@@ -642,7 +642,17 @@ class Settings(BaseSettings):
                 for entry in self.tenants.values()
             )
         )
-        if DEFAULT_BACKEND not in self.backends and legacy_wanted:
+
+    @property
+    def backend_targets(self) -> dict[str, BackendTarget]:
+        """Every named backend as a `BackendTarget`.
+
+        ``default`` is ``[backends.default]`` if given, else the ``backend*``
+        settings, kept when there is no ``[backends]`` table, when ``backend``
+        names a server, or when a tenant lives on it.
+        """
+        targets: dict[str, BackendTarget] = {}
+        if self._legacy_default_wanted():
             targets[DEFAULT_BACKEND] = self.backend_target
         for name, entry in self.backends.items():
             targets[name] = self._named_target(name, entry)
