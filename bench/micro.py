@@ -21,9 +21,10 @@ from graphgate.auth.challenge import BearerGate
 from graphgate.auth.dev import mint_dev_token
 from graphgate.backends.base import QueryResult
 from graphgate.backends.falkordb import FalkorDBBackend
+from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import Settings
 from graphgate.replies import bounded_rows, reply
-from graphgate.state import MemoryStateStore
+from graphgate.server import build_parts
 from graphgate.tenancy import Router, Target
 from graphgate.tools import _result_dict
 
@@ -94,7 +95,7 @@ async def conversion(
             return [convert.row(record) for record in records]
 
         converted = convert_rows()
-        target = Target("bench", graph_name)
+        target = Target("bench", graph_name, SupervisedBackend(backend))
         max_bytes = Settings().max_result_bytes
 
         def serialise() -> Any:
@@ -182,7 +183,8 @@ async def auth_and_routing(
             await through_gate()
 
         access = await verifier.verify(token)
-        router = Router(settings.catalog, MemoryStateStore(), ttl=settings.session_ttl)
+        parts = build_parts(settings)  # constructed, never opened: routing needs no database
+        router = Router(parts.catalog, parts.backends, parts.store, ttl=settings.session_ttl)
         caller = caller_from_token(access, settings)
 
         async def resolve() -> None:

@@ -85,8 +85,9 @@ declare -A VALUES=(
     [default]=""
     [keycloak-memgraph]="$CHART/values-keycloak-memgraph.yaml"
     [full]="$CHART/ci/full-values.yaml"
+    [catalog]="$CHART/ci/catalog-values.yaml"
 )
-for name in default keycloak-memgraph full; do
+for name in default keycloak-memgraph full catalog; do
     args=()
     [[ -n "${VALUES[$name]}" ]] && args=(--values "${VALUES[$name]}")
     step "helm lint ($name values)"
@@ -111,7 +112,7 @@ metadata:
 data:
   notes: {{ tpl (.Files.Get "notes-check.txt") . | toJson }}
 EOF_NOTES
-for name in default keycloak-memgraph full; do
+for name in default keycloak-memgraph full catalog; do
     args=()
     [[ -n "${VALUES[$name]}" ]] && args=(--values "${VALUES[$name]}")
     step "NOTES.txt ($name values) > $OUT/$name.NOTES.txt"

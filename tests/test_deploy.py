@@ -32,7 +32,7 @@ EXAMPLE_VALUES = CHART / "values-keycloak-memgraph.yaml"
 ARGO_APP = ROOT / "deploy" / "argocd" / "application.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 CHECK_TIMEOUT = 1200  # a cold helm build from its Go module: 5-8 min on 2 busy cores
-RENDERS = ("default", "keycloak-memgraph", "full")
+RENDERS = ("default", "keycloak-memgraph", "full", "catalog")
 SECRET_SETTINGS = {"backend_password", "metrics_token", "static_client_secret"}
 
 Manifest = dict[str, Any]
@@ -140,7 +140,8 @@ def test_runs_as_non_root_on_a_read_only_root(
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
     mounts = {m["mountPath"]: m["name"] for m in container(rendered[name])["volumeMounts"]}
-    assert set(mounts) == {"/tmp", "/data"}
+    # The catalog's ConfigMap is mounted read-only beside the two writable scratch volumes.
+    assert set(mounts) - {"/etc/graphgate"} == {"/tmp", "/data"}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert "emptyDir" in volumes[mounts["/data"]]
@@ -291,7 +292,10 @@ def test_setting_values_are_rendered_as_graphgate_reads_them(
 @pytest.mark.timeout(CHECK_TIMEOUT + 60)
 @pytest.mark.parametrize("name", RENDERS)
 def test_graphgate_accepts_the_rendered_settings(
-    rendered: dict[str, list[Manifest]], name: str, monkeypatch: pytest.MonkeyPatch
+    rendered: dict[str, list[Manifest]],
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """The ConfigMap, plus the secrets, passes graphgate's own validation."""
     for key in list(os.environ):
@@ -302,12 +306,58 @@ def test_graphgate_accepts_the_rendered_settings(
     for entry in container(rendered[name]).get("env") or []:
         if entry["name"].startswith("GRAPHGATE_"):
             monkeypatch.setenv(entry["name"], "from-a-secret")
-    settings = load_settings()
+    file = None
+    if name == "catalog":  # served with --config, the mounted catalog
+        file = tmp_path / "graphgate.toml"
+        file.write_text(
+            one(rendered[name], "ConfigMap", "graphgate-catalog")["data"]["graphgate.toml"]
+        )
+    settings = load_settings(file)
     assert settings.host == "0.0.0.0"
     assert settings.port == 8000
     assert str(settings.data_dir) == "/data"
     assert settings.auth in {"oidc", "dev"}
-    assert settings.tenants
+    assert settings.tenants or name == "catalog"
+
+
+@pytest.mark.timeout(CHECK_TIMEOUT + 60)
+def test_the_catalog_is_a_mounted_configmap_that_changes_without_a_rollout(
+    rendered: dict[str, list[Manifest]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = rendered["catalog"]
+    configmap = one(docs, "ConfigMap", "graphgate-catalog")
+    pod = server(docs)["spec"]["template"]
+    main = container(docs)
+    assert main["args"] == ["serve", "--config", "/etc/graphgate/graphgate.toml"]
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "catalog")
+    # A directory mount: kubelet swaps it in place. A subPath mount would never change.
+    assert mount["mountPath"] == "/etc/graphgate" and "subPath" not in mount
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "catalog")
+    assert volume["configMap"]["name"] == "graphgate-catalog"
+    annotations = pod["metadata"]["annotations"]
+    # No checksum of the catalog: a change reaches running pods without a new rollout.
+    rendered_catalog = configmap["data"]["graphgate.toml"]
+    assert not any(rendered_catalog[:40] in str(value) for value in annotations.values())
+    assert "GRAPHGATE_TENANTS" not in settings_env(docs)
+    # graphgate reads the mounted file with the ConfigMap's environment as it would start.
+    for key in list(os.environ):
+        if key.startswith("GRAPHGATE_"):
+            monkeypatch.delenv(key)
+    for key, value in settings_env(docs).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GRAPHGATE_BACKENDS__EU__PASSWORD", "from-a-secret")
+    monkeypatch.setenv("GRAPHGATE_METRICS_TOKEN", "from-a-secret")
+    file = tmp_path / "graphgate.toml"
+    file.write_text(rendered_catalog)
+    settings = load_settings(file)
+    where = {name: (p.backend, p.database) for name, p in settings.placements.items()}
+    assert where == {
+        "acme": ("default", "acme"),
+        "globex": ("eu", "globex_prod"),
+        "initech": ("team-x", "memgraph"),
+    }
+    assert settings.backend_targets["eu"].secret == "from-a-secret"
+    assert settings.backend_targets["team-x"].discover
 
 
 @pytest.mark.timeout(CHECK_TIMEOUT + 60)

@@ -151,9 +151,10 @@ async def test_embedded_database_killed_under_load_comes_back(
     assert down["status"] == "unavailable"
     assert down["backend"]["state"] in {"restarting", "unreachable"}
     assert down["backend"]["reason"] and "127.0.0.1" not in json.dumps(down)
+    ready = {"kind": "falkordb", "state": "ready"}
     assert probes[-1] == (
         200,
-        {"status": "ready", "backend": {"kind": "falkordb", "state": "ready"}},
+        {"status": "ready", "backend": ready, "backends": {"default": ready}, "require": "any"},
     )
     assert [code for code, _ in probes] == sorted(
         (code for code, _ in probes), key=lambda code: code == 200
@@ -163,8 +164,8 @@ async def test_embedded_database_killed_under_load_comes_back(
     # Noticed, logged once, counted; a new server; the old one and its keeper reaped.
     exits = [r for r in caplog.records if "exited (signal 9)" in r.getMessage()]
     assert len(exits) == 1 and exits[0].levelno == logging.ERROR
-    assert metric(metrics, "graphgate_backend_restarts_total") == 1
-    assert metric(metrics, "graphgate_backend_up") == 1
+    assert metric(metrics, 'graphgate_backend_restarts_total{backend="default"}') == 1
+    assert metric(metrics, 'graphgate_backend_up{backend="default"}') == 1
     assert reaped(old_pid) and reaped(old_keeper)
 
 

@@ -7,13 +7,15 @@ import pytest
 from graphgate.auth.rights import Caller, Rights
 from graphgate.config import Settings
 from graphgate.errors import DatabaseNotPermitted, ForbiddenError
+from graphgate.server import build_parts
 from graphgate.state import MemoryStateStore
 from graphgate.tenancy import Router
 
 
 def make_router() -> Router:
     settings = Settings(tenants={"acme": "acme_db", "globex": "globex_db", "initech": "i"})
-    return Router(settings.catalog, MemoryStateStore(), ttl=settings.session_ttl)
+    parts = build_parts(settings)  # constructed, never opened: routing needs no database
+    return Router(parts.catalog, parts.backends, parts.store, ttl=settings.session_ttl)
 
 
 def caller(sub: str, *tenants: str, starting: str | None = None) -> Caller:

@@ -127,7 +127,11 @@ def serve(
         static_client_id=static_client_id,
         demo=demo,
     )
-    if not settings.tenants:
+    try:
+        targets = settings.backend_targets  # reads the backends' password files
+    except ValueError as exc:
+        _fail(str(exc))
+    if not settings.tenants and not any(t.discover for t in targets.values()):
         _fail(
             "invalid setting 'tenants': no tenants configured; pass --tenants acme,globex "
             "(or a [tenants] table in the config file), or use --demo"
@@ -149,7 +153,25 @@ def serve(
             _announce_demo(settings, to_terminal=to_terminal)
 
     try:
-        _run_fast(run(settings, announce))
+        from graphgate.catalog_watch import SettingsSource
+
+        flags = {
+            "host": host,
+            "port": port,
+            "transport": transport,
+            "public_url": public_url,
+            "data_dir": data_dir,
+            "backend": backend,
+            "tenants": tenants,
+            "allow_writes": allow_writes,
+            "auth": auth,
+            "issuer": issuer,
+            "registration": registration,
+            "static_client_id": static_client_id,
+            "demo": demo,
+        }
+        source = SettingsSource(config, flags) if config is not None else None
+        _run_fast(run(settings, announce, source))
     except ConfigError as exc:  # e.g. the port is taken, the audit log unwritable
         _fail(str(exc), code=2)
     except GraphgateError as exc:
@@ -264,6 +286,28 @@ def token(
 
 
 app.add_typer(keycloak_app, name="keycloak")
+
+catalog_app = typer.Typer(help="Tenants and the backends they live on.", no_args_is_help=True)
+
+
+@catalog_app.command("check")
+def catalog_check(config: ConfigOpt = None) -> None:
+    """Check the catalog against the live backends; exit 1 on any problem."""
+    from graphgate.catalog import Catalog
+    from graphgate.catalog_check import check_catalog, render
+
+    settings = settings_from_cli(config)
+    try:
+        catalog = Catalog.from_settings(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    rows = asyncio.run(check_catalog(catalog))
+    typer.echo(render(rows))
+    if any(row.problem for row in rows):
+        raise typer.Exit(1)
+
+
+app.add_typer(catalog_app, name="catalog")
 
 
 def main() -> None:

@@ -11,13 +11,13 @@ import ipaddress
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -81,8 +81,54 @@ def _validate_database_name(tenant: str, database: str) -> str:
     return database
 
 
-def parse_catalog(value: Any) -> dict[str, str]:
-    """Accept ``"acme,globex"``, ``["acme"]`` or ``{"acme": "acme_db"}``."""
+DEFAULT_BACKEND: Final = "default"
+"""The backend the single ``backend`` setting names, and where a tenant given as a string lives."""
+BACKEND_NAME_MAX = 63
+_BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one tenant lives: a backend by name and a database on it.
+
+    Never shown to users: they see the tenant name only (issue 13).
+    """
+
+    backend: str
+    database: str
+
+
+def validate_backend_name(name: str) -> str:
+    """Backend names are short lowercase identifiers (they appear in metrics labels)."""
+    if len(name) > BACKEND_NAME_MAX or not _BACKEND_NAME.fullmatch(name):
+        raise ValueError(
+            f"backend name {name[:40]!r} may use only lowercase ASCII letters, digits, "
+            f"'_' and '-', start with a letter or digit, and be at most {BACKEND_NAME_MAX} long"
+        )
+    return name
+
+
+def _placement(tenant: str, value: Any) -> str | Placement:
+    """A ``[tenants]`` value: a database on ``default``, or ``{backend, database}``."""
+    if isinstance(value, str):
+        return _validate_database_name(tenant, value)
+    if isinstance(value, Placement):
+        return value
+    if isinstance(value, Mapping):
+        extra = set(value) - {"backend", "database"}
+        backend, database = value.get("backend"), value.get("database", tenant)
+        if extra or not isinstance(backend, str) or not isinstance(database, str):
+            raise ValueError(
+                f"tenant {tenant!r}: write a database name, or "
+                '{ backend = "NAME", database = "DATABASE" } (database defaults to the tenant)'
+            )
+        return Placement(validate_backend_name(backend), _validate_database_name(tenant, database))
+    raise ValueError("the tenants table maps tenant names to database names (strings)")
+
+
+def parse_catalog(value: Any) -> dict[str, str | Placement]:
+    """Accept ``"acme,globex"``, ``["acme"]``, ``{"acme": "acme_db"}`` or
+    ``{"globex": {"backend": "eu", "database": "globex_prod"}}``."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -97,7 +143,7 @@ def parse_catalog(value: Any) -> dict[str, str]:
         else:
             value = [part.strip() for part in stripped.split(",")]
     if isinstance(value, list | tuple):
-        catalog: dict[str, str] = {}
+        catalog: dict[str, str | Placement] = {}
         for entry in value:
             if not isinstance(entry, str):
                 raise ValueError("tenant names must be strings")
@@ -109,9 +155,9 @@ def parse_catalog(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         catalog = {}
         for tenant, database in value.items():
-            if not isinstance(tenant, str) or not isinstance(database, str):
+            if not isinstance(tenant, str):
                 raise ValueError("the tenants table maps tenant names to database names (strings)")
-            catalog[validate_tenant_name(tenant)] = _validate_database_name(tenant, database)
+            catalog[validate_tenant_name(tenant)] = _placement(tenant, database)
         return catalog
     raise ValueError("expected a comma list of tenant names or a table tenant -> database")
 
@@ -237,6 +283,11 @@ class BackendTarget:
     deny_procedures: tuple[str, ...] = ()
     embedded: EmbeddedBounds | None = None
     name: str = "default"
+    discover: bool = False
+    """Serve its databases as tenants of the same name (`graphgate.backends.discovery`)."""
+    discover_prefix: str = ""
+    """Only databases named with this prefix are discovered; the tenant is named without it."""
+    discover_interval: float = 30.0
 
     @property
     def secret(self) -> str | None:
@@ -256,11 +307,54 @@ class StateTarget:
 StrList = Annotated[list[str], NoDecode]
 
 
+class BackendSettings(BaseModel):
+    """One ``[backends.NAME]`` table.
+
+    ``password`` comes only from ``GRAPHGATE_BACKENDS__NAME__PASSWORD`` (a TOML
+    file that holds one is refused, see `_SecretFreeToml`) or ``password_file``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    url: str
+    user: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    dialect: Literal["auto", "memgraph", "neo4j"] = "auto"
+    query_timeout: float | None = Field(default=None, gt=0, le=3600)
+    row_limit: int | None = Field(default=None, ge=1, le=1_000_000)
+    discover: bool = False
+    discover_prefix: str = Field(default="", max_length=63)
+    discover_interval: float = Field(default=30.0, ge=1, le=86_400)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        backend_kind(value)
+        return value
+
+    def secret(self, name: str) -> SecretStr | None:
+        """The password: from the environment, else read from ``password_file``."""
+        if self.password is not None:
+            return self.password
+        if self.password_file is None:
+            return None
+        try:
+            text = self.password_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(
+                f"backends.{name}.password_file: cannot read {self.password_file} "
+                f"({exc.strerror}); mount the secret there or fix the path"
+            ) from None
+        return SecretStr(text.rstrip("\r\n"))
+
+
 class Settings(BaseSettings):
     """Everything graphgate can be told, validated once."""
 
     model_config = SettingsConfigDict(
         env_prefix="GRAPHGATE_",
+        env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
         hide_input_in_errors=True,
@@ -294,7 +388,12 @@ class Settings(BaseSettings):
     backend_user: str | None = None
     backend_password: SecretStr | None = None
     backend_dialect: Literal["auto", "memgraph", "neo4j"] = "auto"
-    tenants: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    tenants: Annotated[dict[str, str | Placement], NoDecode] = Field(default_factory=dict)
+    """Tenant → database on ``default``, or → ``{backend, database}`` (`graphgate.catalog`)."""
+    backends: dict[str, BackendSettings] = Field(default_factory=dict)
+    """Named backends (``[backends.NAME]``); the ``backend*`` settings are ``default``."""
+    readiness: Literal["any", "all"] = "any"
+    """/readyz answers 200 while ``any`` backend is ready, or only while ``all`` are."""
     allow_writes: bool = False
     row_limit: int = Field(default=1000, ge=1, le=1_000_000)
     query_timeout: float = Field(default=30.0, gt=0, le=3600)
@@ -375,8 +474,17 @@ class Settings(BaseSettings):
 
     @field_validator("tenants", mode="before")
     @classmethod
-    def _parse_tenants(cls, value: Any) -> dict[str, str]:
+    def _parse_tenants(cls, value: Any) -> dict[str, str | Placement]:
         return parse_catalog(value)
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_names(cls, value: dict[str, BackendSettings]) -> dict[str, BackendSettings]:
+        for name in value:
+            validate_backend_name(name)
+        if sum(1 for entry in value.values() if entry.url == "embedded") > 1:
+            raise ValueError("only one backend may be 'embedded' (one data directory)")
+        return value
 
     @field_validator(
         "algorithms",
@@ -466,6 +574,14 @@ class Settings(BaseSettings):
                 )
         if self.auth == "oidc" and not self.issuer:
             raise ValueError("issuer: required when auth = oidc")
+        targets = self.backend_names  # the password files are read when a backend is built
+        for tenant, placement in self.placements.items():
+            if placement.backend not in targets:
+                raise ValueError(
+                    f"tenants.{tenant}: no backend named {placement.backend!r}; "
+                    f"add a [backends.{placement.backend}] table or place it on one of "
+                    f"{', '.join(sorted(targets)) or 'none'}"
+                )
         if (
             self.registration in {"shim", "proxy"}
             and self.auth == "oidc"
@@ -502,7 +618,79 @@ class Settings(BaseSettings):
 
     @property
     def catalog(self) -> dict[str, str]:
-        return self.tenants
+        """Tenant → database name, whichever backend it lives on."""
+        return {name: self.placements[name].database for name in self.tenants}
+
+    @property
+    def placements(self) -> dict[str, Placement]:
+        """Tenant → where it lives; a string entry is a database on ``default``."""
+        return {
+            name: entry if isinstance(entry, Placement) else Placement(DEFAULT_BACKEND, entry)
+            for name, entry in self.tenants.items()
+        }
+
+    @property
+    def backend_names(self) -> list[str]:
+        """The names of `backend_targets`, without reading any password file."""
+        names = set(self.backends)
+        if self._legacy_default_wanted():
+            names.add(DEFAULT_BACKEND)
+        return sorted(names)
+
+    def _legacy_default_wanted(self) -> bool:
+        return DEFAULT_BACKEND not in self.backends and (
+            not self.backends
+            or self.backend != "embedded"
+            or any(not isinstance(entry, Placement) for entry in self.tenants.values())
+            or any(
+                isinstance(entry, Placement) and entry.backend == DEFAULT_BACKEND
+                for entry in self.tenants.values()
+            )
+        )
+
+    @property
+    def backend_targets(self) -> dict[str, BackendTarget]:
+        """Every named backend as a `BackendTarget`.
+
+        ``default`` is ``[backends.default]`` if given, else the ``backend*``
+        settings, kept when there is no ``[backends]`` table, when ``backend``
+        names a server, or when a tenant lives on it.
+        """
+        targets: dict[str, BackendTarget] = {}
+        if self._legacy_default_wanted():
+            targets[DEFAULT_BACKEND] = self.backend_target
+        for name, entry in self.backends.items():
+            targets[name] = self._named_target(name, entry)
+        return targets
+
+    def _named_target(self, name: str, entry: BackendSettings) -> BackendTarget:
+        return BackendTarget(
+            kind=backend_kind(entry.url),
+            url=entry.url,
+            user=entry.user,
+            password=entry.secret(name),
+            dialect=None if entry.dialect == "auto" else entry.dialect,
+            query_timeout=entry.query_timeout or self.query_timeout,
+            row_limit=entry.row_limit or self.row_limit,
+            query_memory_mb=self.query_memory_mb,
+            pool_wait=self.busy_wait,
+            allow_procedures=tuple(self.allow_procedures),
+            deny_procedures=tuple(self.deny_procedures),
+            embedded=self._embedded_bounds() if entry.url == "embedded" else None,
+            name=name,
+            discover=entry.discover,
+            discover_prefix=entry.discover_prefix,
+            discover_interval=entry.discover_interval,
+        )
+
+    def _embedded_bounds(self) -> EmbeddedBounds:
+        return EmbeddedBounds(
+            data_dir=self.data_dir / "falkordb",
+            memory_mb=self.embedded_memory_mb,
+            address_space_mb=self.embedded_address_space_mb
+            or embedded_address_space(self.embedded_memory_mb, self.query_memory_mb),
+            queue=self.backend_queue,
+        )
 
     @property
     def backend_target(self) -> BackendTarget:
@@ -550,8 +738,29 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_file = settings_cls.model_config.get("toml_file")
         if toml_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+            sources.append(_SecretFreeToml(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+
+class _SecretFreeToml(TomlConfigSettingsSource):
+    """The TOML file, refused when a ``[backends.NAME]`` table holds a password.
+
+    Settings files are committed, templated into ConfigMaps and printed in
+    reviews; a backend's secret belongs in ``password_file`` or the environment.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        backends = data.get("backends")
+        if isinstance(backends, Mapping):
+            for name, table in backends.items():
+                if isinstance(table, Mapping) and "password" in table:
+                    env = f"GRAPHGATE_BACKENDS__{str(name).upper()}__PASSWORD"
+                    raise ValueError(
+                        f"backends.{name}.password: secrets are not read from the settings "
+                        f'file; use password_file = "/run/secrets/..." or {env}'
+                    )
+        return data
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -588,7 +797,8 @@ class ClaimsRules:
     required_scopes: tuple[str, ...]
     leeway: float
     max_token_lifetime: float
-    catalog: frozenset[str]
+    catalog: Set[str]
+    """The tenant names served: a frozen set, or the live catalog's view of its names."""
     allow_writes: bool
     tenants_claim: tuple[str, ...]
     tenant_prefix: str
@@ -597,8 +807,12 @@ class ClaimsRules:
     admin_value: str
 
 
-def claims_rules(settings: Settings) -> ClaimsRules:
-    """The `ClaimsRules` of ``settings`` (the dev issuer in dev mode)."""
+def claims_rules(settings: Settings, catalog: Set[str] | None = None) -> ClaimsRules:
+    """The `ClaimsRules` of ``settings`` (the dev issuer in dev mode).
+
+    ``catalog`` is the live catalog's names (`graphgate.catalog.LiveCatalog.names`);
+    without it, the tenants of ``settings``.
+    """
     return ClaimsRules(
         issuer=settings.effective_issuer,
         audiences=tuple(settings.token_audiences),
@@ -606,7 +820,7 @@ def claims_rules(settings: Settings) -> ClaimsRules:
         required_scopes=tuple(settings.required_scopes),
         leeway=settings.clock_leeway,
         max_token_lifetime=settings.max_token_lifetime,
-        catalog=frozenset(settings.catalog),
+        catalog=frozenset(settings.catalog) if catalog is None else catalog,
         allow_writes=settings.allow_writes,
         tenants_claim=split_claim_path(settings.tenants_claim),
         tenant_prefix=settings.tenant_prefix,

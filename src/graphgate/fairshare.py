@@ -121,7 +121,9 @@ class FairShare:
     use half of the backend's workers (at least one), so another tenant always
     finds one free; a caller may use a tenant's share. ``workers`` asks the
     backend how many it has; it is asked once, when the first call needs it
-    (the backend is started by then).
+    (the backend is started by then). With several backends, ``backend_of``
+    names a tenant's backend and how to ask it: each backend's tenants get
+    half of *its* workers.
     """
 
     def __init__(
@@ -131,14 +133,16 @@ class FairShare:
         subject_limit: int,
         wait: float,
         workers: Callable[[], Awaitable[int]] | None = None,
+        backend_of: Callable[[str], tuple[str, Callable[[], Awaitable[int]]]] | None = None,
         on_busy: Callable[[ShareKind], None] = lambda kind: None,
     ) -> None:
         self._tenant_setting = tenant_limit
         self._subject_setting = subject_limit
         self._wait = wait
         self._workers = workers
+        self._backend_of = backend_of
         self._on_busy = on_busy
-        self._auto_limit = 0
+        self._auto_limits: dict[str, int] = {}
         self._tenants = _Gates()
         self._subjects = _Gates()
 
@@ -147,18 +151,28 @@ class FairShare:
         """Tenants and callers with a query in flight or waiting (the state kept)."""
         return len(self._tenants) + len(self._subjects)
 
-    async def limits(self) -> tuple[int, int]:
-        """The tenant and the subject limit in force."""
-        tenant = self._tenant_setting or await self._auto()
-        return tenant, self._subject_setting or tenant
+    async def limits(self, tenant: str | None = None) -> tuple[int, int]:
+        """The tenant and the subject limit in force (for ``tenant``'s backend)."""
+        if self._tenant_setting:
+            limit = self._tenant_setting
+        elif tenant is None and self._backend_of is not None:
+            # A caller's share alone (query_databases): the widest backend's tenant share.
+            limit = max(self._auto_limits.values(), default=max(1, FALLBACK_WORKERS // 2))
+        else:
+            limit = await self._auto(tenant)
+        return limit, self._subject_setting or limit
 
-    async def _auto(self) -> int:
-        if self._auto_limit:
-            return self._auto_limit
+    async def _auto(self, tenant: str | None) -> int:
+        key, ask = "", self._workers
+        if self._backend_of is not None and tenant is not None:
+            key, ask = self._backend_of(tenant)
+        known = self._auto_limits.get(key)
+        if known:
+            return known
         workers = 0
-        if self._workers is not None:
+        if ask is not None:
             try:
-                workers = await self._workers()
+                workers = await ask()
             except GraphgateError as exc:
                 # Not cached: the backend may only be down for now.
                 logger.debug("backend did not say its worker count: %s", exc)
@@ -168,8 +182,8 @@ class FairShare:
             logger.info(
                 "backend does not say how many queries it runs at once; assuming %d", workers
             )
-        self._auto_limit = max(1, workers // 2)
-        return self._auto_limit
+        limit = self._auto_limits[key] = max(1, workers // 2)
+        return limit
 
     def share(self, tenant: str, subject: str) -> AbstractAsyncContextManager[None]:
         """Hold one of ``subject``'s and one of ``tenant``'s shares while the body runs.
@@ -187,7 +201,7 @@ class FairShare:
         return _Holding(self, tenant, None)
 
     async def _enter(self, tenant: str | None, subject: str | None) -> None:
-        tenant_limit, subject_limit = await self.limits()
+        tenant_limit, subject_limit = await self.limits(tenant)
         deadline = asyncio.get_running_loop().time() + self._wait
         if subject is not None and not (
             self._subjects.try_acquire(subject, subject_limit)

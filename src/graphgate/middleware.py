@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -164,11 +164,17 @@ class GraphgateMiddleware(Middleware):
     """
 
     def __init__(
-        self, caller_of: CallerOf, limiter: RateLimiter, observability: Observability
+        self,
+        caller_of: CallerOf,
+        limiter: RateLimiter,
+        observability: Observability,
+        *,
+        backend_of: Callable[[Iterable[str]], str] = lambda _tenants: "",
     ) -> None:
         self._caller_of = caller_of
         self._limiter = limiter
         self._obs = observability
+        self._backend_of = backend_of
 
     async def on_call_tool(
         self,
@@ -195,7 +201,8 @@ class GraphgateMiddleware(Middleware):
             if isinstance(error, GraphgateError):
                 outcome, error_text = error.code, str(error)
                 if error.code in BACKEND_ERROR_CODES:
-                    self._obs.metrics.backend_errors.labels(error.code).inc()
+                    backend = self._backend_of(call.databases if call is not None else ())
+                    self._obs.metrics.backend_errors.labels(error.code, backend).inc()
             elif isinstance(error, FastMCPError | MCPError):
                 # FastMCP's own or another middleware's: already in the client's terms.
                 outcome, error_text = "error", str(error)

@@ -145,18 +145,32 @@ class Metrics:
         )
         self.backend_errors = Counter(
             "graphgate_backend_errors",
-            "Errors raised by the database backend, by kind.",
-            ["kind"],
+            "Errors raised by a database backend, by kind and backend name.",
+            ["kind", "backend"],
             registry=self.registry,
         )
         self.backend_up = Gauge(
             "graphgate_backend_up",
-            "1 while the database backend is ready; 0 while starting, unreachable or restarting.",
+            "1 while a backend is ready; 0 while starting, unreachable or restarting.",
+            ["backend"],
             registry=self.registry,
         )
         self.backend_restarts = Counter(
             "graphgate_backend_restarts",
             "Times the embedded database process exited and graphgate restarted it.",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.catalog_reloads = Counter(
+            "graphgate_catalog_reloads",
+            "Catalog reloads (settings file, SIGHUP, discovery) by source and outcome.",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.catalog_tenants = Gauge(
+            "graphgate_catalog_tenants",
+            "Tenants in the catalog in force, by backend.",
+            ["backend"],
             registry=self.registry,
         )
         self.rows_returned = Counter(

@@ -7,13 +7,16 @@ Nothing here reads the environment or builds anything at import time: the CLI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hmac
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,8 +30,18 @@ from graphgate import __version__
 from graphgate.auth import AuthSetup, build_auth, current_caller
 from graphgate.auth.rights import Caller, rights_for_local_user
 from graphgate.backends.base import Backend
+from graphgate.backends.discovery import Discovery
+from graphgate.backends.registry import Backends
 from graphgate.backends.supervision import SupervisedBackend
-from graphgate.config import LOOPBACK_NAMES, Settings, is_loopback_host
+from graphgate.catalog import Catalog, LiveCatalog
+from graphgate.catalog_watch import CatalogReloader, SettingsFileWatcher, SettingsSource
+from graphgate.config import (
+    DEFAULT_BACKEND,
+    LOOPBACK_NAMES,
+    BackendTarget,
+    Settings,
+    is_loopback_host,
+)
 from graphgate.demo import seed_demo
 from graphgate.errors import (
     BackendUnavailable,
@@ -72,15 +85,29 @@ class Parts:
     """
 
     settings: Settings
-    backend: SupervisedBackend
+    catalog: LiveCatalog
+    backends: Backends
     store: StateStore
     observability: Observability
     http_client: httpx.AsyncClient
     auth: AuthSetup
     caller_of: CallerOf
+    discovery: Discovery
     redis: Redis | None = None
     """The one client for ``state_url`` when it names Redis, shared by every part there."""
+    reloader: CatalogReloader | None = None
+    """Reloads the catalog from the settings file (when there is one): on change, on SIGHUP."""
+    source: SettingsSource | None = None
     _open: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def backend(self) -> SupervisedBackend:
+        """The backend named ``default`` (the demo's, and the single ``backend`` setting's)."""
+        return self.backends.get(DEFAULT_BACKEND)
+
+    @backend.setter
+    def backend(self, backend: SupervisedBackend) -> None:
+        self.backends.replace(DEFAULT_BACKEND, backend)
 
 
 @asynccontextmanager
@@ -104,8 +131,14 @@ async def opened(parts: Parts) -> AsyncIterator[Parts]:
             await stack.enter_async_context(parts.redis)
         stack.push_async_callback(parts.store.close)
         stack.push_async_callback(parts.auth.aclose)
-        stack.push_async_callback(parts.backend.close)
-        await parts.backend.start()
+        stack.push_async_callback(parts.backends.close)
+        await parts.backends.start()
+        stack.push_async_callback(parts.discovery.close)
+        parts.discovery.start()
+        if parts.source is not None and parts.reloader is not None:
+            watcher = SettingsFileWatcher(parts.source.path, partial(parts.reloader.reload, "file"))
+            watching = asyncio.get_running_loop().create_task(watcher.run())
+            stack.push_async_callback(_cancelled, watching)
         parts._open = True
         stack.callback(setattr, parts, "_open", False)
         yield parts
@@ -138,7 +171,7 @@ def build_server(parts: Parts) -> FastMCP:
         async with opened(parts):
             seeding: asyncio.Task[None] | None = None
             try:
-                if settings.demo:
+                if settings.demo and DEFAULT_BACKEND in parts.backends.names():
                     if parts.backend.status.ready:
                         await seed_demo(parts.backend, settings.catalog)
                     else:
@@ -148,6 +181,13 @@ def build_server(parts: Parts) -> FastMCP:
                 if seeding is not None:
                     seeding.cancel()
 
+    router = Router(
+        parts.catalog,
+        parts.backends,
+        parts.store,
+        ttl=settings.session_ttl,
+        rediscover=parts.discovery.rediscover,
+    )
     mcp: FastMCP = FastMCP(
         "graphgate",
         version=__version__,
@@ -157,15 +197,17 @@ def build_server(parts: Parts) -> FastMCP:
         mask_error_details=True,
         middleware=[
             GraphgateMiddleware(
-                parts.caller_of, RateLimiter(settings.rate_limit), parts.observability
+                parts.caller_of,
+                RateLimiter(settings.rate_limit),
+                parts.observability,
+                backend_of=router.backend_label,
             )
         ],
         # The tools' input schemas hold no $ref to inline (tests/test_tools.py),
         # so FastMCP's default rewriting middleware would only add a layer per call.
         dereference_schemas=False,
     )
-    router = Router(settings.catalog, parts.store, ttl=settings.session_ttl)
-    GraphTools(settings, parts.backend, router, parts.observability).register(mcp)
+    GraphTools(settings, router, parts.observability).register(mcp)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(_request: Request) -> Response:
@@ -174,10 +216,8 @@ def build_server(parts: Parts) -> FastMCP:
     @mcp.custom_route("/readyz", methods=["GET"], include_in_schema=False)
     async def readyz(_request: Request) -> Response:
         # Unauthenticated: states and reasons only, never an address (issue 13).
-        backend = await parts.backend.readiness()
-        if backend["state"] == "ready":
-            return JSONResponse({"status": "ready", "backend": backend})
-        return JSONResponse({"status": "unavailable", "backend": backend}, status_code=503)
+        ready, body = await parts.backends.readiness()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @mcp.custom_route("/metrics", methods=["GET"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -232,14 +272,36 @@ def build_http_app(parts: Parts) -> ASGIApp:
     return BodyTimeout(RequestIdMiddleware(guarded), settings.body_timeout)
 
 
-def local_caller_of(settings: Settings) -> CallerOf:
-    """The caller when auth is off: the one local user with the whole catalog."""
-    caller = Caller("local", "local", "local", rights_for_local_user(settings))
-    return lambda: caller
+def local_caller_of(settings: Settings, live: LiveCatalog | None = None) -> CallerOf:
+    """The caller when auth is off: the one local user with the whole (live) catalog."""
+    if live is None:
+        caller = Caller("local", "local", "local", rights_for_local_user(settings))
+        return lambda: caller
+    return _LocalCaller(settings, live)
 
 
-def build_parts(settings: Settings) -> Parts:
-    """Construct every collaborator from the settings; nothing is opened yet (`opened`)."""
+class _LocalCaller:
+    """The local user's rights, computed again only when the catalog changed."""
+
+    def __init__(self, settings: Settings, live: LiveCatalog) -> None:
+        self._settings = settings
+        self._live = live
+        self._seen: Catalog | None = None
+        self._caller: Caller | None = None
+
+    def __call__(self) -> Caller:
+        current = self._live.current
+        if current is not self._seen or self._caller is None:
+            rights = rights_for_local_user(self._settings, current.tenants)
+            self._caller, self._seen = Caller("local", "local", "local", rights), current
+        return self._caller
+
+
+def build_parts(settings: Settings, source: SettingsSource | None = None) -> Parts:
+    """Construct every collaborator from the settings; nothing is opened yet (`opened`).
+
+    With ``source`` (the settings file and flags), the catalog reloads when it changes.
+    """
     from graphgate.backends import create_backend
     from graphgate.observability import AuditTrail
     from graphgate.state import create_state_store, redis_client
@@ -247,35 +309,85 @@ def build_parts(settings: Settings) -> Parts:
     state = settings.state_target
     redis = redis_client(state.url) if state.kind == "redis" else None
     observability = Observability(AuditTrail(settings.audit_log, settings.audit_query_text))
+    metrics = observability.metrics
+    live = LiveCatalog(Catalog.from_settings(settings))
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     auth = build_auth(
         settings,
         http_client,
         redis=redis,
         open_paths=OPEN_PATHS,
-        on_failure=lambda reason: observability.metrics.auth_failures.labels(reason).inc(),
+        on_failure=lambda reason: metrics.auth_failures.labels(reason).inc(),
+        catalog=live.names,
     )
     verifier = auth.verifier
     if verifier is not None:
-        observability.metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
-    return Parts(
+        metrics.watch_jwks_refreshes(lambda: verifier.keys.refreshes)
+
+        # Rights are computed when a token is verified: a new catalog means computing again.
+        def forget_rights(_old: Catalog, _new: Catalog) -> None:
+            verifier.clear_cache()
+
+        live.subscribe(forget_rights)
+    live.subscribe(partial(_count_tenants, metrics))
+    _count_tenants(metrics, live.current, live.current)
+
+    def build_backend(target: BackendTarget) -> SupervisedBackend:
+        return supervised(create_backend(target), metrics, target.name)
+
+    backends = Backends(
+        live,
+        build_backend,
+        readiness=settings.readiness,
+        on_removed=lambda name: _forget_backend_metrics(metrics, name),
+    )
+    parts = Parts(
         settings=settings,
-        backend=supervised(create_backend(settings.backend_target), observability.metrics),
+        catalog=live,
+        backends=backends,
         store=create_state_store(state, redis),
         observability=observability,
         http_client=http_client,
         auth=auth,
-        caller_of=caller_of(settings, auth),
+        caller_of=caller_of(settings, auth, live),
+        discovery=Discovery(live, backends, metrics),
         redis=redis,
+        source=source,
     )
+    if source is not None:
+        parts.reloader = CatalogReloader(source, settings, live, backends, metrics)
+    return parts
 
 
-def supervised(backend: Backend, metrics: Metrics) -> SupervisedBackend:
-    """``backend`` watched and repaired, its state in ``graphgate_backend_up``."""
+def _count_tenants(metrics: Metrics, old: Catalog, new: Catalog) -> None:
+    for name in set(old.backends) - set(new.backends):
+        with contextlib.suppress(KeyError):
+            metrics.catalog_tenants.remove(name)
+    for name in new.backends:
+        metrics.catalog_tenants.labels(name).set(len(new.tenants_on(name)))
+
+
+def _forget_backend_metrics(metrics: Metrics, name: str) -> None:
+    for metric in (metrics.backend_up, metrics.backend_restarts):
+        with contextlib.suppress(KeyError):
+            metric.remove(name)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def supervised(
+    backend: Backend, metrics: Metrics, name: str = DEFAULT_BACKEND
+) -> SupervisedBackend:
+    """``backend`` watched and repaired, its state in ``graphgate_backend_up{backend=name}``."""
+    up = metrics.backend_up.labels(name)
     return SupervisedBackend(
         backend,
-        on_change=lambda status: metrics.backend_up.set(1 if status.ready else 0),
-        on_restart=metrics.backend_restarts.inc,
+        on_change=lambda status: up.set(1 if status.ready else 0),
+        on_restart=metrics.backend_restarts.labels(name).inc,
     )
 
 
@@ -288,24 +400,40 @@ async def seed_demo_when_ready(parts: Parts) -> None:
         logger.warning("could not seed the demo data: %s", exc)
 
 
-def caller_of(settings: Settings, auth: AuthSetup) -> CallerOf:
+def caller_of(settings: Settings, auth: AuthSetup, live: LiveCatalog | None = None) -> CallerOf:
     """How tools learn who calls: from each request's token, or the one local user."""
     if settings.auth == "none" or auth.provider is None:
-        return local_caller_of(settings)
+        return local_caller_of(settings, live)
     rights_of = auth.provider.rights_of
     return lambda: current_caller(settings, rights_of)
 
 
-async def run(settings: Settings, announce: Callable[[], None] | None = None) -> None:
+async def run(
+    settings: Settings,
+    announce: Callable[[], None] | None = None,
+    source: SettingsSource | None = None,
+) -> None:
     """Serve until interrupted.
 
     Everything is opened here, before the server, so that a start-up error (a
     data directory another graphgate holds, an audit file that cannot be
     written) ends graphgate with one line; the lifespan then finds it open.
+    With ``source``, SIGHUP (and any change of the file) reloads the catalog.
     """
     listener = bind_listener(settings) if settings.transport == "http" else None
     try:
-        async with opened(build_parts(settings)) as parts:
+        async with opened(build_parts(settings, source)) as parts:
+            reloader = parts.reloader
+            if reloader is not None:
+                loop = asyncio.get_running_loop()
+                pending: set[asyncio.Task[bool]] = set()
+
+                def on_hangup() -> None:
+                    task = loop.create_task(reloader.reload("sighup"))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+
+                loop.add_signal_handler(signal.SIGHUP, on_hangup)
             if announce is not None:  # the port is ours and the backend started: now say so
                 announce()
             await _serve(parts, listener)

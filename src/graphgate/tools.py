@@ -25,7 +25,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from graphgate.auth.rights import Caller
-from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
+from graphgate.backends.base import QueryLimits, QueryResult, Schema
 from graphgate.backends.cypher_scan import bound_structure, missing_parameters
 from graphgate.config import Settings
 from graphgate.errors import (
@@ -34,7 +34,7 @@ from graphgate.errors import (
     ReadOnlyViolation,
     WritesNotAllowed,
 )
-from graphgate.fairshare import FairShare, KnowsWorkers
+from graphgate.fairshare import FairShare
 from graphgate.middleware import ToolFunction, current_call, failures_to_middleware, subject_key
 from graphgate.observability import Observability
 from graphgate.replies import (
@@ -186,12 +186,10 @@ class GraphTools:
     def __init__(
         self,
         settings: Settings,
-        backend: Backend,
         router: Router,
         observability: Observability,
     ) -> None:
         self._settings = settings
-        self._backend = backend
         self._router = router
         self._max_bytes = settings.max_result_bytes
         self._values = ValueLimits(
@@ -208,7 +206,7 @@ class GraphTools:
             tenant_limit=settings.tenant_concurrency,
             subject_limit=settings.subject_concurrency,
             wait=settings.busy_wait,
-            workers=backend.workers if isinstance(backend, KnowsWorkers) else None,
+            backend_of=router.fair_share_key,
             on_busy=lambda reason: busy.labels(reason).inc(),
         )
 
@@ -284,7 +282,7 @@ class GraphTools:
         call.databases.append(target.tenant)
         async with self._share(caller, target), in_callers_terms(target, query, params):
             try:
-                result = await self._backend.read(
+                result = await target.backend.read(
                     target.database, query, _check_params(params), self._limits
                 )
             except ReadOnlyViolation as exc:
@@ -316,7 +314,7 @@ class GraphTools:
         if not caller.rights.can_write(target.tenant):
             raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
         async with self._share(caller, target), in_callers_terms(target, query, params):
-            result = await self._backend.write(
+            result = await target.backend.write(
                 target.database, query, _check_params(params), self._limits
             )
         answer, encoded = bounded_rows(
@@ -365,7 +363,7 @@ class GraphTools:
             limits = self._limits
             if sample_size is not None:
                 limits = dataclasses.replace(limits, sample=sample_size)
-            schema: Schema = await self._backend.schema(target.database, limits)
+            schema: Schema = await target.backend.schema(target.database, limits)
         answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
         return reply_json(answer, self._max_bytes)
 
@@ -405,7 +403,7 @@ class GraphTools:
                         self._fair.tenant_share(target.tenant),
                         in_callers_terms(target, query, checked),
                     ):
-                        result = await self._backend.read(
+                        result = await target.backend.read(
                             target.database, query, checked, self._limits
                         )
                     answer, encoded = bounded_rows(

@@ -23,7 +23,7 @@ verifier maps graphgate-issued tokens back to the issuer's claims.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -169,6 +169,7 @@ def build_auth(
     open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
     on_failure: Callable[[str], None] | None = None,
     retry_after: float = 2.0,
+    catalog: Set[str] | None = None,
 ) -> AuthSetup:
     """Build the auth layer for ``settings``; no network I/O happens here.
 
@@ -182,10 +183,13 @@ def build_auth(
     (``expired``, ``bad_signature``, ``missing_token``, ``no_tenants``, ...).
     ``retry_after`` is how long an unreachable issuer is left alone before
     the next request tries again (meanwhile: last good keys, or 502/503).
+    ``catalog`` is the live catalog's tenant names (`graphgate.catalog`): rights
+    are computed against the catalog in force when the token is verified, and
+    the server clears the verified-token cache whenever the catalog changes.
     """
     if settings.auth == "none":
         return AuthSetup(provider=None)
-    rules = claims_rules(settings)
+    rules = claims_rules(settings, catalog)
     rights_of: RightsOf = partial(_rights_from_claims, rules=rules)
     metadata: IssuerMetadata | None = None
     if settings.auth == "dev":

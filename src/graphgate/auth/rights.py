@@ -20,6 +20,8 @@ Access = Literal["read", "write"]
 _WRITE_SUFFIX = ":write"
 _READ_SUFFIX = ":read"
 _ASCII_SPACE = " \t\r\n\f\v"
+UNKNOWN_KEPT = 32
+"""Not-yet-catalogued tenant names kept per token: a token of thousands stays cheap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,9 @@ class Rights:
     tenants: Mapping[str, Access] = field(default_factory=dict)
     admin: bool = False
     starting: str | None = None
+    unknown: Mapping[str, Access] = field(default_factory=dict)
+    """Tenants the token names that the catalog did not hold when it was verified
+    (at most `UNKNOWN_KEPT`): discovery may find them (`graphgate.tenancy.Router`)."""
 
     def permits(self, tenant: str) -> bool:
         return tenant in self.tenants
@@ -153,16 +158,27 @@ def rights_from_claims(claims: Mapping[str, Any], rules: ClaimsRules) -> Rights:
         tenants_name = ".".join(rules.tenants_claim)
         entries = _as_string_list(claim_at(claims, rules.tenants_claim), tenants_name)
         claimed = parse_tenant_entries(entries, rules.tenant_prefix)
-        tenants = {
-            name: _clamp(access, rules.allow_writes)
-            for name, access in claimed.items()
-            if name in catalog
-        }
+        tenants = {}
+        unknown: dict[str, Access] = {}
+        for name, access in claimed.items():
+            if name in catalog:
+                tenants[name] = _clamp(access, rules.allow_writes)
+            elif len(unknown) < UNKNOWN_KEPT:
+                unknown[name] = _clamp(access, rules.allow_writes)
+        preferred = claim_at(claims, rules.default_tenant_claim)
+        return Rights(
+            tenants=tenants,
+            admin=admin,
+            starting=_starting(tenants, preferred),
+            unknown=unknown,
+        )
     preferred = claim_at(claims, rules.default_tenant_claim)
     return Rights(tenants=tenants, admin=admin, starting=_starting(tenants, preferred))
 
 
-def rights_for_local_user(settings: Settings) -> Rights:
-    """``auth = none`` (stdio or loopback): the one local user has the whole catalog."""
-    tenants = {name: _clamp("write", settings.allow_writes) for name in settings.catalog}
+def rights_for_local_user(settings: Settings, catalog: Iterable[str] | None = None) -> Rights:
+    """``auth = none`` (stdio or loopback): the one local user has the whole catalog
+    (``catalog``, the live one's names, else that of ``settings``)."""
+    names = settings.catalog if catalog is None else catalog
+    tenants = {name: _clamp("write", settings.allow_writes) for name in names}
     return Rights(tenants=tenants, admin=True, starting=_starting(tenants, None))

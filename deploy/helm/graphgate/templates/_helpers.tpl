@@ -162,8 +162,10 @@ The effective settings (a YAML map of setting -> string), after the chart's own.
 */}}
 {{- define "graphgate.settings" -}}
 {{- $settings := dict -}}
+{{- $catalog := .Values.catalog.enabled -}}
 {{- range $key, $value := .Values.config -}}
-{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) -}}
+{{- if and $catalog (eq $key "tenants") -}}
+{{- else if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) -}}
 {{- $_ := set $settings $key (include "graphgate.envValue" $value) -}}
 {{- end -}}
 {{- end -}}
