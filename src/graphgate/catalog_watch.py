@@ -19,7 +19,9 @@ What a reload does, in order (`CatalogReloader.reload`):
 (inode, size, modification time, where its symlinks lead) twice a second and
 then its content hash: Kubernetes updates a mounted ConfigMap by swapping a
 ``..data`` symlink, which inotify on the file itself would miss, and polling
-costs one ``stat`` per half second.
+costs one ``stat`` per half second. A file is never read past
+`MAX_SETTINGS_BYTES`, and each failure (too large, nested too deeply, deleted,
+a symlink loop, invalid) is one log line with the catalog in force kept.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +46,9 @@ from graphgate.observability import Metrics
 
 __all__ = [
     "CATALOG_FIELDS",
+    "MAX_SETTINGS_BYTES",
     "CatalogReloader",
+    "SettingsFileTooLarge",
     "SettingsFileWatcher",
     "SettingsSource",
     "needs_restart",
@@ -58,6 +63,23 @@ CATALOG_FIELDS = frozenset(
 
 POLL_INTERVAL = 0.5
 """Seconds between two looks at the settings file: a change is served within a second."""
+MAX_SETTINGS_BYTES = 4 * 1024 * 1024
+"""The largest settings file a reload reads (a 10,000-tenant catalog is about 0.6 MB):
+a runaway template cannot make graphgate parse, hash or hold an unbounded file."""
+RACY_SECONDS = 2.0
+"""A file modified this recently may change again within the file system's timestamp
+granularity without its identity changing: its content is hashed on every poll until
+it is older (git's "racily clean" rule)."""
+
+
+class SettingsFileTooLarge(ValueError):
+    """The settings file is over `MAX_SETTINGS_BYTES`: refused before it is read."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(
+            f"{path} is {size} bytes, over the {MAX_SETTINGS_BYTES} bytes a reload reads; "
+            "split the catalog or use discovery (discover = true) for very many tenants"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +90,10 @@ class SettingsSource:
     flags: Mapping[str, Any] = field(default_factory=dict)
 
     def load(self) -> Settings:
+        """The settings the file holds now; `SettingsFileTooLarge` before reading a huge one."""
+        size = os.stat(self.path).st_size  # a symlink loop or a deleted file: OSError
+        if size > MAX_SETTINGS_BYTES:
+            raise SettingsFileTooLarge(self.path, size)
         return load_settings(self.path, **dict(self.flags))
 
 
@@ -81,6 +107,8 @@ def needs_restart(running: Settings, new: Settings) -> list[str]:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "the settings file nests tables or arrays too deeply to read"
     if isinstance(exc, ValidationError):
         return "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
@@ -116,7 +144,7 @@ class CatalogReloader:
                     update={name: getattr(fresh, name) for name in CATALOG_FIELDS}
                 )
                 candidate = self._live.current.reloaded(applied)
-            except (ValidationError, ValueError, ConfigError, OSError) as exc:
+            except (ValidationError, ValueError, ConfigError, OSError, RecursionError) as exc:
                 logger.error(
                     "catalog reload (%s) failed, the catalog in force stays: %s",
                     reason,
@@ -171,14 +199,34 @@ def _identity(path: Path) -> tuple[Any, ...] | None:
 
 
 def _digest(path: Path) -> bytes | None:
+    """The content's hash; None when it cannot be read (or grew past the bound meanwhile)."""
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
+        with path.open("rb") as file:
+            content = file.read(MAX_SETTINGS_BYTES + 1)
     except OSError:
         return None
+    if len(content) > MAX_SETTINGS_BYTES:
+        return None
+    return hashlib.sha256(content).digest()
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be read now (deleted, a symlink loop, ...), or None."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 class SettingsFileWatcher:
-    """Calls ``on_change`` when the file's content changes (also through a symlink swap)."""
+    """Calls ``on_change`` when the file's content changes (also through a symlink swap).
+
+    A file that goes missing or unreadable (deleted, a symlink loop) is said
+    once in the log and otherwise ignored: the catalog in force stays until a
+    readable file returns. A file too large to read is handed to the reload,
+    which refuses it with one line (`SettingsFileTooLarge`).
+    """
 
     def __init__(
         self,
@@ -192,21 +240,44 @@ class SettingsFileWatcher:
         self._interval = interval
         self._identity = _identity(path)
         self._digest = _digest(path)
+        self._racy = self._identity is not None
+        self._missing: str | None = None
 
     async def run(self) -> None:
         """Poll until cancelled."""
         while True:
             await asyncio.sleep(self._interval)
-            identity = _identity(self._path)
-            if identity == self._identity or identity is None:
-                # A file briefly missing mid-swap is not a change; its return is.
-                continue
-            self._identity = identity
-            digest = _digest(self._path)
-            if digest is None or digest == self._digest:
-                continue
-            self._digest = digest
             try:
-                await self._on_change()
+                await self.poll()
             except Exception:  # the watcher outlives any one reload
                 logger.exception("catalog reload failed unexpectedly")
+
+    async def poll(self) -> None:
+        """One look at the file; reloads when its content changed."""
+        identity = _identity(self._path)
+        if identity is None:
+            # A file briefly missing mid-swap is not a change; its return is.
+            reason = _unreadable(self._path)
+            if reason is not None and self._missing is None:
+                logger.warning(
+                    "settings file %s cannot be read (%s); the catalog in force stays until it can",
+                    self._path,
+                    reason,
+                )
+            self._missing = reason
+            return
+        if self._missing is not None:
+            logger.info("settings file %s can be read again", self._path)
+            self._missing = None
+        if identity == self._identity and not self._racy:
+            return
+        self._identity = identity
+        self._racy = time.time_ns() - identity[4] < RACY_SECONDS * 1e9
+        if identity[3] > MAX_SETTINGS_BYTES:  # not read: the reload refuses it by its size
+            digest: bytes | None = repr(identity).encode()
+        else:
+            digest = _digest(self._path)
+        if digest is None or digest == self._digest:
+            return
+        self._digest = digest
+        await self._on_change()

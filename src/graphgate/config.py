@@ -477,6 +477,36 @@ class Settings(BaseSettings):
     def _parse_tenants(cls, value: Any) -> dict[str, str | Placement]:
         return parse_catalog(value)
 
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _dashed_names_from_env(cls, value: Any) -> Any:
+        """``GRAPHGATE_BACKENDS__TEAM_X__PASSWORD`` is the password of ``[backends.team-x]``.
+
+        Shells cannot set a variable whose name holds ``-``, so a backend named
+        with one takes its password from the name with ``_`` instead. Only an
+        entry holding nothing but a password (which only the environment can
+        give, `_SecretFreeToml`) is folded in, and only into the one dashed
+        backend it spells; a real ``[backends.team_x]`` table keeps its own.
+        """
+        if not isinstance(value, Mapping):
+            return value
+        folded = dict(value)
+        for name, entry in value.items():
+            if not (isinstance(entry, Mapping) and set(entry) == {"password"}):
+                continue
+            dashed = [
+                other
+                for other in value
+                if other != name and "-" in str(other) and str(other).replace("-", "_") == name
+            ]
+            if len(dashed) != 1 or not isinstance(value[dashed[0]], Mapping):
+                continue
+            target = dict(value[dashed[0]])
+            target.setdefault("password", entry["password"])  # the exact name wins
+            folded[dashed[0]] = target
+            del folded[name]
+        return folded
+
     @field_validator("backends")
     @classmethod
     def _backend_names(cls, value: dict[str, BackendSettings]) -> dict[str, BackendSettings]:
@@ -755,7 +785,7 @@ class _SecretFreeToml(TomlConfigSettingsSource):
         if isinstance(backends, Mapping):
             for name, table in backends.items():
                 if isinstance(table, Mapping) and "password" in table:
-                    env = f"GRAPHGATE_BACKENDS__{str(name).upper()}__PASSWORD"
+                    env = f"GRAPHGATE_BACKENDS__{str(name).upper().replace('-', '_')}__PASSWORD"
                     raise ValueError(
                         f"backends.{name}.password: secrets are not read from the settings "
                         f'file; use password_file = "/run/secrets/..." or {env}'

@@ -167,6 +167,12 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
+        self.discovery_looks = Counter(
+            "graphgate_discovery_looks",
+            "Times discovery asked a backend for its databases (periodic or on demand).",
+            ["backend"],
+            registry=self.registry,
+        )
         self.catalog_tenants = Gauge(
             "graphgate_catalog_tenants",
             "Tenants in the catalog in force, by backend.",

@@ -312,6 +312,17 @@ def build_parts(settings: Settings, source: SettingsSource | None = None) -> Par
     metrics = observability.metrics
     live = LiveCatalog(Catalog.from_settings(settings))
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+
+    def build_backend(target: BackendTarget) -> SupervisedBackend:
+        return supervised(create_backend(target), metrics, target.name)
+
+    backends = Backends(
+        live,
+        build_backend,
+        readiness=settings.readiness,
+        on_removed=lambda name: _forget_backend_metrics(metrics, name),
+    )
+    discovery = Discovery(live, backends, metrics)
     auth = build_auth(
         settings,
         http_client,
@@ -319,6 +330,7 @@ def build_parts(settings: Settings, source: SettingsSource | None = None) -> Par
         open_paths=OPEN_PATHS,
         on_failure=lambda reason: metrics.auth_failures.labels(reason).inc(),
         catalog=live.names,
+        rediscover=discovery.rediscover,
     )
     verifier = auth.verifier
     if verifier is not None:
@@ -331,16 +343,6 @@ def build_parts(settings: Settings, source: SettingsSource | None = None) -> Par
         live.subscribe(forget_rights)
     live.subscribe(partial(_count_tenants, metrics))
     _count_tenants(metrics, live.current, live.current)
-
-    def build_backend(target: BackendTarget) -> SupervisedBackend:
-        return supervised(create_backend(target), metrics, target.name)
-
-    backends = Backends(
-        live,
-        build_backend,
-        readiness=settings.readiness,
-        on_removed=lambda name: _forget_backend_metrics(metrics, name),
-    )
     parts = Parts(
         settings=settings,
         catalog=live,
@@ -350,7 +352,7 @@ def build_parts(settings: Settings, source: SettingsSource | None = None) -> Par
         http_client=http_client,
         auth=auth,
         caller_of=caller_of(settings, auth, live),
-        discovery=Discovery(live, backends, metrics),
+        discovery=discovery,
         redis=redis,
         source=source,
     )

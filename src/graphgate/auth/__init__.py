@@ -35,7 +35,7 @@ from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from graphgate.auth.challenge import BearerGate, Challenge
+from graphgate.auth.challenge import BearerGate, Challenge, Rediscover
 from graphgate.auth.dev import DevKeys, dev_verifier, mint_dev_token
 from graphgate.auth.dev_authorization import DevAuthorizationServer, serves_authorization
 from graphgate.auth.discovery import PRM_PATH, discovery_routes
@@ -99,6 +99,7 @@ class GraphgateAuth(AuthProvider):
         open_paths: Collection[str] = DEFAULT_OPEN_PATHS,
         on_failure: Callable[[str], None] | None = None,
         rules: ClaimsRules | None = None,
+        rediscover: Rediscover | None = None,
     ) -> None:
         super().__init__(
             base_url=settings.public_url, required_scopes=list(settings.required_scopes)
@@ -111,6 +112,7 @@ class GraphgateAuth(AuthProvider):
         self.routes = list(routes)
         self.open_paths = frozenset(open_paths) | {route.path for route in self.routes}
         self.on_failure = on_failure
+        self.rediscover = rediscover
 
     async def verify_token(self, token: str) -> AccessToken | None:
         return await self.verifier.verify_token(token)
@@ -134,6 +136,7 @@ class GraphgateAuth(AuthProvider):
             rights=partial(rights_of_token, rights_of=self.rights_of),
             open_paths=self.open_paths,
             on_failure=self.on_failure,
+            rediscover=self.rediscover,
         )
 
 
@@ -170,6 +173,7 @@ def build_auth(
     on_failure: Callable[[str], None] | None = None,
     retry_after: float = 2.0,
     catalog: Set[str] | None = None,
+    rediscover: Rediscover | None = None,
 ) -> AuthSetup:
     """Build the auth layer for ``settings``; no network I/O happens here.
 
@@ -186,6 +190,8 @@ def build_auth(
     ``catalog`` is the live catalog's tenant names (`graphgate.catalog`): rights
     are computed against the catalog in force when the token is verified, and
     the server clears the verified-token cache whenever the catalog changes.
+    ``rediscover`` asks discovery to look now (rate-limited): the gate calls it
+    before refusing a token whose tenants are all unknown so far.
     """
     if settings.auth == "none":
         return AuthSetup(provider=None)
@@ -240,6 +246,7 @@ def build_auth(
                 open_paths=open_paths,
                 on_failure=on_failure,
                 rules=rules,
+                rediscover=rediscover,
             )
             return AuthSetup(
                 provider=provider,
@@ -251,7 +258,13 @@ def build_auth(
             )
         routes = discovery_routes(settings, metadata=metadata)
     provider = GraphgateAuth(
-        settings, verifier, routes, open_paths=open_paths, on_failure=on_failure, rules=rules
+        settings,
+        verifier,
+        routes,
+        open_paths=open_paths,
+        on_failure=on_failure,
+        rules=rules,
+        rediscover=rediscover,
     )
     return AuthSetup(provider=provider, verifier=verifier, routes=routes, issuer_metadata=metadata)
 

@@ -10,7 +10,11 @@ One ASGI middleware (RFC 6750, RFC 9728 §5.1, MCP authorization) that
 * answers 403 ``insufficient_scope`` naming the scopes needed (RFC 6750 §3.1,
   which MCP clients use for step-up authorization);
 * answers 403 ``access_denied`` when the token's tenants meet nothing in the
-  catalog (`graphgate.errors.NoTenants` says why not ``insufficient_scope``);
+  catalog (`graphgate.errors.NoTenants` says why not ``insufficient_scope``),
+  after asking discovery to look once (``rediscover``, rate-limited and
+  shared by every request) when the token names tenants not yet known: a
+  database created a moment ago is served to its first user, and a name that
+  still does not exist gets the very same 403;
 * answers 502/503 JSON when the issuer's keys cannot be had;
 * renders every refusal with `graphgate.errors.to_http_response`, adding
   only the challenge header;
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Final
 
 from fastmcp.server.auth import AccessToken
@@ -63,6 +67,8 @@ _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 FailureHook = Callable[[str], None]
 RightsOfToken = Callable[[AccessToken], Rights]
+Rediscover = Callable[[], Awaitable[bool]]
+"""Asks discovery to look now; rate-limited by its owner (`graphgate.backends.discovery`)."""
 
 
 class Challenge:
@@ -117,6 +123,7 @@ class BearerGate:
         rights: RightsOfToken | None = None,
         open_paths: Collection[str] = (),
         on_failure: FailureHook | None = None,
+        rediscover: Rediscover | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -125,6 +132,7 @@ class BearerGate:
         self.rights = rights
         self.open_paths = frozenset(open_paths)
         self.on_failure = on_failure
+        self.rediscover = rediscover
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
@@ -196,7 +204,28 @@ class BearerGate:
                 ScopeMissing(f"The access token lacks the scope {needed}."),
                 scope=needed,
             )
-        if self.rights is not None and not self.rights(access).tenants:
-            # NoTenants says why this is access_denied, not insufficient_scope.
-            return self._fail("no_tenants", NoTenants())
+        if self.rights is not None:
+            rights = self.rights(access)
+            if not rights.tenants and rights.unknown and self.rediscover is not None:
+                access = await self._after_rediscovery(self.rediscover, token, access)
+                rights = self.rights(access)
+            if not rights.tenants:
+                # NoTenants says why this is access_denied, not insufficient_scope.
+                return self._fail("no_tenants", NoTenants())
         return access
+
+    async def _after_rediscovery(
+        self, rediscover: Rediscover, token: str, access: AccessToken
+    ) -> AccessToken:
+        """``access`` verified again after discovery looked (or declined to, rate-limited).
+
+        A catalog change clears the verifier's cache, so verifying again
+        computes the rights against the catalog now in force; when nothing
+        changed it is a cache hit. Whatever discovery found, the caller gets
+        the same answer as any token naming tenants that do not exist.
+        """
+        await rediscover()
+        try:
+            return await self.verifier.verify(token)
+        except GraphgateError:  # expired in between, keys gone: keep the first verdict
+            return access

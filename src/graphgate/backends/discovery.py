@@ -7,7 +7,10 @@ DATABASES``, never ``system`` or composites); those named with
 call whose token names a tenant not yet known asks for a look now
 (`Discovery.rediscover`), at most once every ``min_gap`` seconds whatever the
 number of such calls: an unknown name cannot make graphgate hammer its
-databases.
+databases. The HTTP gate asks too, before it refuses a token whose tenants
+are all unknown (`graphgate.auth.challenge.BearerGate`), so the first user of
+a database created a moment ago is served. ``graphgate_discovery_looks_total``
+counts every look.
 
 Why this is safe: discovery only decides which tenants *exist*. A tenant is
 served to a caller only when the caller's verified token also grants it
@@ -69,6 +72,7 @@ class Discovery:
         if target is None or not target.discover:
             return
         self._last_look[name] = time.monotonic()
+        self._metrics.discovery_looks.labels(name).inc()
         try:
             databases = await self._backends.get(name).list_databases()
         except GraphgateError as exc:

@@ -6,10 +6,12 @@ Each named backend has its own client and pool, dialect, bounds and health
 
 When the catalog changes (`graphgate.catalog_watch`), `Backends.open_for`
 opens the backends the new catalog adds *before* it is swapped in, so the
-first call to a new tenant finds its backend; `Backends.retire` then drains
-the ones it dropped or replaced: every call is bounded by its backend's
-``query_timeout``, so a backend closed that long (plus a grace) after the
-swap has no call left in flight.
+first call to a new tenant finds its backend; `Backends.retire_missing` then
+drains the ones it dropped or replaced: the catalog in force no longer leads
+to them, so no new call starts there, and each is closed as soon as the calls
+it was running have returned (`SupervisedBackend.drained`). Every call is
+bounded by its backend's ``query_timeout``, so the wait is too: at most that
+plus `DRAIN_GRACE`, after which the backend is closed anyway.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -33,7 +36,7 @@ SupervisedFactory = Callable[[BackendTarget], SupervisedBackend]
 """Builds (never starts) the supervised backend of one target."""
 
 DRAIN_GRACE = 2.0
-"""Seconds past a retired backend's query timeout before its client is closed."""
+"""Seconds past a retired backend's query timeout after which it is closed whatever runs."""
 
 
 class Backends:
@@ -137,13 +140,35 @@ class Backends:
         task.add_done_callback(self._draining.discard)
 
     @staticmethod
-    async def _drain(name: str, backend: SupervisedBackend, wait: float) -> None:
-        logger.info("backend %s left the catalog: closing it in %.0f s", name, wait)
+    async def _drain(name: str, backend: SupervisedBackend, bound: float) -> None:
+        started = time.monotonic()
+        running = backend.in_flight
+        logger.info(
+            "backend %s left the catalog: closing it once its %d calls in flight return "
+            "(at most %.0f s)",
+            name,
+            running,
+            bound,
+        )
         try:
-            await asyncio.sleep(wait)
+            idle = await backend.drained(bound)
         finally:
             with contextlib.suppress(Exception):
                 await backend.close()
+        if idle:
+            logger.info(
+                "backend %s closed %.2f s after it left the catalog; no call was cut short",
+                name,
+                time.monotonic() - started,
+            )
+        else:
+            logger.warning(
+                "backend %s closed after %.0f s with %d calls still running (past its "
+                "query_timeout); they fail with backend_unavailable",
+                name,
+                bound,
+                backend.in_flight,
+            )
 
     # -- health -------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -149,6 +149,9 @@ class SupervisedBackend:
         self._recovery: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- what operators and probes see ----------------------------------------------------
     @property
@@ -220,6 +223,23 @@ class SupervisedBackend:
         self._connected = True
         self._become_ready()
 
+    @property
+    def in_flight(self) -> int:
+        """Calls started on this backend that have not returned yet."""
+        return self._in_flight
+
+    async def drained(self, bound: float) -> bool:
+        """Wait until no call is in flight, at most ``bound`` seconds; True if none is left.
+
+        A backend that left the catalog receives no new calls, so this ends as
+        soon as the calls it was already running do (`graphgate.backends.registry`).
+        """
+        try:
+            await asyncio.wait_for(self._idle.wait(), bound)
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_ready(self) -> None:
         """Return once the backend is ready (for work that needs it, such as demo data)."""
         while self._state is not BackendState.READY:
@@ -283,6 +303,8 @@ class SupervisedBackend:
             raise BackendUnavailable(
                 f"the database is not available: {status.reason}", status.retry_after
             )
+        self._in_flight += 1
+        self._idle.clear()
         try:
             return await operation()
         except BackendUnavailable as exc:
@@ -294,6 +316,10 @@ class SupervisedBackend:
                 f"the database server did not answer{hint}",
                 exc.retry_after or _MIN_RETRY_HINT,
             ) from exc
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     def _confirm_in_background(self) -> None:
         """Ping once (one at a time); only a failed ping marks the backend unreachable."""
