@@ -450,3 +450,97 @@ def test_sigterm_is_a_clean_stop_with_exit_code_0(serve) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert "Traceback" not in process.communicate()[1]
+
+
+SIGHUP_FILE_BYTES = 1024
+"""Every version of the settings file below has this size (padded with a comment)."""
+
+
+def write_same_identity(path: Path, text: str) -> None:
+    """Rewrite ``path`` in place with the same size and modification time.
+
+    The file watcher then sees nothing change (same inode, size and mtime),
+    so whatever graphgate reloads afterwards it reloads because of SIGHUP.
+    """
+    padded = text + "#" * (SIGHUP_FILE_BYTES - len(text) - 1) + "\n"
+    assert len(padded) == SIGHUP_FILE_BYTES
+    info = path.stat()
+    with path.open("r+") as file:
+        file.write(padded)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+async def call_error(url: str, bearer: str, tool: str, **arguments: object) -> str:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30)
+    async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error, result
+    return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+async def test_sighup_reloads_the_catalog_of_a_running_serve(serve, tmp_path: Path) -> None:
+    port, data_dir, started = serve
+    url = f"http://127.0.0.1:{port}"
+    head = (
+        f'host = "127.0.0.1"\nport = {port}\nauth = "dev"\ndata_dir = "{data_dir}"\n'
+        'metrics_token = "scrape"\n\n[tenants]\n'
+    )
+    config = tmp_path / "graphgate.toml"
+    config.write_text(head + 'acme = "acme"\n' + "#" * (SIGHUP_FILE_BYTES - len(head) - 15) + "\n")
+    assert config.stat().st_size == SIGHUP_FILE_BYTES
+    process = subprocess.Popen(
+        [GRAPHGATE, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    started.append(process)
+    wait_ready(url, process)
+    bearer = mint(data_dir, port, "--config", str(config), "--sub", "ann", "--tenants", "acme,beta")
+
+    async def reloads() -> str:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            text = (await http.get("/metrics", headers={"authorization": "Bearer scrape"})).text
+        return "\n".join(line for line in text.splitlines() if "catalog_reloads_total{" in line)
+
+    assert "beta" in await call_error(url, bearer, "run_query", database="beta", query="RETURN 1")
+    write_same_identity(config, head + 'acme = "acme"\nbeta = "beta"\n')
+    await asyncio.sleep(1.5)  # the watcher polls twice a second: it must not have reloaded
+    assert "beta" in await call_error(url, bearer, "run_query", database="beta", query="RETURN 1")
+
+    sent = time.monotonic()
+    process.send_signal(signal.SIGHUP)
+    while True:
+        try:
+            answer = await call(url, bearer, "run_query", database="beta", query="RETURN 1 AS x")
+            break
+        except AssertionError:
+            assert time.monotonic() - sent < 5, "the new tenant is not served after SIGHUP"
+            await asyncio.sleep(0.1)
+    print(f"new tenant served {time.monotonic() - sent:.2f} s after SIGHUP")
+    assert answer["rows"] == [[1]]
+    counted = await reloads()
+    assert 'graphgate_catalog_reloads_total{outcome="ok",source="sighup"} 1.0' in counted
+    assert 'source="file"' not in counted, counted
+
+    # An invalid file on SIGHUP: nothing changes, the process keeps serving.
+    write_same_identity(config, head + 'acme = "acme"\nbeta = { backend = "nowhere" }\n')
+    process.send_signal(signal.SIGHUP)
+    for _ in range(50):
+        if 'outcome="failed",source="sighup"} 1.0' in await reloads():
+            break
+        await asyncio.sleep(0.1)
+    assert 'graphgate_catalog_reloads_total{outcome="failed",source="sighup"} 1.0' in (
+        await reloads()
+    )
+    assert (await call(url, bearer, "run_query", database="beta", query="RETURN 1 AS x"))["rows"]
+    assert (await call(url, bearer, "run_query", database="acme", query="RETURN 1 AS x"))["rows"]
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    log = process.communicate()[1]
+    assert "Traceback" not in log
+    failed = [line for line in log.splitlines() if "catalog reload (sighup) failed" in line]
+    assert len(failed) == 1 and "nowhere" in failed[0], log
+    assert sum("catalog reloaded (sighup)" in line for line in log.splitlines()) == 1, log
