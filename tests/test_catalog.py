@@ -10,7 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from graphgate.catalog import Catalog, discovered_tenants
-from graphgate.catalog_watch import needs_restart
+from graphgate.catalog_watch import (
+    MAX_SETTINGS_BYTES,
+    SettingsFileTooLarge,
+    SettingsSource,
+    needs_restart,
+)
 from graphgate.config import Placement, Settings, load_settings
 
 GRAPHGATE = str(Path(sys.executable).with_name("graphgate"))
@@ -71,6 +76,40 @@ def test_the_password_may_come_from_the_environment(
     monkeypatch.setenv("GRAPHGATE_BACKENDS__EU__PASSWORD", "from-env")
     settings = load_settings(write(tmp_path, '[backends.eu]\nurl = "bolt://x:7687"\n'))
     assert settings.backend_targets["eu"].secret == "from-env"
+
+
+def test_a_dashed_backend_takes_its_password_from_the_underscored_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shells cannot set GRAPHGATE_BACKENDS__TEAM-X__PASSWORD; TEAM_X is what they can set."""
+    monkeypatch.setenv("GRAPHGATE_BACKENDS__TEAM_X__PASSWORD", "dashed")
+    monkeypatch.setenv("GRAPHGATE_BACKENDS__TEAM_Y__PASSWORD", "its-own")
+    path = write(
+        tmp_path,
+        '[backends.team-x]\nurl = "bolt://x:7687"\n'
+        '[backends.team-y]\nurl = "bolt://y:7687"\n'
+        '[backends.team_y]\nurl = "bolt://z:7687"\n',
+    )
+    targets = load_settings(path).backend_targets
+    assert targets["team-x"].secret == "dashed"
+    assert "team_x" not in targets
+    # A real [backends.team_y] table keeps the variable of its own name.
+    assert targets["team_y"].secret == "its-own"
+    assert targets["team-y"].secret is None
+
+
+def test_the_refusal_of_a_password_names_a_variable_a_shell_can_set(tmp_path: Path) -> None:
+    path = write(tmp_path, '[backends.team-x]\nurl = "bolt://x:7687"\npassword = "p"\n')
+    with pytest.raises(ValueError, match="GRAPHGATE_BACKENDS__TEAM_X__PASSWORD"):
+        load_settings(path)
+
+
+def test_a_file_over_the_reload_bound_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tenants]\nacme = "acme"\n')
+    with path.open("r+b") as file:
+        file.truncate(MAX_SETTINGS_BYTES + 1)  # sparse: nothing to write, nothing to read
+    with pytest.raises(SettingsFileTooLarge, match="over the 4194304 bytes"):
+        SettingsSource(path).load()
 
 
 @pytest.mark.parametrize(
