@@ -12,7 +12,9 @@
     │   ├── ScopeMissing         the token lacks a required scope (insufficient_scope)
     │   ├── NoTenants            the token's tenants meet nothing in the catalog
     │   ├── DatabaseNotPermitted same message whether or not the database exists
-    │   └── WritesNotAllowed     write attempted where the server or rights forbid it
+    │   ├── WritesNotAllowed     write attempted where the server or rights forbid it
+    │   └── WriteNotConfirmed    the user declined, cancelled or did not answer; or
+    │                            confirmation is required and the client cannot ask
     ├── InvalidArguments         a tool call's arguments do not fit the tool's schema
     ├── RateLimited              per-subject (or per-source) budget exhausted: 429
     ├── Busy                     the tenant's or caller's share of the backend is in use
@@ -203,6 +205,12 @@ class DatabaseNotPermitted(ForbiddenError):
 
 class WritesNotAllowed(ForbiddenError):
     code = "writes_not_allowed"
+
+
+class WriteNotConfirmed(ForbiddenError):
+    """A write the user did not confirm (``confirm_writes``): nothing ran."""
+
+    code = "write_not_confirmed"
 
 
 class InvalidArguments(GraphgateError):

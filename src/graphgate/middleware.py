@@ -55,6 +55,7 @@ from mcp.types import (
     InitializeRequest,
     InitializeResult,
 )
+from mcp_types import InputRequiredResult
 from pydantic import ValidationError
 
 from graphgate.auth.rights import Caller
@@ -68,7 +69,7 @@ logger = logging.getLogger(__name__)
 CallerOf = Callable[[], Caller]
 """Returns the caller of the current request; built from its verified token."""
 
-ToolFunction = Callable[..., Awaitable[ToolResult]]
+ToolFunction = Callable[..., Awaitable[ToolResult | InputRequiredResult]]
 F = TypeVar("F", bound=ToolFunction)
 
 BACKEND_ERROR_CODES = frozenset({"backend_unavailable", "timeout"})
@@ -88,6 +89,8 @@ class ToolCall:
     query: str | None = None
     databases: list[str] = field(default_factory=list)
     rows: int = 0
+    outcome: str | None = None
+    """Set by a tool whose call ended without failing and without running (a question asked)."""
 
 
 _CURRENT: ContextVar[ToolCall | None] = ContextVar("graphgate_tool_call", default=None)
@@ -129,7 +132,7 @@ def failures_to_middleware(tool: F) -> F:
     """``tool``, raising whatever it raises as a `ToolFailure`; its signature unchanged."""
 
     @functools.wraps(tool)
-    async def run(*args: Any, **kwargs: Any) -> ToolResult:
+    async def run(*args: Any, **kwargs: Any) -> ToolResult | InputRequiredResult:
         try:
             return await tool(*args, **kwargs)
         except Exception as exc:
@@ -184,9 +187,11 @@ class GraphgateMiddleware(Middleware):
             self._limiter.check(subject_key(call.caller))
             token = _CURRENT.set(call)
             try:
-                return await call_next(context)
+                result = await call_next(context)
             finally:
                 _CURRENT.reset(token)
+            outcome = call.outcome or outcome
+            return result
         except NotFoundError:
             call = None  # not a call of any tool: no audit line
             raise unknown_tool(name) from None

@@ -1,8 +1,9 @@
 """Encoding tool answers as JSON once, within a budget sized for a model's context.
 
 Answers are serialised a single time (pydantic-core, in Rust) and sent as the
-text content of the tool result: no second pass to build structured content
-from the same rows. The reader is an LLM whose client refuses large tool
+text content of the tool result; the same value, not rebuilt, is the
+result's ``structuredContent`` (the MCP SDK serialises it with the rest of
+the response). The reader is an LLM whose client refuses large tool
 output (Claude Code: 25,000 tokens by default), so:
 
 * very long lists (embeddings) and strings inside values are elided with a
@@ -151,15 +152,29 @@ def object_of_encoded(key: str, pieces: list[tuple[str, bytes]], max_bytes: int)
     return encoded
 
 
-def reply(encoded: bytes) -> ToolResult:
-    return ToolResult(content=[TextContent(type="text", text=encoded.decode())])
+def reply(encoded: bytes, structured: Any) -> ToolResult:
+    """The answer as text and as ``structuredContent``: the same value, encoded once.
+
+    ``structured`` is the value ``encoded`` was made from (cut rows, elided
+    values and all), so a client reading either sees the same answer.
+    """
+    return ToolResult(
+        content=[TextContent(type="text", text=encoded.decode())], structured_content=structured
+    )
 
 
-def reply_json(payload: Any, max_bytes: int) -> ToolResult:
+def reply_json(payload: Any, max_bytes: int, *, wrapped: bool = False) -> ToolResult:
+    """``payload`` as the answer; ``wrapped``: a list, whose structured form is {"result": ...}."""
     encoded = encode(payload)
     if len(encoded) > max_bytes:
         raise ResultTooLarge(
             f"the answer is {len(encoded)} bytes, over the server's limit of {max_bytes}; "
             "narrow it (a pattern, fewer databases, LIMIT)"
         )
-    return reply(encoded)
+    if wrapped:
+        return ToolResult(
+            content=[TextContent(type="text", text=encoded.decode())],
+            structured_content={"result": payload},
+            meta={"fastmcp": {"wrap_result": True}},
+        )
+    return reply(encoded, payload)

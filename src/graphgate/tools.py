@@ -14,23 +14,34 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_http_request
 from fastmcp.tools import ToolResult
-from mcp.types import ToolAnnotations
+from mcp_types import InputRequiredResult
 from pydantic import Field
 
 from graphgate.auth.rights import Caller
-from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
+from graphgate.backends.base import (
+    Backend,
+    Explains,
+    QueryLimits,
+    QueryPlan,
+    QueryResult,
+    Schema,
+)
+from graphgate.backends.cypher_names import names_in
 from graphgate.backends.cypher_scan import bound_structure, missing_parameters
 from graphgate.config import Settings
+from graphgate.confirm import WriteConfirmation, describe
+from graphgate.dialect_hints import dialect_label, error_hint, summary
 from graphgate.errors import (
     GraphgateError,
     QueryError,
+    QueryRefused,
     ReadOnlyViolation,
     WritesNotAllowed,
 )
@@ -47,6 +58,7 @@ from graphgate.replies import (
 )
 from graphgate.schema_view import schema_to_dict
 from graphgate.tenancy import Router, Target
+from graphgate.tool_schemas import ANNOTATIONS, OUTPUT_SCHEMAS
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +91,6 @@ DatabaseArg = Annotated[
     ),
 ]
 
-_READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-_SESSION_STATE = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-_WRITE = ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
-)
-
 
 def _session_id() -> str | None:
     """The MCP session id over stateful HTTP, None where every request stands alone.
@@ -105,9 +107,15 @@ def _session_id() -> str | None:
     return value[:128] if value else None
 
 
+DialectOf = Callable[[], str | None]
+
+
 @asynccontextmanager
 async def in_callers_terms(
-    target: Target, query: str | None = None, params: Mapping[str, Any] | None = None
+    target: Target,
+    query: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    dialect: DialectOf | None = None,
 ) -> AsyncIterator[None]:
     """Errors of a call on ``target`` told in the terms of the one who made it.
 
@@ -115,15 +123,28 @@ async def in_callers_terms(
     with how to pass it, and the tenant is named, never its physical
     database (a catalog may map ``initech`` to ``initech_prod_internal_7``;
     the backend and the server speak of the latter; it goes to the debug log).
+    A query the database refused gets the dialect's note on what it was
+    about (`graphgate.dialect_hints`), when it was about indexes, vectors,
+    dates or paths.
     """
     try:
         yield
     except GraphgateError as exc:
         told = _naming_missing_parameters(exc, query, params)
         _naming_the_tenant(told, target)
+        if dialect is not None:
+            _with_dialect_hint(told, dialect(), query)
         if told is exc:
             raise
         raise told from None
+
+
+def _with_dialect_hint(exc: GraphgateError, dialect: str | None, query: str | None) -> None:
+    if type(exc) not in (QueryError, QueryRefused):
+        return
+    hint = error_hint(dialect, query, str(exc))
+    if hint is not None:
+        exc.args = (f"{exc} (hint: {hint})",)
 
 
 def _naming_missing_parameters(
@@ -180,6 +201,13 @@ def _result_dict(
     return answer
 
 
+def _dialect_of(backend: Backend) -> DialectOf:
+    """The backend's dialect, asked on use: a Bolt server says which it is when reached."""
+    if isinstance(backend, Explains):
+        return lambda: backend.dialect
+    return lambda: None
+
+
 class GraphTools:
     """graphgate's tools, with their collaborators; `register` declares them on FastMCP."""
 
@@ -192,6 +220,10 @@ class GraphTools:
     ) -> None:
         self._settings = settings
         self._backend = backend
+        self._dialect = _dialect_of(backend)
+        self._confirm = WriteConfirmation(
+            settings.confirm_writes, settings.confirm_writes_tenants, settings.confirm_timeout
+        )
         self._router = router
         self._max_bytes = settings.max_result_bytes
         self._values = ValueLimits(
@@ -239,15 +271,22 @@ class GraphTools:
     # -- the tools -----------------------------------------------------------------------
 
     async def list_databases(self) -> ToolResult:
-        """List the databases you may use, your access to each, and which is current."""
+        """List the databases you may use, your access to each, which is current, and
+        the Cypher dialect each speaks (FalkorDB, Neo4j 5, Memgraph)."""
         caller = current_call().caller
         current = await self._router.current(caller, _session_id())
         current = current or caller.rights.starting
+        dialect = dialect_label(self._dialect())
         listing = [
-            {"name": name, "access": caller.rights.tenants[name], "current": name == current}
+            {
+                "name": name,
+                "access": caller.rights.tenants[name],
+                "current": name == current,
+                "dialect": dialect,
+            }
             for name in caller.rights.sorted_tenants
         ]
-        return reply_json(listing, self._max_bytes)
+        return reply_json(listing, self._max_bytes, wrapped=True)
 
     async def use_database(
         self,
@@ -282,7 +321,10 @@ class GraphTools:
         await self._bound_text(query)
         target = await self._router.resolve(caller, database, _session_id())
         call.databases.append(target.tenant)
-        async with self._share(caller, target), in_callers_terms(target, query, params):
+        async with (
+            self._share(caller, target),
+            in_callers_terms(target, query, params, self._dialect),
+        ):
             try:
                 result = await self._backend.read(
                     target.database, query, _check_params(params), self._limits
@@ -293,19 +335,22 @@ class GraphTools:
             _result_dict(target, result, with_stats=False), self._max_bytes, self._values
         )
         call.rows = answer["row_count"]
-        return reply(encoded)
+        return reply(encoded, answer)
 
     async def run_write_query(
         self,
+        ctx: Context,
         query: QueryText,
         params: Params = None,
         database: DatabaseArg = None,
-    ) -> ToolResult:
+    ) -> ToolResult | InputRequiredResult:
         """Run an openCypher query that may create, change or delete data.
 
         Needs write access to the database. Returns the rows (if the query
         RETURNs any) and `stats`: nodes and relationships created or deleted,
-        properties set. Prefer run_query for anything that only reads.
+        properties set. Prefer run_query for anything that only reads. The
+        server may ask the user to confirm the write first (explain_query
+        shows what they will be asked about).
         """
         call = current_call()
         caller = call.caller
@@ -315,15 +360,81 @@ class GraphTools:
         call.databases.append(target.tenant)
         if not caller.rights.can_write(target.tenant):
             raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-        async with self._share(caller, target), in_callers_terms(target, query, params):
-            result = await self._backend.write(
-                target.database, query, _check_params(params), self._limits
+        checked = _check_params(params)
+        if self._confirm.wanted(target.tenant):
+            # Planned inside a share, asked outside one: a person may take minutes.
+            async with (
+                self._share(caller, target),
+                in_callers_terms(target, query, params, self._dialect),
+            ):
+                plan = await self._explain(target, query, checked)
+            question = describe(target.tenant, query, plan, names_in(query))
+            asking = await self._confirm.confirm(
+                ctx, caller.key, target.tenant, query, checked, question
             )
+            if asking is not None:
+                call.outcome = "confirmation_asked"
+                return asking
+        async with (
+            self._share(caller, target),
+            in_callers_terms(target, query, params, self._dialect),
+        ):
+            result = await self._backend.write(target.database, query, checked, self._limits)
         answer, encoded = bounded_rows(
             _result_dict(target, result, with_stats=True), self._max_bytes, self._values
         )
         call.rows = answer["row_count"]
-        return reply(encoded)
+        return reply(encoded, answer)
+
+    async def explain_query(
+        self,
+        query: QueryText,
+        params: Params = None,
+        database: DatabaseArg = None,
+    ) -> ToolResult:
+        """Show the database's plan for a query without running it: its operators,
+        whether it writes (and with which operations), and the labels and
+        relationship types it names. Nothing runs and nothing changes. A plan
+        that writes needs the same write access as run_write_query.
+        """
+        call = current_call()
+        caller = call.caller
+        call.query = query
+        await self._bound_text(query)
+        target = await self._router.resolve(caller, database, _session_id())
+        call.databases.append(target.tenant)
+        checked = _check_params(params)
+        async with (
+            self._share(caller, target),
+            in_callers_terms(target, query, params, self._dialect),
+        ):
+            plan = await self._explain(target, query, checked)
+        if plan.writes and not self._settings.allow_writes:
+            raise WritesNotAllowed(
+                "this query writes, and this server does not allow writes (allow_writes is off)"
+            )
+        if plan.writes and not caller.rights.can_write(target.tenant):
+            raise WritesNotAllowed(
+                f"this query writes, and you have read-only access to database {target.tenant!r}"
+            )
+        names = names_in(query)
+        answer = {
+            "database": target.tenant,
+            "dialect": dialect_label(self._dialect()),
+            "writes": bool(plan.writes),
+            "write_operations": plan.writes,
+            "labels": names.labels,
+            "relationship_types": names.relationship_types,
+            "plan": plan.steps,
+            "truncated": plan.truncated,
+        }
+        return reply_json(answer, self._max_bytes)
+
+    async def _explain(self, target: Target, query: str, params: dict[str, Any]) -> QueryPlan:
+        backend = self._backend
+        if not isinstance(backend, Explains):
+            raise QueryRefused("this server's database cannot show query plans")
+        return await backend.explain(target.database, query, params, self._limits)
 
     async def get_schema(
         self,
@@ -357,6 +468,7 @@ class GraphTools:
         """Describe a database: node labels, relationship types, their properties
         with value types, indexes and constraints, so you can write correct Cypher.
         Relationship endpoints give each type's direction (start → end).
+        `dialect_notes` says where this database's Cypher differs from Neo4j's.
         """
         call = current_call()
         target = await self._router.resolve(call.caller, database, _session_id())
@@ -366,7 +478,15 @@ class GraphTools:
             if sample_size is not None:
                 limits = dataclasses.replace(limits, sample=sample_size)
             schema: Schema = await self._backend.schema(target.database, limits)
-        answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
+        dialect = self._dialect()
+        answer = {
+            "database": target.tenant,
+            "dialect": dialect_label(dialect),
+            **schema_to_dict(schema, pattern, label),
+        }
+        notes = summary(dialect)
+        if notes is not None:
+            answer["dialect_notes"] = notes
         return reply_json(answer, self._max_bytes)
 
     async def query_databases(
@@ -397,6 +517,8 @@ class GraphTools:
         share = max(1024, self._max_bytes // total)
         done = 0
 
+        structured: dict[str, Any] = {}
+
         async def one(target: Target) -> tuple[str, bytes]:
             nonlocal done
             async with gate:
@@ -415,7 +537,9 @@ class GraphTools:
                     )
                     call.rows += answer["row_count"]
                 except GraphgateError as exc:
-                    encoded = encode({"error": f"{exc.code}: {exc}"})
+                    answer = {"error": f"{exc.code}: {exc}"}
+                    encoded = encode(answer)
+                structured[target.tenant] = answer
             done += 1
             # MCP progress notifications, when the client asked for them.
             await ctx.report_progress(done, total, f"{target.tenant} done")
@@ -426,7 +550,8 @@ class GraphTools:
         # and splitting it by caller shares would make it serial.
         async with self._fair.caller_share(subject_key(call.caller)):
             pieces = await asyncio.gather(*(one(target) for target in targets))
-        return reply(object_of_encoded("results", pieces, self._max_bytes))
+        encoded = object_of_encoded("results", pieces, self._max_bytes)
+        return reply(encoded, {"results": {name: structured[name] for name, _ in pieces}})
 
     def register(self, mcp: FastMCP) -> None:
         """Declare the tools on ``mcp``, which must carry `GraphgateMiddleware`.
@@ -435,17 +560,21 @@ class GraphTools:
         errors reach the middleware (which renders them) rather than FastMCP's
         error log.
         """
-        declared: list[tuple[str, ToolFunction, ToolAnnotations]] = [
-            ("list_databases", self.list_databases, _READ_ONLY),
-            ("use_database", self.use_database, _SESSION_STATE),
-            ("run_query", self.run_query, _READ_ONLY),
-            ("run_write_query", self.run_write_query, _WRITE),
-            ("get_schema", self.get_schema, _READ_ONLY),
-            ("query_databases", self.query_databases, _READ_ONLY),
+        declared: list[tuple[str, ToolFunction]] = [
+            ("list_databases", self.list_databases),
+            ("use_database", self.use_database),
+            ("run_query", self.run_query),
+            ("run_write_query", self.run_write_query),
+            ("get_schema", self.get_schema),
+            ("query_databases", self.query_databases),
+            ("explain_query", self.explain_query),
         ]
-        for name, function, hints in declared:
+        for name, function in declared:
             if name == "run_write_query" and not self._settings.allow_writes:
                 continue
             mcp.tool(
-                failures_to_middleware(function), name=name, annotations=hints, output_schema=None
+                failures_to_middleware(function),
+                name=name,
+                annotations=ANNOTATIONS[name],
+                output_schema=OUTPUT_SCHEMAS[name],
             )

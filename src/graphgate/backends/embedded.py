@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.base import QueryLimits, QueryPlan, QueryResult, Schema
 from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.backends.supervision import ReportsMissingBounds
 from graphgate.errors import BackendUnavailable, ConfigError
@@ -614,6 +614,17 @@ class EmbeddedBackend:
 
     async def list_databases(self) -> list[str]:
         return await self.client.list_databases()
+
+    dialect = "falkordb"
+
+    async def explain(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryPlan:
+        return await self.client.explain(database, query, params, limits)
 
     async def workers(self) -> int:
         """Queries the embedded server runs at once; see `FalkorDBBackend.workers`."""
