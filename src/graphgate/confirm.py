@@ -117,16 +117,17 @@ class WriteConfirmation:
         Raises `WriteNotConfirmed` when it may not.
         """
         mode = self.mode(tenant)
-        supported = _client_can_elicit(ctx)
-        if not supported:
+        modern = _protocol(ctx) in _MODERN_VERSIONS
+        why = _why_not_asked(ctx, modern)
+        if why is not None:
             if mode == "always":
                 raise WriteNotConfirmed(
-                    f"writes to {tenant!r} need your confirmation, and this client cannot "
-                    "ask you (it does not support MCP elicitation); nothing ran. Use a "
-                    "client that supports elicitation, or ask the operator about confirm_writes"
+                    f"writes to {tenant!r} need your confirmation, and {why}; nothing ran. "
+                    "Use a client that supports MCP elicitation, or ask the operator about "
+                    "confirm_writes"
                 )
             return None
-        if _protocol(ctx) in _MODERN_VERSIONS:
+        if modern:
             return self._ask_in_rounds(ctx, _binding(caller_key, tenant, query, params), question)
         await self._ask_now(ctx, question)
         return None
@@ -178,13 +179,25 @@ def _protocol(ctx: Context) -> str | None:
     return context.protocol_version if context is not None else None
 
 
-def _client_can_elicit(ctx: Context) -> bool:
-    """The client declared elicitation (on the session, or on this 2026-07-28 request)."""
+def _why_not_asked(ctx: Context, modern: bool) -> str | None:
+    """Why the user cannot be asked on this connection, or None when they can.
+
+    The client must declare elicitation (on its session, or on this 2026-07-28
+    request). A handshake-era session must also be able to carry a request
+    from the server: not with ``json_response`` (one JSON answer per POST).
+    """
     try:
         session = ctx.session
     except RuntimeError:
-        return False
-    return session.check_client_capability(_ELICITATION)
+        return "this connection has no MCP session to ask you through"
+    if not session.check_client_capability(_ELICITATION):
+        return "this client cannot ask you (it does not support MCP elicitation)"
+    if not modern and not session.can_send_request:
+        return (
+            "this connection cannot carry the question (the server answers with plain JSON, "
+            "json_response = true; a 2026-07-28 client, or json_response = false, can be asked)"
+        )
+    return None
 
 
 def _binding(caller_key: str, tenant: str, query: str, params: Mapping[str, Any]) -> str:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from fastmcp.exceptions import ToolError
+    from mcp.shared.exceptions import MCPError
     from starlette.responses import Response
 
 
@@ -398,6 +399,22 @@ def to_tool_error(error: BaseException, request_id: str | None = None) -> ToolEr
     shown = error if isinstance(error, GraphgateError) else InternalError(request_id)
     level = logging.DEBUG if shown is error else logging.ERROR
     return ToolError(f"{shown.code}: {shown}", log_level=level)
+
+
+def to_request_error(error: BaseException, request_id: str | None = None) -> MCPError:
+    """The JSON-RPC error of a failed ``resources/read`` or ``prompts/get``.
+
+    Resources and prompts have no error result the way tools do; the message
+    is the tool error's (``code: message``), so a refused database reads the
+    same whichever way it was asked for. The client's own mistakes (rights,
+    arguments, its query) are invalid params; the rest internal errors.
+    """
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
+
+    shown = error if isinstance(error, GraphgateError) else InternalError(request_id)
+    theirs = isinstance(shown, ForbiddenError | QueryError | InvalidArguments)
+    return MCPError(INVALID_PARAMS if theirs else INTERNAL_ERROR, f"{shown.code}: {shown}")
 
 
 def describe(error: GraphgateError) -> str:

@@ -78,6 +78,25 @@ def elide(value: Any, limits: ValueLimits) -> tuple[Any, int]:
     return value, 0
 
 
+def _elide_rows(rows: list[Any], limits: ValueLimits) -> tuple[list[Any], int]:
+    """Each row's values elided; the rows themselves are never cut here.
+
+    Eliding the list of rows as one value would cut a 1,000-row answer to
+    ``max_items`` rows and a marker string, with ``row_count`` still 1,000:
+    rows are cut by `_fit_rows`, whole, and said so.
+    """
+    shortened = 0
+    kept = []
+    for row in rows:
+        values = []
+        for value in row:
+            short, count = elide(value, limits)
+            values.append(short)
+            shortened += count
+        kept.append(values)
+    return (kept if shortened else rows), shortened
+
+
 def _fit_rows(answer: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The answer with its rows cut to fit ``max_bytes`` (whole rows only)."""
     rows: list[Any] = answer["rows"]
@@ -121,7 +140,7 @@ def bounded_rows(
     encoded = encode(answer)
     limits = limits or ValueLimits()
     if limits.could_elide(len(encoded)):
-        rows, shortened = elide(answer["rows"], limits)
+        rows, shortened = _elide_rows(answer["rows"], limits)
         if shortened:
             answer = {**answer, "rows": rows, "values_elided": shortened}
             encoded = encode(answer)

@@ -41,7 +41,9 @@ from graphgate.host_guard import HostGuard
 from graphgate.http_limits import BodyTimeout, connection_limits
 from graphgate.middleware import CallerOf, GraphgateMiddleware
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
+from graphgate.prompts import GraphPrompts
 from graphgate.ratelimit import RateLimiter
+from graphgate.resources import SchemaResources
 from graphgate.state import StateStore
 from graphgate.tenancy import Router
 from graphgate.tools import GraphTools
@@ -59,7 +61,9 @@ INSTRUCTIONS = """\
 graphgate gives you read (and, where granted, write) access to graph databases
 through openCypher. Start with list_databases to see which databases you may
 use, get_schema to learn their labels, relationship types and properties, then
-run_query. Pass values as params rather than formatting them into query text.
+run_query. Each database speaks its own Cypher dialect (list_databases says
+which; get_schema notes where it differs). explain_query shows a plan without
+running it. Pass values as params rather than formatting them into query text.
 An admin can compare databases with query_databases."""
 
 
@@ -148,6 +152,9 @@ def build_server(parts: Parts) -> FastMCP:
                 if seeding is not None:
                     seeding.cancel()
 
+    router = Router(settings.catalog, parts.store, ttl=settings.session_ttl)
+    tools = GraphTools(settings, parts.backend, router, parts.observability)
+    resources = SchemaResources(router, tools.schema_answer, settings.max_result_bytes)
     mcp: FastMCP = FastMCP(
         "graphgate",
         version=__version__,
@@ -157,15 +164,19 @@ def build_server(parts: Parts) -> FastMCP:
         mask_error_details=True,
         middleware=[
             GraphgateMiddleware(
-                parts.caller_of, RateLimiter(settings.rate_limit), parts.observability
+                parts.caller_of,
+                RateLimiter(settings.rate_limit),
+                parts.observability,
+                listing_of=resources.listed,
             )
         ],
         # The tools' input schemas hold no $ref to inline (tests/test_tools.py),
         # so FastMCP's default rewriting middleware would only add a layer per call.
         dereference_schemas=False,
     )
-    router = Router(settings.catalog, parts.store, ttl=settings.session_ttl)
-    GraphTools(settings, parts.backend, router, parts.observability).register(mcp)
+    tools.register(mcp)
+    resources.register(mcp)
+    GraphPrompts(router, tools.dialect_of, settings.allow_writes).register(mcp)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(_request: Request) -> Response:

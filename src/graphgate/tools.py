@@ -244,6 +244,11 @@ class GraphTools:
             on_busy=lambda reason: busy.labels(reason).inc(),
         )
 
+    @property
+    def dialect_of(self) -> DialectOf:
+        """The database's Cypher dialect, asked on use (for prompts and resources)."""
+        return self._dialect
+
     async def _bound_text(self, query: str) -> None:
         """Refuse text the database's parser could not bound, before any backend sees it."""
         depth = self._settings.max_query_depth
@@ -473,7 +478,19 @@ class GraphTools:
         call = current_call()
         target = await self._router.resolve(call.caller, database, _session_id())
         call.databases.append(target.tenant)
-        async with self._share(call.caller, target), in_callers_terms(target):
+        answer = await self.schema_answer(call.caller, target, pattern, label, sample_size)
+        return reply_json(answer, self._max_bytes)
+
+    async def schema_answer(
+        self,
+        caller: Caller,
+        target: Target,
+        pattern: str | None = None,
+        label: str | None = None,
+        sample_size: int | None = None,
+    ) -> dict[str, Any]:
+        """get_schema's answer (also the ``graph://{tenant}/schema`` resource's)."""
+        async with self._share(caller, target), in_callers_terms(target):
             limits = self._limits
             if sample_size is not None:
                 limits = dataclasses.replace(limits, sample=sample_size)
@@ -487,7 +504,7 @@ class GraphTools:
         notes = summary(dialect)
         if notes is not None:
             answer["dialect_notes"] = notes
-        return reply_json(answer, self._max_bytes)
+        return answer
 
     async def query_databases(
         self,
