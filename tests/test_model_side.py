@@ -9,6 +9,7 @@ tool's declared schema (it refuses a result that does not match).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -28,9 +29,11 @@ from mcp.types import ElicitRequestParams, ElicitResult
 from graphgate.auth.dev import mint_dev_token
 from graphgate.config import Settings
 from graphgate.demo import seed_demo
+from tests.services._common import service_unavailable
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import http_settings, make_parts, serve_http
 from tests.services.mcp_results import tool, tool_error
+from tests.services.oidc_provider import TS_CLIENT_PROJECT, NodeUnavailable, npm_install
 
 pytestmark = pytest.mark.falkordb
 
@@ -399,3 +402,71 @@ async def test_no_tenants_no_resources(falkordb_service: FalkorDBService, tmp_pa
             assert client.server_capabilities.resources is not None
             listed = [str(r.uri) for r in (await client.list_resources()).resources]
             assert listed == ["graph://acme/schema"]
+
+
+# -- the TypeScript SDK client --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ts_model_side() -> str:
+    try:
+        npm_install(TS_CLIENT_PROJECT)
+    except NodeUnavailable as exc:
+        service_unavailable(f"the TypeScript MCP client (node): {exc}")
+    return str(TS_CLIENT_PROJECT / "model_side.mjs")
+
+
+async def run_ts(script: str, url: str, bearer: str, database: str, **options: str) -> Any:
+    """What the TypeScript SDK client saw; its own schema validation failing fails the run."""
+    args = ["--server", f"{url}/mcp", "--token", bearer, "--database", database]
+    for name, value in options.items():
+        args += [f"--{name}", value]
+    process = await asyncio.create_subprocess_exec(
+        "node", script, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    assert process.returncode == 0 and "failure" not in seen, (seen, err.decode()[-2000:])
+    return seen
+
+
+def check_ts_view(seen: Any, database: str, dialect: str) -> None:
+    assert {"prompts", "resources", "tools"} <= set(seen["capabilities"])
+    assert seen["tools"]["run_write_query"]["annotations"]["destructiveHint"] is True
+    assert seen["tools"]["run_query"]["annotations"]["readOnlyHint"] is True
+    assert all(t["hasOutputSchema"] for t in seen["tools"].values())
+    for name, call in seen["calls"].items():
+        if call["isError"]:
+            continue
+        text = json.loads(call["text"])
+        assert call["structured"] == (text if isinstance(text, dict) else {"result": text}), name
+    assert seen["calls"]["list_databases"]["structured"]["result"][0]["dialect"] == dialect
+    assert seen["resources"] == [f"graph://{database}/schema"]
+    assert seen["templates"] == ["graph://{tenant}/schema"]
+    assert seen["schema"]["database"] == database
+    assert "is not available to you" in seen["foreignResource"]
+    assert seen["prompts"] == ["explore_database", "safe_update"]
+    assert dialect in seen["prompt"]
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+async def test_typescript_client(
+    sse_server: tuple[str, Settings], ts_model_side: str, answer: str
+) -> None:
+    url, settings = sse_server
+    name = f"ts-{uuid.uuid4().hex[:8]}"
+    seen = await run_ts(
+        ts_model_side,
+        url,
+        token(settings, "ts", "globex:write"),
+        "globex",
+        answer=answer,
+        write=f"CREATE (:Customer {{name: '{name}'}})",
+    )
+    check_ts_view(seen, "globex", "FalkorDB")
+    assert len(seen["asked"]) == 1 and name in seen["asked"][0]
+    write = seen["calls"]["run_write_query"]
+    if answer == "accept":
+        assert not write["isError"] and write["structured"]["stats"]["nodes_created"] == 1
+    else:
+        assert write["isError"] and write["text"].startswith("write_not_confirmed:")
