@@ -76,14 +76,16 @@ _NOTES: dict[str, DialectNotes] = {
     "memgraph": DialectNotes(
         label="Memgraph",
         summary=(
-            "Memgraph Cypher: CREATE INDEX ON :Label(property) and SHOW INDEX INFO; "
+            "Memgraph Cypher: CREATE INDEX ON :Label(property) (indexes are listed by "
+            "get_schema: SHOW INDEX INFO does not run as a query here); "
             "vector search with CALL vector_search.search(index, k, $vector); shortest "
             "paths with (a)-[*BFS]->(b) or [*WSHORTEST], not shortestPath(); date(), "
             "localTime(), localDateTime(), duration()."
         ),
         topics={
-            "index": "Memgraph: CREATE INDEX ON :Label(property); list with SHOW INDEX INFO "
-            "(no SHOW INDEXES, no db.indexes()).",
+            "index": "Memgraph: CREATE INDEX ON :Label(property) with run_write_query; "
+            "get_schema lists the indexes (SHOW INDEX INFO, SHOW INDEXES and db.indexes() "
+            "do not run as queries here).",
             "vector": "Memgraph: CREATE VECTOR INDEX name ON :Label(embedding) WITH CONFIG "
             '{"dimension": 768, "capacity": 1000}; search with CALL '
             "vector_search.search('name', 10, $vector) YIELD node, similarity.",
