@@ -177,7 +177,10 @@ def reply(encoded: bytes, structured: Any) -> ToolResult:
     ``structured`` is the value ``encoded`` was made from (cut rows, elided
     values and all), so a client reading either sees the same answer.
     """
-    return ToolResult(
+    # model_construct: FastMCP's constructor would turn ``structured`` into JSON and
+    # back (a second and third pass over the rows) to make it JSON-ready; it
+    # already is, and ``encoded`` proves it serialises.
+    return ToolResult.model_construct(
         content=[TextContent(type="text", text=encoded.decode())], structured_content=structured
     )
 
@@ -191,7 +194,7 @@ def reply_json(payload: Any, max_bytes: int, *, wrapped: bool = False) -> ToolRe
             "narrow it (a pattern, fewer databases, LIMIT)"
         )
     if wrapped:
-        return ToolResult(
+        return ToolResult.model_construct(
             content=[TextContent(type="text", text=encoded.decode())],
             structured_content={"result": payload},
             meta={"fastmcp": {"wrap_result": True}},
