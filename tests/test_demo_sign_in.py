@@ -210,13 +210,13 @@ async def test_metadata_offers_the_authorization_code_flow(demo: Demo) -> None:
 @pytest.mark.parametrize(
     ("username", "expected"),
     [
-        ("alice", [{"name": "acme", "access": "read", "current": True}]),
-        ("bob", [{"name": "globex", "access": "write", "current": True}]),
+        ("alice", [{"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}]),
+        ("bob", [{"name": "globex", "access": "write", "current": True, "dialect": "FalkorDB"}]),
         (
             "carol",
             [
-                {"name": "acme", "access": "read", "current": True},
-                {"name": "globex", "access": "read", "current": False},
+                {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"},
+                {"name": "globex", "access": "read", "current": False, "dialect": "FalkorDB"},
             ],
         ),
     ],
@@ -287,7 +287,7 @@ async def test_pasted_tokens_keep_working_beside_the_sign_in(demo: Demo) -> None
     """`graphgate token` / the demo banner's headers: the same issuer, the same verifier."""
     token = mint_dev_token(demo.settings, sub="pasted", tenants=["globex"], admin=False, ttl=60)
     assert await list_databases_with(demo.url, token) == [
-        {"name": "globex", "access": "read", "current": True}
+        {"name": "globex", "access": "read", "current": True, "dialect": "FalkorDB"}
     ]
 
 
@@ -309,7 +309,7 @@ async def test_refresh_tokens_rotate_and_the_old_one_is_spent(demo: Demo) -> Non
     assert tokens["refresh_token"] != first["refresh_token"]
     assert claims_of(tokens["access_token"])["sub"] == "alice"
     assert await list_databases_with(demo.url, tokens["access_token"]) == [
-        {"name": "acme", "access": "read", "current": True}
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
     ]
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"

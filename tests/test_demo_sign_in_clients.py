@@ -136,8 +136,8 @@ async def test_mcp_remote_signs_in_through_the_browser(demo: Demo, tmp_path: Pat
     result = called["result"]
     assert not result.get("isError"), result
     assert json.loads(result["content"][0]["text"]) == [
-        {"name": "acme", "access": "read", "current": True},
-        {"name": "globex", "access": "read", "current": False},
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"},
+        {"name": "globex", "access": "read", "current": False, "dialect": "FalkorDB"},
     ]
     stored = list((tmp_path / "mcp-auth").rglob("*_tokens.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["refresh_token"]

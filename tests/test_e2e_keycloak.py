@@ -559,7 +559,9 @@ async def test_sign_in_and_call_tools(gateway: Gateway, browser: Browser) -> Non
             refused = await tool_error(client, "run_query", query="RETURN 1", database="globex")
             write = await tool_error(client, "run_write_query", query="CREATE (:X)")
 
-        assert databases == [{"name": "acme", "access": "read", "current": True}]
+        assert databases == [
+            {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+        ]
         assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
         assert "not available to you" in refused
         assert "read-only access" in write
@@ -669,11 +671,17 @@ async def test_users_in_parallel_see_only_their_rights(gateway: Gateway, browser
     alice, bob, carol, dana = await asyncio.gather(
         *(work(n) for n in ("alice", "bob", "carol", "dana"))
     )
-    assert alice["databases"] == [{"name": "acme", "access": "read", "current": True}]
+    assert alice["databases"] == [
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     assert alice["rows"] == [["acme"]] and "not available" in alice["other"]
-    assert bob["databases"] == [{"name": "globex", "access": "read", "current": True}]
+    assert bob["databases"] == [
+        {"name": "globex", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     assert bob["rows"] == [["globex"]] and "not available" in bob["other"]
-    assert carol["databases"] == [{"name": "acme", "access": "write", "current": True}]
+    assert carol["databases"] == [
+        {"name": "acme", "access": "write", "current": True, "dialect": "FalkorDB"}
+    ]
     assert carol["created"] == 1
     assert [d["name"] for d in dana["databases"]] == ["acme", "globex"]
     assert dana["all"] == {"acme": [["acme"]], "globex": [["globex"]]}
@@ -721,7 +729,7 @@ async def test_mcp_remote_signs_in_and_calls_a_tool(
     rows = json.loads(called["result"]["content"][0]["text"])
     assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
     assert json.loads(listed["result"]["content"][0]["text"]) == [
-        {"name": "acme", "access": "read", "current": True}
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
     ]
     assert parse_qs(urlsplit(opened).query)["redirect_uri"] == [bridge.redirect_uri]
     registered = await gateway.admin.client_ids() - clients_before
@@ -935,7 +943,9 @@ async def test_cimd_client_signs_in_without_registering(
             databases = await tool(client, "list_databases")
             rows = await tool(client, "run_query", query=TAG_QUERY)
             refused = await tool_error(client, "run_query", query="RETURN 1", database="globex")
-        assert databases == [{"name": "acme", "access": "read", "current": True}]
+        assert databases == [
+            {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+        ]
         assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
         assert "not available to you" in refused
 
@@ -985,10 +995,14 @@ async def test_cimd_client_signs_in_without_registering(
     (bob, bob_sees), (carol, carol_sees) = await asyncio.gather(
         work("bob", client_id), work("carol", None)
     )
-    assert bob_sees == [{"name": "globex", "access": "read", "current": True}]
+    assert bob_sees == [
+        {"name": "globex", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     assert claims_of(bob.access_token)["azp"] == client_id
     assert len(documents.fetched(client_id)) == 1  # cached: max-age 300, Keycloak's minimum
-    assert carol_sees == [{"name": "acme", "access": "write", "current": True}]
+    assert carol_sees == [
+        {"name": "acme", "access": "write", "current": True, "dialect": "FalkorDB"}
+    ]
     assert "register@kc" in carol.flow()
     assert carol.storage.client_info is not None
     assert carol.storage.client_info.client_id != client_id

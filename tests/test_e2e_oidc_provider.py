@@ -188,7 +188,9 @@ async def test_sign_in_lands_in_the_users_tenant(gateway: Gateway, browser: Brow
             refused = await tool_error(client, "run_query", query="RETURN 1", database="globex")
             write = await tool_error(client, "run_write_query", query="CREATE (:X)")
 
-        assert databases == [{"name": "acme", "access": "read", "current": True}]
+        assert databases == [
+            {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+        ]
         assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
         assert "not available to you" in refused
         assert "read-only access" in write
@@ -254,8 +256,8 @@ async def test_claim_shapes_mapped_by_settings(gateway: Gateway, browser: Browse
             client, "run_write_query", query="CREATE (:Note)", database="acme"
         )
     assert databases == [
-        {"name": "acme", "access": "read", "current": False},
-        {"name": "globex", "access": "write", "current": True},  # org.home
+        {"name": "acme", "access": "read", "current": False, "dialect": "FalkorDB"},
+        {"name": "globex", "access": "write", "current": True, "dialect": "FalkorDB"},  # org.home
     ]
     assert created["database"] == "globex" and created["stats"]["nodes_created"] == 1
     assert "read-only access" in refused

@@ -407,7 +407,9 @@ async def test_ts_client_signs_in_and_calls_tools(gateway: Gateway, ts_client: s
         assert claims["tenants"] == ["acme"]
 
     assert "list_databases" in run.one("tools")["names"]
-    assert run.tool_json("list_databases") == [{"name": "acme", "access": "read", "current": True}]
+    assert run.tool_json("list_databases") == [
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     rows = run.tool_json("run_query", 0)
     assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
     refused = run.tool("run_query", 1)
@@ -484,7 +486,9 @@ async def test_ts_client_with_a_client_id_metadata_document(
     assert claims["azp"] == client_id
     assert claims["aud"] == f"{gateway.url}/mcp"
     assert claims["tenants"] == ["acme"]
-    assert run.tool_json("list_databases") == [{"name": "acme", "access": "read", "current": True}]
+    assert run.tool_json("list_databases") == [
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     assert run.tool_json("run_query")["rows"] == [["acme"]]
 
     [fetch] = documents.fetched(client_id)

@@ -322,10 +322,12 @@ async def test_query_databases_progress_reaches_the_client(
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_only_tools_are_advertised(server: tuple[str, Settings], mode: str) -> None:
-    """graphgate offers no prompts or resources, so it does not claim to (issue 16)."""
+async def test_what_is_advertised(server: tuple[str, Settings], mode: str) -> None:
+    """Tools, and the caller's schema resources and prompts (issue 17): nothing unused
+    such as completions or logging (issue 16)."""
     url, settings = server
     async with client_for(url, token(settings, "caps", "acme"), mode) as client:
         capabilities = client.server_capabilities
     assert capabilities.tools is not None
-    assert capabilities.prompts is None and capabilities.resources is None
+    assert capabilities.prompts is not None and capabilities.resources is not None
+    assert capabilities.completions is None

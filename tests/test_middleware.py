@@ -113,7 +113,8 @@ async def test_calls_outside_any_request_take_the_same_path(falkordb_service, tm
         over_mcp = await client.call_tool("list_databases", {})
     direct = await mcp.call_tool("list_databases", {})
     assert json.loads(text_of(direct)) == json.loads(text_of(over_mcp))
-    assert over_mcp.structured_content is None and not over_mcp.is_error
+    assert over_mcp.structured_content == {"result": json.loads(text_of(over_mcp))}
+    assert not over_mcp.is_error
 
 
 async def test_a_users_middleware_sees_every_call(falkordb_service, tmp_path) -> None:
@@ -211,27 +212,26 @@ async def test_the_rate_limit_is_a_tool_error(falkordb_service, tmp_path, rate_l
     assert limited.is_error and text_of(limited).startswith("rate_limited: Rate limit exceeded")
 
 
-async def test_prompts_and_resources_are_advertised_once_there_are_some(
+async def test_prompts_and_resources_are_advertised_with_something_behind_them(
     falkordb_service, tmp_path
 ) -> None:
+    """A caller who may read a database has its schema resource and the prompts; a
+    caller who may read none is listed neither, so neither is advertised to them."""
     async with Client(server(falkordb_service, tmp_path)) as client:
-        before = client.server_capabilities
-    assert before is not None
-    assert before.tools is not None and before.prompts is None and before.resources is None
-
-    # A server's resources are opened once, by its one lifespan: a second server.
-    mcp = server(falkordb_service, tmp_path)
-
-    @mcp.prompt
-    def explore() -> str:
-        """Explore the graph."""
-        return "Call get_schema, then run_query."
-
-    @mcp.resource("graphgate://about")
-    def about() -> str:
-        return "graphgate"
-
-    async with Client(mcp) as client:
-        after = client.server_capabilities
-    assert after is not None
-    assert after.prompts is not None and after.resources is not None
+        offered = client.server_capabilities
+        assert offered is not None
+        assert offered.tools is not None
+        assert offered.prompts is not None and offered.resources is not None
+        assert [str(r.uri) for r in await client.list_resources()] == [
+            "graph://acme/schema",
+            "graph://globex/schema",
+        ]
+    nobody = make_parts(falkordb_service.backend(), tenants={}, data_dir=tmp_path)
+    async with Client(build_server(nobody)) as client:
+        offered = client.server_capabilities
+        assert offered is not None
+        assert offered.tools is not None
+        assert offered.prompts is None and offered.resources is None
+        assert await client.list_resources() == []
+        assert await client.list_resource_templates() == []
+        assert await client.list_prompts() == []

@@ -81,6 +81,7 @@ async def test_tools_are_listed_with_annotations(falkordb_service, tenants, tmp_
         "run_query",
         "get_schema",
         "query_databases",
+        "explain_query",
     }
     assert tools["run_query"].annotations.read_only_hint is True
     assert tools["run_query"].annotations.destructive_hint is False
@@ -101,8 +102,8 @@ async def test_list_and_use_database(falkordb_service, tenants, tmp_path) -> Non
     async with server_client(falkordb_service, tenants, tmp_path) as client:
         listed = await call(client, "list_databases")
         assert listed == [
-            {"name": "acme", "access": "read", "current": True},
-            {"name": "globex", "access": "read", "current": False},
+            {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"},
+            {"name": "globex", "access": "read", "current": False, "dialect": "FalkorDB"},
         ]
         assert await call(client, "use_database", name="globex") == {"current": "globex"}
         listed = await call(client, "list_databases")

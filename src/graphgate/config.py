@@ -395,6 +395,14 @@ class Settings(BaseSettings):
     readiness: Literal["any", "all"] = "any"
     """/readyz answers 200 while ``any`` backend is ready, or only while ``all`` are."""
     allow_writes: bool = False
+    confirm_writes: Literal["never", "when_supported", "always"] = "never"
+    """Ask the user before each write (MCP elicitation); see graphgate.confirm."""
+    confirm_writes_tenants: dict[str, Literal["never", "when_supported", "always"]] = Field(
+        default_factory=dict
+    )
+    """Per-tenant overrides of ``confirm_writes`` (to move into the catalog, issue 15)."""
+    confirm_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds the user has to answer a write's confirmation; then nothing runs."""
     row_limit: int = Field(default=1000, ge=1, le=1_000_000)
     query_timeout: float = Field(default=30.0, gt=0, le=3600)
     allow_file_access: bool = False
@@ -581,6 +589,12 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if self.demo and not self.tenants:
             self.tenants = dict(DEMO_TENANTS)
+        unknown = sorted(set(self.confirm_writes_tenants) - set(self.tenants))
+        if unknown:
+            raise ValueError(
+                f"confirm_writes_tenants: {', '.join(unknown)} not in tenants; "
+                "name tenants of the catalog"
+            )
         if self.demo and "auth" not in self.model_fields_set and self.transport == "http":
             self.auth = "dev"
         if self.transport == "stdio" and self.auth != "none":

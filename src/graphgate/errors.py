@@ -12,7 +12,9 @@
     │   ├── ScopeMissing         the token lacks a required scope (insufficient_scope)
     │   ├── NoTenants            the token's tenants meet nothing in the catalog
     │   ├── DatabaseNotPermitted same message whether or not the database exists
-    │   └── WritesNotAllowed     write attempted where the server or rights forbid it
+    │   ├── WritesNotAllowed     write attempted where the server or rights forbid it
+    │   └── WriteNotConfirmed    the user declined, cancelled or did not answer; or
+    │                            confirmation is required and the client cannot ask
     ├── InvalidArguments         a tool call's arguments do not fit the tool's schema
     ├── RateLimited              per-subject (or per-source) budget exhausted: 429
     ├── Busy                     the tenant's or caller's share of the backend is in use
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from fastmcp.exceptions import ToolError
+    from mcp.shared.exceptions import MCPError
     from starlette.responses import Response
 
 
@@ -206,6 +209,12 @@ class DatabaseNotPermitted(ForbiddenError):
 
 class WritesNotAllowed(ForbiddenError):
     code = "writes_not_allowed"
+
+
+class WriteNotConfirmed(ForbiddenError):
+    """A write the user did not confirm (``confirm_writes``): nothing ran."""
+
+    code = "write_not_confirmed"
 
 
 class InvalidArguments(GraphgateError):
@@ -403,6 +412,22 @@ def to_tool_error(error: BaseException, request_id: str | None = None) -> ToolEr
     shown = error if isinstance(error, GraphgateError) else InternalError(request_id)
     level = logging.DEBUG if shown is error else logging.ERROR
     return ToolError(f"{shown.code}: {shown}", log_level=level)
+
+
+def to_request_error(error: BaseException, request_id: str | None = None) -> MCPError:
+    """The JSON-RPC error of a failed ``resources/read`` or ``prompts/get``.
+
+    Resources and prompts have no error result the way tools do; the message
+    is the tool error's (``code: message``), so a refused database reads the
+    same whichever way it was asked for. The client's own mistakes (rights,
+    arguments, its query) are invalid params; the rest internal errors.
+    """
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
+
+    shown = error if isinstance(error, GraphgateError) else InternalError(request_id)
+    theirs = isinstance(shown, ForbiddenError | QueryError | InvalidArguments)
+    return MCPError(INVALID_PARAMS if theirs else INTERNAL_ERROR, f"{shown.code}: {shown}")
 
 
 def describe(error: GraphgateError) -> str:

@@ -37,13 +37,15 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastmcp.exceptions import FastMCPError, NotFoundError, ToolError
+from fastmcp.exceptions import FastMCPError, NotFoundError, PromptError, ResourceError, ToolError
 from fastmcp.exceptions import ValidationError as ArgumentsRefused
+from fastmcp.prompts import Prompt, PromptResult
+from fastmcp.resources import Resource, ResourceResult, ResourceTemplate
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
 from mcp.shared.exceptions import MCPError
@@ -52,14 +54,20 @@ from mcp.types import (
     CallToolRequestParams,
     DiscoverRequest,
     DiscoverResult,
+    GetPromptRequestParams,
     InitializeRequest,
     InitializeResult,
+    ListPromptsRequest,
+    ListResourcesRequest,
+    ListResourceTemplatesRequest,
+    ReadResourceRequestParams,
 )
+from mcp_types import InputRequiredResult
 from pydantic import ValidationError
 
 from graphgate.auth.rights import Caller
 from graphgate.capabilities import offered
-from graphgate.errors import GraphgateError, InvalidArguments, to_tool_error
+from graphgate.errors import GraphgateError, InvalidArguments, to_request_error, to_tool_error
 from graphgate.observability import REQUEST_ID, AuditRecord, Observability
 from graphgate.ratelimit import RateLimiter
 
@@ -68,8 +76,12 @@ logger = logging.getLogger(__name__)
 CallerOf = Callable[[], Caller]
 """Returns the caller of the current request; built from its verified token."""
 
-ToolFunction = Callable[..., Awaitable[ToolResult]]
+ListingOf = Callable[[Caller], list[Resource]]
+"""The resources one caller may see (their tenants' schemas)."""
+
+ToolFunction = Callable[..., Awaitable[ToolResult | InputRequiredResult]]
 F = TypeVar("F", bound=ToolFunction)
+_T = TypeVar("_T")
 
 BACKEND_ERROR_CODES = frozenset({"backend_unavailable", "timeout"})
 """Tool error codes that also count in ``graphgate_backend_errors``."""
@@ -88,6 +100,8 @@ class ToolCall:
     query: str | None = None
     databases: list[str] = field(default_factory=list)
     rows: int = 0
+    outcome: str | None = None
+    """Set by a tool whose call ended without failing and without running (a question asked)."""
 
 
 _CURRENT: ContextVar[ToolCall | None] = ContextVar("graphgate_tool_call", default=None)
@@ -129,11 +143,54 @@ def failures_to_middleware(tool: F) -> F:
     """``tool``, raising whatever it raises as a `ToolFailure`; its signature unchanged."""
 
     @functools.wraps(tool)
-    async def run(*args: Any, **kwargs: Any) -> ToolResult:
+    async def run(*args: Any, **kwargs: Any) -> ToolResult | InputRequiredResult:
         try:
             return await tool(*args, **kwargs)
         except Exception as exc:
             raise ToolFailure(exc) from exc
+
+    return run  # type: ignore[return-value]
+
+
+class ResourceFailure(ResourceError):
+    """Any exception a graphgate resource raised, on its way to `GraphgateMiddleware`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("internal_error: a resource failed unreported", log_level=logging.DEBUG)
+        self.error = error
+
+
+class PromptFailure(PromptError):
+    """Any exception a graphgate prompt raised, on its way to `GraphgateMiddleware`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("internal_error: a prompt failed unreported", log_level=logging.DEBUG)
+        self.error = error
+
+
+R = TypeVar("R", bound=Callable[..., Awaitable[Any]])
+
+
+def resource_failures_to_middleware(read: R) -> R:
+    """``read`` (a resource or prompt function), its failures handed to the middleware."""
+
+    @functools.wraps(read)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await read(*args, **kwargs)
+        except Exception as exc:
+            raise ResourceFailure(exc) from exc
+
+    return run  # type: ignore[return-value]
+
+
+def prompt_failures_to_middleware(render: R) -> R:
+    @functools.wraps(render)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await render(*args, **kwargs)
+        except Exception as exc:
+            raise PromptFailure(exc) from exc
 
     return run  # type: ignore[return-value]
 
@@ -168,6 +225,7 @@ class GraphgateMiddleware(Middleware):
         caller_of: CallerOf,
         limiter: RateLimiter,
         observability: Observability,
+        listing_of: ListingOf | None = None,
         *,
         backend_of: Callable[[Iterable[str]], str] = lambda _tenants: "",
     ) -> None:
@@ -175,6 +233,7 @@ class GraphgateMiddleware(Middleware):
         self._limiter = limiter
         self._obs = observability
         self._backend_of = backend_of
+        self._listing_of = listing_of
 
     async def on_call_tool(
         self,
@@ -190,9 +249,11 @@ class GraphgateMiddleware(Middleware):
             self._limiter.check(subject_key(call.caller))
             token = _CURRENT.set(call)
             try:
-                return await call_next(context)
+                result = await call_next(context)
             finally:
                 _CURRENT.reset(token)
+            outcome = call.outcome or outcome
+            return result
         except NotFoundError:
             call = None  # not a call of any tool: no audit line
             raise unknown_tool(name) from None
@@ -226,6 +287,106 @@ class GraphgateMiddleware(Middleware):
                     )
                 )
 
+    # -- resources and prompts: the same caller, rights, audit and errors as tools -----------
+
+    async def on_read_resource(
+        self,
+        context: MiddlewareContext[ReadResourceRequestParams],
+        call_next: CallNext[ReadResourceRequestParams, ResourceResult],
+    ) -> ResourceResult:
+        return await self._guarded("resources/read", lambda: call_next(context))
+
+    async def on_get_prompt(
+        self,
+        context: MiddlewareContext[GetPromptRequestParams],
+        call_next: CallNext[GetPromptRequestParams, PromptResult],
+    ) -> PromptResult:
+        return await self._guarded("prompts/get", lambda: call_next(context))
+
+    async def on_list_resources(
+        self,
+        context: MiddlewareContext[ListResourcesRequest],
+        call_next: CallNext[ListResourcesRequest, Sequence[Resource]],
+    ) -> Sequence[Resource]:
+        listed = await call_next(context)
+        caller = self._caller_or_none()
+        if caller is None or self._listing_of is None:
+            return listed
+        return [*listed, *self._listing_of(caller)]
+
+    async def on_list_resource_templates(
+        self,
+        context: MiddlewareContext[ListResourceTemplatesRequest],
+        call_next: CallNext[ListResourceTemplatesRequest, Sequence[ResourceTemplate]],
+    ) -> Sequence[ResourceTemplate]:
+        listed = await call_next(context)
+        return listed if self._has_tenants() else []
+
+    async def on_list_prompts(
+        self,
+        context: MiddlewareContext[ListPromptsRequest],
+        call_next: CallNext[ListPromptsRequest, Sequence[Prompt]],
+    ) -> Sequence[Prompt]:
+        listed = await call_next(context)
+        return listed if self._has_tenants() else []
+
+    def _caller_or_none(self) -> Caller | None:
+        """The caller, for listings and capabilities; None when there is none to be had.
+
+        A failure here is reported by the next call that needs the caller
+        (with the audit line and error rendering a call gets), not by a list.
+        """
+        try:
+            return self._caller_of()
+        except Exception:
+            return None
+
+    def _has_tenants(self) -> bool:
+        """Whether the caller may read any database: what resources and prompts are for."""
+        caller = self._caller_or_none()
+        return caller is not None and bool(caller.rights.sorted_tenants)
+
+    async def _guarded(self, name: str, run: Callable[[], Awaitable[_T]]) -> _T:
+        """A resource read or prompt, with a tool call's caller, rate limit, audit and errors."""
+        started = time.perf_counter()
+        call: ToolCall | None = None
+        outcome, error_text = "ok", None
+        try:
+            call = ToolCall(name, self._caller_of())
+            self._limiter.check(subject_key(call.caller))
+            token = _CURRENT.set(call)
+            try:
+                return await run()
+            finally:
+                _CURRENT.reset(token)
+        except Exception as exc:
+            error = exc.error if isinstance(exc, ResourceFailure | PromptFailure) else exc
+            if isinstance(error, GraphgateError):
+                outcome, error_text = error.code, str(error)
+            elif isinstance(error, FastMCPError | MCPError):
+                outcome, error_text = "error", str(error)
+                raise error from None
+            else:
+                outcome = "internal_error"
+                logger.error("unexpected error in %s", name, exc_info=error)
+            raise to_request_error(error, REQUEST_ID.get()) from None
+        finally:
+            if call is not None:
+                self._obs.record_call(
+                    AuditRecord(
+                        tool=name,
+                        caller=call.caller,
+                        databases=call.databases,
+                        query=None,
+                        rows=0,
+                        duration_ms=(time.perf_counter() - started) * 1000,
+                        outcome=outcome,
+                        error=error_text,
+                    )
+                )
+
+    # -- capabilities ------------------------------------------------------------------------
+
     async def on_initialize(
         self,
         context: MiddlewareContext[InitializeRequest],
@@ -234,7 +395,9 @@ class GraphgateMiddleware(Middleware):
         result = await call_next(context)
         if result is None or context.fastmcp_context is None:
             return result
-        capabilities = await offered(context.fastmcp_context.fastmcp, result.capabilities)
+        capabilities = await offered(
+            context.fastmcp_context.fastmcp, result.capabilities, self._has_tenants()
+        )
         return result.model_copy(update={"capabilities": capabilities})
 
     async def on_discover(
@@ -245,7 +408,9 @@ class GraphgateMiddleware(Middleware):
         result = await call_next(context)
         if not isinstance(result, DiscoverResult) or context.fastmcp_context is None:
             return result
-        capabilities = await offered(context.fastmcp_context.fastmcp, result.capabilities)
+        capabilities = await offered(
+            context.fastmcp_context.fastmcp, result.capabilities, self._has_tenants()
+        )
         return result.model_copy(update={"capabilities": capabilities})
 
     @staticmethod

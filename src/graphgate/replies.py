@@ -1,8 +1,9 @@
 """Encoding tool answers as JSON once, within a budget sized for a model's context.
 
 Answers are serialised a single time (pydantic-core, in Rust) and sent as the
-text content of the tool result: no second pass to build structured content
-from the same rows. The reader is an LLM whose client refuses large tool
+text content of the tool result; the same value, not rebuilt, is the
+result's ``structuredContent`` (the MCP SDK serialises it with the rest of
+the response). The reader is an LLM whose client refuses large tool
 output (Claude Code: 25,000 tokens by default), so:
 
 * very long lists (embeddings) and strings inside values are elided with a
@@ -77,6 +78,25 @@ def elide(value: Any, limits: ValueLimits) -> tuple[Any, int]:
     return value, 0
 
 
+def _elide_rows(rows: list[Any], limits: ValueLimits) -> tuple[list[Any], int]:
+    """Each row's values elided; the rows themselves are never cut here.
+
+    Eliding the list of rows as one value would cut a 1,000-row answer to
+    ``max_items`` rows and a marker string, with ``row_count`` still 1,000:
+    rows are cut by `_fit_rows`, whole, and said so.
+    """
+    shortened = 0
+    kept = []
+    for row in rows:
+        values = []
+        for value in row:
+            short, count = elide(value, limits)
+            values.append(short)
+            shortened += count
+        kept.append(values)
+    return (kept if shortened else rows), shortened
+
+
 def _fit_rows(answer: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The answer with its rows cut to fit ``max_bytes`` (whole rows only)."""
     rows: list[Any] = answer["rows"]
@@ -120,7 +140,7 @@ def bounded_rows(
     encoded = encode(answer)
     limits = limits or ValueLimits()
     if limits.could_elide(len(encoded)):
-        rows, shortened = elide(answer["rows"], limits)
+        rows, shortened = _elide_rows(answer["rows"], limits)
         if shortened:
             answer = {**answer, "rows": rows, "values_elided": shortened}
             encoded = encode(answer)
@@ -151,15 +171,32 @@ def object_of_encoded(key: str, pieces: list[tuple[str, bytes]], max_bytes: int)
     return encoded
 
 
-def reply(encoded: bytes) -> ToolResult:
-    return ToolResult(content=[TextContent(type="text", text=encoded.decode())])
+def reply(encoded: bytes, structured: Any) -> ToolResult:
+    """The answer as text and as ``structuredContent``: the same value, encoded once.
+
+    ``structured`` is the value ``encoded`` was made from (cut rows, elided
+    values and all), so a client reading either sees the same answer.
+    """
+    # model_construct: FastMCP's constructor would turn ``structured`` into JSON and
+    # back (a second and third pass over the rows) to make it JSON-ready; it
+    # already is, and ``encoded`` proves it serialises.
+    return ToolResult.model_construct(
+        content=[TextContent(type="text", text=encoded.decode())], structured_content=structured
+    )
 
 
-def reply_json(payload: Any, max_bytes: int) -> ToolResult:
+def reply_json(payload: Any, max_bytes: int, *, wrapped: bool = False) -> ToolResult:
+    """``payload`` as the answer; ``wrapped``: a list, whose structured form is {"result": ...}."""
     encoded = encode(payload)
     if len(encoded) > max_bytes:
         raise ResultTooLarge(
             f"the answer is {len(encoded)} bytes, over the server's limit of {max_bytes}; "
             "narrow it (a pattern, fewer databases, LIMIT)"
         )
-    return reply(encoded)
+    if wrapped:
+        return ToolResult.model_construct(
+            content=[TextContent(type="text", text=encoded.decode())],
+            structured_content={"result": payload},
+            meta={"fastmcp": {"wrap_result": True}},
+        )
+    return reply(encoded, payload)

@@ -54,10 +54,12 @@ from graphgate.host_guard import HostGuard
 from graphgate.http_limits import BodyTimeout, connection_limits
 from graphgate.middleware import CallerOf, GraphgateMiddleware
 from graphgate.observability import Metrics, Observability, RequestIdMiddleware
+from graphgate.prompts import GraphPrompts
 from graphgate.ratelimit import RateLimiter
+from graphgate.resources import SchemaResources
 from graphgate.state import StateStore
 from graphgate.tenancy import Router
-from graphgate.tools import GraphTools
+from graphgate.tools import GraphTools, dialect_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -72,7 +74,9 @@ INSTRUCTIONS = """\
 graphgate gives you read (and, where granted, write) access to graph databases
 through openCypher. Start with list_databases to see which databases you may
 use, get_schema to learn their labels, relationship types and properties, then
-run_query. Pass values as params rather than formatting them into query text.
+run_query. Each database speaks its own Cypher dialect (list_databases says
+which; get_schema notes where it differs). explain_query shows a plan without
+running it. Pass values as params rather than formatting them into query text.
 An admin can compare databases with query_databases."""
 
 
@@ -188,6 +192,8 @@ def build_server(parts: Parts) -> FastMCP:
         ttl=settings.session_ttl,
         rediscover=parts.discovery.rediscover,
     )
+    tools = GraphTools(settings, router, parts.observability)
+    resources = SchemaResources(router, tools.schema_answer, settings.max_result_bytes)
     mcp: FastMCP = FastMCP(
         "graphgate",
         version=__version__,
@@ -200,6 +206,7 @@ def build_server(parts: Parts) -> FastMCP:
                 parts.caller_of,
                 RateLimiter(settings.rate_limit),
                 parts.observability,
+                listing_of=resources.listed,
                 backend_of=router.backend_label,
             )
         ],
@@ -207,7 +214,9 @@ def build_server(parts: Parts) -> FastMCP:
         # so FastMCP's default rewriting middleware would only add a layer per call.
         dereference_schemas=False,
     )
-    GraphTools(settings, router, parts.observability).register(mcp)
+    tools.register(mcp)
+    resources.register(mcp)
+    GraphPrompts(router, dialect_of, settings.allow_writes).register(mcp)
 
     @mcp.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(_request: Request) -> Response:

@@ -77,6 +77,17 @@ class Router:
         backend = self._backends.get(placement.backend)
         return Target(tenant, placement.database, backend, placement.backend)
 
+    def listed(self, caller: Caller) -> list[Target]:
+        """Every tenant the caller may use that the catalog in force holds, by name."""
+        current = self._live.current.tenants
+        return [
+            Target(
+                name, placement.database, self._backends.get(placement.backend), placement.backend
+            )
+            for name in caller.rights.sorted_tenants
+            if (placement := current.get(name)) is not None
+        ]
+
     async def _found(self, caller: Caller, tenant: str) -> Target:
         """`target`, after asking discovery once when the token names a tenant not yet known."""
         if (

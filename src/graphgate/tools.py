@@ -14,23 +14,33 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
 from fastmcp.server.dependencies import get_http_request
 from fastmcp.tools import ToolResult
-from mcp.types import ToolAnnotations
+from mcp_types import InputRequiredResult
 from pydantic import Field
 
 from graphgate.auth.rights import Caller
-from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.base import (
+    Explains,
+    QueryLimits,
+    QueryPlan,
+    QueryResult,
+    Schema,
+)
+from graphgate.backends.cypher_names import names_in
 from graphgate.backends.cypher_scan import bound_structure, missing_parameters
 from graphgate.config import Settings
+from graphgate.confirm import WriteConfirmation, describe
+from graphgate.dialect_hints import dialect_label, error_hint, summary
 from graphgate.errors import (
     GraphgateError,
     QueryError,
+    QueryRefused,
     ReadOnlyViolation,
     WritesNotAllowed,
 )
@@ -47,6 +57,7 @@ from graphgate.replies import (
 )
 from graphgate.schema_view import schema_to_dict
 from graphgate.tenancy import Router, Target
+from graphgate.tool_schemas import ANNOTATIONS, OUTPUT_SCHEMAS
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +90,6 @@ DatabaseArg = Annotated[
     ),
 ]
 
-_READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-_SESSION_STATE = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-_WRITE = ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
-)
-
 
 def _session_id() -> str | None:
     """The MCP session id over stateful HTTP, None where every request stands alone.
@@ -105,9 +106,23 @@ def _session_id() -> str | None:
     return value[:128] if value else None
 
 
+DialectOf = Callable[[Target], str | None]
+"""The Cypher dialect a call's target speaks, None until its server was reached."""
+
+
+def dialect_of(target: Target) -> str | None:
+    """The dialect of the backend ``target`` lives on, asked on use: a Bolt server
+    says which it is (Neo4j, Memgraph) only once it was reached."""
+    backend = target.backend
+    return backend.dialect if isinstance(backend, Explains) else None
+
+
 @asynccontextmanager
 async def in_callers_terms(
-    target: Target, query: str | None = None, params: Mapping[str, Any] | None = None
+    target: Target,
+    query: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    dialect: DialectOf | None = None,
 ) -> AsyncIterator[None]:
     """Errors of a call on ``target`` told in the terms of the one who made it.
 
@@ -115,15 +130,28 @@ async def in_callers_terms(
     with how to pass it, and the tenant is named, never its physical
     database (a catalog may map ``initech`` to ``initech_prod_internal_7``;
     the backend and the server speak of the latter; it goes to the debug log).
+    A query the database refused gets the dialect's note on what it was
+    about (`graphgate.dialect_hints`), when it was about indexes, vectors,
+    dates or paths.
     """
     try:
         yield
     except GraphgateError as exc:
         told = _naming_missing_parameters(exc, query, params)
         _naming_the_tenant(told, target)
+        if dialect is not None:
+            _with_dialect_hint(told, dialect(target), query)
         if told is exc:
             raise
         raise told from None
+
+
+def _with_dialect_hint(exc: GraphgateError, dialect: str | None, query: str | None) -> None:
+    if type(exc) not in (QueryError, QueryRefused):
+        return
+    hint = error_hint(dialect, query, str(exc))
+    if hint is not None:
+        exc.args = (f"{exc} (hint: {hint})",)
 
 
 def _naming_missing_parameters(
@@ -190,6 +218,9 @@ class GraphTools:
         observability: Observability,
     ) -> None:
         self._settings = settings
+        self._confirm = WriteConfirmation(
+            settings.confirm_writes, settings.confirm_writes_tenants, settings.confirm_timeout
+        )
         self._router = router
         self._max_bytes = settings.max_result_bytes
         self._values = ValueLimits(
@@ -237,15 +268,21 @@ class GraphTools:
     # -- the tools -----------------------------------------------------------------------
 
     async def list_databases(self) -> ToolResult:
-        """List the databases you may use, your access to each, and which is current."""
+        """List the databases you may use, your access to each, which is current, and
+        the Cypher dialect each speaks (FalkorDB, Neo4j 5, Memgraph)."""
         caller = current_call().caller
         current = await self._router.current(caller, _session_id())
         current = current or caller.rights.starting
         listing = [
-            {"name": name, "access": caller.rights.tenants[name], "current": name == current}
-            for name in caller.rights.sorted_tenants
+            {
+                "name": target.tenant,
+                "access": caller.rights.tenants[target.tenant],
+                "current": target.tenant == current,
+                "dialect": dialect_label(dialect_of(target)),
+            }
+            for target in self._router.listed(caller)
         ]
-        return reply_json(listing, self._max_bytes)
+        return reply_json(listing, self._max_bytes, wrapped=True)
 
     async def use_database(
         self,
@@ -280,7 +317,10 @@ class GraphTools:
         await self._bound_text(query)
         target = await self._router.resolve(caller, database, _session_id())
         call.databases.append(target.tenant)
-        async with self._share(caller, target), in_callers_terms(target, query, params):
+        async with (
+            self._share(caller, target),
+            in_callers_terms(target, query, params, dialect_of),
+        ):
             try:
                 result = await target.backend.read(
                     target.database, query, _check_params(params), self._limits
@@ -291,19 +331,22 @@ class GraphTools:
             _result_dict(target, result, with_stats=False), self._max_bytes, self._values
         )
         call.rows = answer["row_count"]
-        return reply(encoded)
+        return reply(encoded, answer)
 
     async def run_write_query(
         self,
+        ctx: Context,
         query: QueryText,
         params: Params = None,
         database: DatabaseArg = None,
-    ) -> ToolResult:
+    ) -> ToolResult | InputRequiredResult:
         """Run an openCypher query that may create, change or delete data.
 
         Needs write access to the database. Returns the rows (if the query
         RETURNs any) and `stats`: nodes and relationships created or deleted,
-        properties set. Prefer run_query for anything that only reads.
+        properties set. Prefer run_query for anything that only reads. The
+        server may ask the user to confirm the write first (explain_query
+        shows what they will be asked about).
         """
         call = current_call()
         caller = call.caller
@@ -313,15 +356,81 @@ class GraphTools:
         call.databases.append(target.tenant)
         if not caller.rights.can_write(target.tenant):
             raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
-        async with self._share(caller, target), in_callers_terms(target, query, params):
-            result = await target.backend.write(
-                target.database, query, _check_params(params), self._limits
+        checked = _check_params(params)
+        if self._confirm.wanted(target.tenant):
+            # Planned inside a share, asked outside one: a person may take minutes.
+            async with (
+                self._share(caller, target),
+                in_callers_terms(target, query, params, dialect_of),
+            ):
+                plan = await self._explain(target, query, checked)
+            question = describe(target.tenant, query, plan, names_in(query))
+            asking = await self._confirm.confirm(
+                ctx, caller.key, target.tenant, query, checked, question
             )
+            if asking is not None:
+                call.outcome = "confirmation_asked"
+                return asking
+        async with (
+            self._share(caller, target),
+            in_callers_terms(target, query, params, dialect_of),
+        ):
+            result = await target.backend.write(target.database, query, checked, self._limits)
         answer, encoded = bounded_rows(
             _result_dict(target, result, with_stats=True), self._max_bytes, self._values
         )
         call.rows = answer["row_count"]
-        return reply(encoded)
+        return reply(encoded, answer)
+
+    async def explain_query(
+        self,
+        query: QueryText,
+        params: Params = None,
+        database: DatabaseArg = None,
+    ) -> ToolResult:
+        """Show the database's plan for a query without running it: its operators,
+        whether it writes (and with which operations), and the labels and
+        relationship types it names. Nothing runs and nothing changes. A plan
+        that writes needs the same write access as run_write_query.
+        """
+        call = current_call()
+        caller = call.caller
+        call.query = query
+        await self._bound_text(query)
+        target = await self._router.resolve(caller, database, _session_id())
+        call.databases.append(target.tenant)
+        checked = _check_params(params)
+        async with (
+            self._share(caller, target),
+            in_callers_terms(target, query, params, dialect_of),
+        ):
+            plan = await self._explain(target, query, checked)
+        if plan.writes and not self._settings.allow_writes:
+            raise WritesNotAllowed(
+                "this query writes, and this server does not allow writes (allow_writes is off)"
+            )
+        if plan.writes and not caller.rights.can_write(target.tenant):
+            raise WritesNotAllowed(
+                f"this query writes, and you have read-only access to database {target.tenant!r}"
+            )
+        names = names_in(query)
+        answer = {
+            "database": target.tenant,
+            "dialect": dialect_label(dialect_of(target)),
+            "writes": bool(plan.writes),
+            "write_operations": plan.writes,
+            "labels": names.labels,
+            "relationship_types": names.relationship_types,
+            "plan": plan.steps,
+            "truncated": plan.truncated,
+        }
+        return reply_json(answer, self._max_bytes)
+
+    async def _explain(self, target: Target, query: str, params: dict[str, Any]) -> QueryPlan:
+        backend = target.backend
+        if not isinstance(backend, Explains):
+            raise QueryRefused("this server's database cannot show query plans")
+        return await backend.explain(target.database, query, params, self._limits)
 
     async def get_schema(
         self,
@@ -355,17 +464,38 @@ class GraphTools:
         """Describe a database: node labels, relationship types, their properties
         with value types, indexes and constraints, so you can write correct Cypher.
         Relationship endpoints give each type's direction (start → end).
+        `dialect_notes` says where this database's Cypher differs from Neo4j's.
         """
         call = current_call()
         target = await self._router.resolve(call.caller, database, _session_id())
         call.databases.append(target.tenant)
-        async with self._share(call.caller, target), in_callers_terms(target):
+        answer = await self.schema_answer(call.caller, target, pattern, label, sample_size)
+        return reply_json(answer, self._max_bytes)
+
+    async def schema_answer(
+        self,
+        caller: Caller,
+        target: Target,
+        pattern: str | None = None,
+        label: str | None = None,
+        sample_size: int | None = None,
+    ) -> dict[str, Any]:
+        """get_schema's answer (also the ``graph://{tenant}/schema`` resource's)."""
+        async with self._share(caller, target), in_callers_terms(target):
             limits = self._limits
             if sample_size is not None:
                 limits = dataclasses.replace(limits, sample=sample_size)
             schema: Schema = await target.backend.schema(target.database, limits)
-        answer = {"database": target.tenant, **schema_to_dict(schema, pattern, label)}
-        return reply_json(answer, self._max_bytes)
+        dialect = dialect_of(target)
+        answer = {
+            "database": target.tenant,
+            "dialect": dialect_label(dialect),
+            **schema_to_dict(schema, pattern, label),
+        }
+        notes = summary(dialect)
+        if notes is not None:
+            answer["dialect_notes"] = notes
+        return answer
 
     async def query_databases(
         self,
@@ -395,6 +525,8 @@ class GraphTools:
         share = max(1024, self._max_bytes // total)
         done = 0
 
+        structured: dict[str, Any] = {}
+
         async def one(target: Target) -> tuple[str, bytes]:
             nonlocal done
             async with gate:
@@ -413,7 +545,9 @@ class GraphTools:
                     )
                     call.rows += answer["row_count"]
                 except GraphgateError as exc:
-                    encoded = encode({"error": f"{exc.code}: {exc}"})
+                    answer = {"error": f"{exc.code}: {exc}"}
+                    encoded = encode(answer)
+                structured[target.tenant] = answer
             done += 1
             # MCP progress notifications, when the client asked for them.
             await ctx.report_progress(done, total, f"{target.tenant} done")
@@ -424,7 +558,8 @@ class GraphTools:
         # and splitting it by caller shares would make it serial.
         async with self._fair.caller_share(subject_key(call.caller)):
             pieces = await asyncio.gather(*(one(target) for target in targets))
-        return reply(object_of_encoded("results", pieces, self._max_bytes))
+        encoded = object_of_encoded("results", pieces, self._max_bytes)
+        return reply(encoded, {"results": {name: structured[name] for name, _ in pieces}})
 
     def register(self, mcp: FastMCP) -> None:
         """Declare the tools on ``mcp``, which must carry `GraphgateMiddleware`.
@@ -433,17 +568,21 @@ class GraphTools:
         errors reach the middleware (which renders them) rather than FastMCP's
         error log.
         """
-        declared: list[tuple[str, ToolFunction, ToolAnnotations]] = [
-            ("list_databases", self.list_databases, _READ_ONLY),
-            ("use_database", self.use_database, _SESSION_STATE),
-            ("run_query", self.run_query, _READ_ONLY),
-            ("run_write_query", self.run_write_query, _WRITE),
-            ("get_schema", self.get_schema, _READ_ONLY),
-            ("query_databases", self.query_databases, _READ_ONLY),
+        declared: list[tuple[str, ToolFunction]] = [
+            ("list_databases", self.list_databases),
+            ("use_database", self.use_database),
+            ("run_query", self.run_query),
+            ("run_write_query", self.run_write_query),
+            ("get_schema", self.get_schema),
+            ("query_databases", self.query_databases),
+            ("explain_query", self.explain_query),
         ]
-        for name, function, hints in declared:
+        for name, function in declared:
             if name == "run_write_query" and not self._settings.allow_writes:
                 continue
             mcp.tool(
-                failures_to_middleware(function), name=name, annotations=hints, output_schema=None
+                failures_to_middleware(function),
+                name=name,
+                annotations=ANNOTATIONS[name],
+                output_schema=OUTPUT_SCHEMAS[name],
             )

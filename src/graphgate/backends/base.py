@@ -85,6 +85,61 @@ class Schema:
     constraints: list[ConstraintInfo] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class QueryPlan:
+    """What the database's planner says about a query it has not run.
+
+    ``steps`` are the planner's operators, one line each, indented by depth,
+    as the database words them; ``writes`` names the planner's write
+    operators (empty for a pure read).
+    """
+
+    steps: list[str]
+    writes: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+
+MAX_PLAN_STEPS = 200
+MAX_STEP_CHARS = 400
+
+
+def bounded_plan(lines: list[str], writes: list[str]) -> QueryPlan:
+    """A `QueryPlan` of at most `MAX_PLAN_STEPS` lines of `MAX_STEP_CHARS` characters.
+
+    A planner's text grows with the query (a 100 kB query plans to as many
+    operators), and a model reads this: past the bounds, the plan says it was cut.
+    """
+    cut = len(lines) > MAX_PLAN_STEPS
+    steps = []
+    for line in lines[:MAX_PLAN_STEPS]:
+        if len(line) > MAX_STEP_CHARS:
+            line, cut = line[:MAX_STEP_CHARS] + "…", True
+        steps.append(line)
+    return QueryPlan(steps=steps, writes=list(dict.fromkeys(writes)), truncated=cut)
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """A backend that can show a query's plan without running it."""
+
+    dialect: str | None
+    """The Cypher dialect it speaks ("falkordb", "neo4j", "memgraph"); None until known."""
+
+    async def explain(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryPlan:
+        """The plan of ``query`` on ``database``; nothing runs and nothing is created.
+
+        The same text checks as `Backend.read` / `Backend.write` apply (one
+        statement, no ``USE``, no administration, the procedure policy); the
+        caller decides from ``QueryPlan.writes`` which rights it needs.
+        """
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An async graph database shared by every tenant.

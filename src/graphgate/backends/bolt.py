@@ -56,7 +56,7 @@ import pydantic_core
 from cachetools import LRUCache, TTLCache
 
 from graphgate.backends import bolt_schema as schema_sql
-from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.base import QueryLimits, QueryPlan, QueryResult, Schema, bounded_plan
 from graphgate.backends.bolt_abandon import Terminator, new_call_id, transaction_metadata
 from graphgate.backends.bolt_convert import bolt_converter
 from graphgate.backends.bolt_errors import WriteProgress, abandoned, translate
@@ -323,6 +323,78 @@ class BoltBackend:
             raise self._translate(exc, limits, progress) from exc
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
+
+    async def explain(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryPlan:
+        """``EXPLAIN`` in a transaction that is never committed, judged like a write.
+
+        The same text and plan checks as `write` (USE, administration,
+        procedures, files), so a plan is shown only of what graphgate would run.
+        """
+        self._check_database(database)
+        found = self._scan(query)
+        _refuse_text(found, self.policy, limits)
+        dialect = self._dialect()
+        if dialect == "memgraph" and found.kind != "cypher":
+            if found.kind == "schema":
+                return QueryPlan(steps=[], writes=["schema change"])
+            raise QueryRefused("only Cypher queries and index or constraint statements plan")
+        call = new_call_id()
+        try:
+            lines, facts = await self._bounded(
+                limits,
+                self._plan(database, dialect, found, query, params, limits, call),
+                database=database,
+                call=call,
+            )
+        except GraphgateError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, limits) from exc
+        enforce(
+            facts,
+            found,
+            self.policy,
+            read_only=False,
+            allow_file_access=limits.allow_file_access,
+            allow_batched=dialect == "neo4j",
+        )
+        writes = [name for name in facts.operators if _writes(name)] or facts.writes
+        if facts.schema_only:
+            writes = ["schema change"]
+        return bounded_plan(lines, writes)
+
+    async def _plan(
+        self,
+        database: str,
+        dialect: Dialect,
+        found: Scan,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+        call: str,
+    ) -> tuple[list[str], PlanFacts]:
+        body = query[found.body_start : found.body_end]
+        async with self._session(database, read=False, pool_wait=limits.timeout) as session:
+            tx = await session.begin_transaction(
+                metadata=transaction_metadata(call), timeout=limits.timeout
+            )
+            try:
+                cursor = await tx.run("EXPLAIN " + body, _params(params))
+                if dialect == "memgraph":
+                    rows = [str(record[0]) async for record in cursor]
+                    await cursor.consume()
+                    return [row.rstrip() for row in rows], memgraph_plan_facts(rows)
+                summary = await cursor.consume()
+                facts = neo4j_plan_facts(summary.plan, str(summary.query_type or ""), database)
+                return _plan_lines(summary.plan), facts
+            finally:
+                await tx.close()  # never committed: EXPLAIN runs nothing, and keeps nothing
 
     async def schema(self, database: str, limits: QueryLimits) -> Schema:
         """Labels, types, properties, counts, endpoints, indexes and constraints."""
@@ -790,6 +862,30 @@ def _fitting(batch: list[list[Any]], used: int, budget: int) -> tuple[int, int]:
 def _size_at_least(row: list[Any]) -> int:
     """A lower bound of a row's JSON size from its top-level values' lengths, without encoding."""
     return 1 + sum(len(value) + 1 if isinstance(value, str | list | dict) else 2 for value in row)
+
+
+_WRITE_OPERATORS = (
+    "Create", "Merge", "LockingMerge", "Delete", "DetachDelete", "Set", "Remove", "Foreach",
+)  # fmt: skip
+_SCHEMA_OPERATORS = ("CreateIndex", "CreateConstraint")
+
+
+def _writes(operator: str) -> bool:
+    """Whether a Neo4j or Memgraph plan operator changes the graph (``SetProperty@neo4j``)."""
+    name = operator.partition("@")[0]
+    return name.startswith(_WRITE_OPERATORS) and not name.startswith(_SCHEMA_OPERATORS)
+
+
+def _plan_lines(plan: Mapping[str, Any] | None, depth: int = 0) -> list[str]:
+    """A Neo4j plan tree as indented lines: ``Operator | details``."""
+    if plan is None:
+        return []
+    name = str(plan.get("operatorType", "")).partition("@")[0]
+    details = str((plan.get("args") or {}).get("Details", ""))
+    lines = ["    " * depth + (f"{name} | {details}" if details else name)]
+    for child in plan.get("children") or ():
+        lines.extend(_plan_lines(child, depth + 1))
+    return lines
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

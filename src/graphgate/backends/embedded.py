@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from graphgate.backends import embedded_keeper
-from graphgate.backends.base import QueryLimits, QueryResult, Schema
+from graphgate.backends.base import QueryLimits, QueryPlan, QueryResult, Schema
 from graphgate.backends.embedded_share import DataDirShare, ProcessRef, ServerRecord
 from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.backends.supervision import ReportsMissingBounds
@@ -682,6 +682,17 @@ class EmbeddedBackend:
 
     async def list_databases(self) -> list[str]:
         return await self.client.list_databases()
+
+    dialect = "falkordb"
+
+    async def explain(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryPlan:
+        return await self.client.explain(database, query, params, limits)
 
     async def workers(self) -> int:
         """Queries the embedded server runs at once; see `FalkorDBBackend.workers`."""

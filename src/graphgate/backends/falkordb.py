@@ -85,10 +85,13 @@ from graphgate.backends.base import (
     LabelInfo,
     PropertyInfo,
     QueryLimits,
+    QueryPlan,
     QueryResult,
     Schema,
+    bounded_plan,
 )
 from graphgate.backends.convert import Converter, falkordb_converter
+from graphgate.backends.cypher_scan import require_single_statement, scan
 from graphgate.backends.falkordb_reply import row_size
 from graphgate.config import FALKORDB_SCHEMES, FALKORDB_TLS_SCHEMES
 from graphgate.errors import (
@@ -128,6 +131,8 @@ _RECONNECT_RETRY = 1.0
 _GRAPH_BOUNDS = ("TIMEOUT_MAX", "QUERY_MEM_CAPACITY", "MAX_QUEUED_QUERIES")
 _UNBOUNDED_QUEUE = 2**32 - 1
 _LOAD_CSV_OPERATION = "Load CSV"
+_WRITE_OPERATIONS = frozenset({"Create", "Merge", "MergeCreate", "Delete", "Update", "Foreach"})
+"""FalkorDB's plan operations that change the graph (SET and REMOVE plan as "Update")."""
 # How much longer than the server-side TIMEOUT the client waits: the server's
 # own "Query timed out" is the better answer, the client timeout is the backstop.
 _CLIENT_GRACE = 1.0
@@ -380,6 +385,40 @@ class FalkorDBBackend:
         limits: QueryLimits,
     ) -> QueryResult:
         return await self._run(database, query, params, limits, read_only=False)
+
+    dialect = "falkordb"
+
+    async def explain(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryPlan:
+        """``GRAPH.EXPLAIN``: the plan, never run, and never a graph created for it.
+
+        A missing graph answers as `read` does (nothing written there yet).
+        Index and constraint statements do not plan on FalkorDB; they are
+        reported as writes without steps.
+        """
+        self._graph(database)
+        found = scan(query)
+        require_single_statement(found)
+        if found.kind == "schema":
+            return QueryPlan(steps=[], writes=["schema change"])
+        text = _params_header(params) + query
+        try:
+            async with asyncio.timeout(limits.timeout + _CLIENT_GRACE):
+                plan = await self._send("GRAPH.EXPLAIN", database, text)
+        except TimeoutError:
+            raise QueryTimeout(f"planning took longer than {limits.timeout:g} s") from None
+        except Exception as exc:
+            raise _translate(exc, database) from exc
+        lines = [str(step).rstrip() for step in plan]
+        writes = [
+            line.strip() for line in lines if line.split("|", 1)[0].strip() in _WRITE_OPERATIONS
+        ]
+        return bounded_plan(lines, writes)
 
     async def list_databases(self) -> list[str]:
         names = await self._command(self.connect_timeout, "GRAPH.LIST")

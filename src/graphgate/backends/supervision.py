@@ -49,8 +49,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from graphgate.backends.base import Backend, QueryLimits, QueryResult, Schema
-from graphgate.errors import UNKNOWN_OUTCOME_HINT, BackendUnavailable
+from graphgate.backends.base import (
+    Backend,
+    Explains,
+    QueryLimits,
+    QueryPlan,
+    QueryResult,
+    Schema,
+)
+from graphgate.errors import UNKNOWN_OUTCOME_HINT, BackendUnavailable, QueryRefused
 
 __all__ = [
     "BackendState",
@@ -287,6 +294,23 @@ class SupervisedBackend:
 
     async def list_databases(self) -> list[str]:
         return await self._call(self.backend.list_databases)
+
+    @property
+    def dialect(self) -> str | None:
+        """The Cypher dialect the database speaks, None until it was reached."""
+        return self.backend.dialect if isinstance(self.backend, Explains) else None
+
+    async def explain(
+        self,
+        database: str,
+        query: str,
+        params: Mapping[str, Any] | None,
+        limits: QueryLimits,
+    ) -> QueryPlan:
+        backend = self.backend
+        if not isinstance(backend, Explains):
+            raise QueryRefused(f"the {self.name} backend cannot show query plans")
+        return await self._call(lambda: backend.explain(database, query, params, limits))
 
     async def workers(self) -> int:
         """How many queries the database runs at once (0: it does not say), for the fair share."""
