@@ -316,9 +316,12 @@ async def test_inspector_cli_lists_and_calls_tools_with_a_pasted_token(
         "run_query",
         "get_schema",
         "query_databases",
+        "explain_query",
     ]
     assert databases.result()["isError"] is False
-    assert databases.tool_result() == [{"name": "acme", "access": "read", "current": True}]
+    assert databases.tool_result() == [
+        {"name": "acme", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     rows = team.tool_result()
     assert team.result()["isError"] is False
     assert rows["database"] == "acme"
@@ -353,6 +356,8 @@ async def test_inspector_cli_signs_in_through_the_browser(demo: Demo, tmp_path: 
     )
 
     assert AUTHORIZE_URL.fullmatch(authorization_url)
-    assert databases.tool_result() == [{"name": "globex", "access": "read", "current": True}]
+    assert databases.tool_result() == [
+        {"name": "globex", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
     assert orders.tool_result()["rows"] == [[1001], [1002], [1003]]
     assert inspector.browser.log.read_text().split() == [authorization_url]  # one sign-in

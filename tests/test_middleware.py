@@ -109,9 +109,9 @@ async def test_every_call_of_a_tool_is_audited(falkordb_service, tmp_path) -> No
 async def test_calls_outside_any_request_take_the_same_path(falkordb_service, tmp_path) -> None:
     """``FastMCP.call_tool`` (embedding graphgate) answers what a client is answered."""
     mcp = server(falkordb_service, tmp_path)
-    async with Client(mcp) as client:
+    async with Client(mcp) as client:  # the server is running: its backends are open
         over_mcp = await client.call_tool("list_databases", {})
-    direct = await mcp.call_tool("list_databases", {})
+        direct = await mcp.call_tool("list_databases", {})
     assert json.loads(text_of(direct)) == json.loads(text_of(over_mcp))
     assert over_mcp.structured_content == {"result": json.loads(text_of(over_mcp))}
     assert not over_mcp.is_error

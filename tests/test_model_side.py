@@ -247,8 +247,12 @@ async def test_explain_does_not_create_a_graph(server: tuple[str, Settings]) -> 
     async with client:
         error = await tool_error(client, "explain_query", query="CREATE (:X)")
         assert "holds no graph yet" in error
-        error = await tool_error(client, "run_query", query="RETURN 1")
-        assert "holds no graph yet" in error  # still missing
+        # An empty tenant answers reads as an empty database does...
+        answered = await client.call_tool("run_query", {"query": "RETURN 1"})
+        assert answered.structured_content["rows"] == [[1]]
+        # ...and neither that read nor the plan created its graph.
+        error = await tool_error(client, "explain_query", query="CREATE (:X)")
+        assert "holds no graph yet" in error
 
 
 # -- confirmation ---------------------------------------------------------------------------

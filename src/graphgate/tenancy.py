@@ -77,16 +77,20 @@ class Router:
         backend = self._backends.get(placement.backend)
         return Target(tenant, placement.database, backend, placement.backend)
 
-    def listed(self, caller: Caller) -> list[Target]:
-        """Every tenant the caller may use that the catalog in force holds, by name."""
+    def listed(self, caller: Caller) -> list[tuple[str, SupervisedBackend | None]]:
+        """Every tenant the caller may use that the catalog in force holds, by name,
+        with its backend (None while that backend is not open)."""
         current = self._live.current.tenants
-        return [
-            Target(
-                name, placement.database, self._backends.get(placement.backend), placement.backend
-            )
-            for name in caller.rights.sorted_tenants
-            if (placement := current.get(name)) is not None
-        ]
+        listed: list[tuple[str, SupervisedBackend | None]] = []
+        for name in caller.rights.sorted_tenants:
+            placement = current.get(name)
+            if placement is None:
+                continue
+            try:
+                listed.append((name, self._backends.get(placement.backend)))
+            except BackendUnavailable:
+                listed.append((name, None))
+        return listed
 
     async def _found(self, caller: Caller, tenant: str) -> Target:
         """`target`, after asking discovery once when the token names a tenant not yet known."""

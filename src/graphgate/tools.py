@@ -111,9 +111,12 @@ DialectOf = Callable[[Target], str | None]
 
 
 def dialect_of(target: Target) -> str | None:
-    """The dialect of the backend ``target`` lives on, asked on use: a Bolt server
-    says which it is (Neo4j, Memgraph) only once it was reached."""
-    backend = target.backend
+    """The dialect of the backend ``target`` lives on."""
+    return backend_dialect(target.backend)
+
+
+def backend_dialect(backend: object) -> str | None:
+    """Asked on use: a Bolt server says which it is (Neo4j, Memgraph) once it was reached."""
     return backend.dialect if isinstance(backend, Explains) else None
 
 
@@ -275,12 +278,12 @@ class GraphTools:
         current = current or caller.rights.starting
         listing = [
             {
-                "name": target.tenant,
-                "access": caller.rights.tenants[target.tenant],
-                "current": target.tenant == current,
-                "dialect": dialect_label(dialect_of(target)),
+                "name": name,
+                "access": caller.rights.tenants[name],
+                "current": name == current,
+                "dialect": dialect_label(backend_dialect(backend)),
             }
-            for target in self._router.listed(caller)
+            for name, backend in self._router.listed(caller)
         ]
         return reply_json(listing, self._max_bytes, wrapped=True)
 
