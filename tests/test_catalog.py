@@ -119,12 +119,24 @@ def test_a_file_over_the_reload_bound_is_refused_before_it_is_read(tmp_path: Pat
         ({"acme": {"backend": "Bad Name"}}, "backend name"),
         ({"acme": {"backend": "default", "table": "x"}}, "tenant 'acme'"),
         ({"acme": {"backend": "default", "database": "a\x00"}}, "control characters"),
+        ({"acme": {"database": "a", "confirm_writes": "sometimes"}}, "confirm_writes"),
     ],
 )
 def test_bad_placements_say_what_to_do(tenants: dict[str, object], says: str) -> None:
     with pytest.raises(ValidationError) as refused:
         Settings(tenants=tenants)
     assert says in str(refused.value)
+
+
+def test_a_tenant_may_set_its_own_confirm_writes() -> None:
+    settings = Settings(
+        confirm_writes="when_supported",
+        tenants={"acme": {"database": "acme_db", "confirm_writes": "always"}, "globex": "g"},
+    )
+    placements = settings.placements
+    assert placements["acme"].database == "acme_db" and placements["acme"].backend == "default"
+    assert placements["acme"].confirm_writes == "always"
+    assert placements["globex"].confirm_writes is None  # the server's when_supported
 
 
 def test_discovery_never_serves_system_and_explicit_entries_win() -> None:

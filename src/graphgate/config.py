@@ -82,6 +82,9 @@ def _validate_database_name(tenant: str, database: str) -> str:
 
 
 DEFAULT_BACKEND: Final = "default"
+ConfirmMode = Literal["never", "when_supported", "always"]
+"""When a write waits for the user's yes (graphgate.confirm)."""
+CONFIRM_MODES: Final = ("never", "when_supported", "always")
 """The backend the single ``backend`` setting names, and where a tenant given as a string lives."""
 BACKEND_NAME_MAX = 63
 _BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")
@@ -96,6 +99,8 @@ class Placement:
 
     backend: str
     database: str
+    confirm_writes: ConfirmMode | None = None
+    """This tenant's own ``confirm_writes``; None follows the server's."""
 
 
 def validate_backend_name(name: str) -> str:
@@ -115,14 +120,27 @@ def _placement(tenant: str, value: Any) -> str | Placement:
     if isinstance(value, Placement):
         return value
     if isinstance(value, Mapping):
-        extra = set(value) - {"backend", "database"}
-        backend, database = value.get("backend"), value.get("database", tenant)
-        if extra or not isinstance(backend, str) or not isinstance(database, str):
+        extra = set(value) - {"backend", "database", "confirm_writes"}
+        backend = value.get("backend", DEFAULT_BACKEND)
+        database = value.get("database", tenant)
+        confirm = value.get("confirm_writes")
+        if (
+            extra
+            or not isinstance(backend, str)
+            or not isinstance(database, str)
+            or confirm not in (None, *CONFIRM_MODES)
+        ):
             raise ValueError(
                 f"tenant {tenant!r}: write a database name, or "
-                '{ backend = "NAME", database = "DATABASE" } (database defaults to the tenant)'
+                '{ backend = "NAME", database = "DATABASE", confirm_writes = "always" } '
+                "(backend defaults to default, database to the tenant, confirm_writes "
+                "(never, when_supported, always) to the server's)"
             )
-        return Placement(validate_backend_name(backend), _validate_database_name(tenant, database))
+        return Placement(
+            validate_backend_name(backend),
+            _validate_database_name(tenant, database),
+            confirm,
+        )
     raise ValueError("the tenants table maps tenant names to database names (strings)")
 
 
@@ -395,12 +413,9 @@ class Settings(BaseSettings):
     readiness: Literal["any", "all"] = "any"
     """/readyz answers 200 while ``any`` backend is ready, or only while ``all`` are."""
     allow_writes: bool = False
-    confirm_writes: Literal["never", "when_supported", "always"] = "never"
-    """Ask the user before each write (MCP elicitation); see graphgate.confirm."""
-    confirm_writes_tenants: dict[str, Literal["never", "when_supported", "always"]] = Field(
-        default_factory=dict
-    )
-    """Per-tenant overrides of ``confirm_writes`` (to move into the catalog, issue 15)."""
+    confirm_writes: ConfirmMode = "never"
+    """Ask the user before each write (MCP elicitation); see graphgate.confirm. A tenant
+    of the catalog may override it (``acme = { database = "acme", confirm_writes = "always" }``)."""
     confirm_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds the user has to answer a write's confirmation; then nothing runs."""
     row_limit: int = Field(default=1000, ge=1, le=1_000_000)
@@ -589,12 +604,6 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if self.demo and not self.tenants:
             self.tenants = dict(DEMO_TENANTS)
-        unknown = sorted(set(self.confirm_writes_tenants) - set(self.tenants))
-        if unknown:
-            raise ValueError(
-                f"confirm_writes_tenants: {', '.join(unknown)} not in tenants; "
-                "name tenants of the catalog"
-            )
         if self.demo and "auth" not in self.model_fields_set and self.transport == "http":
             self.auth = "dev"
         if self.transport == "stdio" and self.auth != "none":

@@ -1,7 +1,7 @@
 """Asking the human before a write runs: MCP elicitation, in both protocol eras.
 
-``confirm_writes`` decides, per server and per tenant (``confirm_writes_tenants``,
-to move into the tenant catalog with issue 15):
+``confirm_writes`` decides, per server, and per tenant where the catalog says
+(``acme = { database = "acme", confirm_writes = "always" }``, reloaded with it):
 
 * ``never``: writes run as the model sends them;
 * ``when_supported``: the user confirms each write when their client supports
@@ -31,7 +31,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from fastmcp import Context
 from fastmcp.server.elicitation import AcceptedElicitation
@@ -45,11 +45,11 @@ from mcp_types import (
 
 from graphgate.backends.base import QueryPlan
 from graphgate.backends.cypher_names import Names
+from graphgate.config import ConfirmMode
 from graphgate.errors import WriteNotConfirmed
 
 __all__ = ["ConfirmMode", "WriteConfirmation", "describe"]
 
-ConfirmMode = Literal["never", "when_supported", "always"]
 
 _REQUEST_KEY = "confirm_write"
 _SCHEMA: dict[str, Any] = {
@@ -90,24 +90,23 @@ def describe(tenant: str, query: str, plan: QueryPlan, names: Names) -> str:
 class WriteConfirmation:
     """Whether and how a write is confirmed before it runs."""
 
-    def __init__(
-        self, default: ConfirmMode, per_tenant: Mapping[str, ConfirmMode], timeout: float
-    ) -> None:
+    def __init__(self, default: ConfirmMode, timeout: float) -> None:
         self._default = default
-        self._per_tenant = dict(per_tenant)
         self._timeout = timeout
 
-    def mode(self, tenant: str) -> ConfirmMode:
-        return self._per_tenant.get(tenant, self._default)
+    def mode(self, tenant_mode: ConfirmMode | None) -> ConfirmMode:
+        """The tenant's own mode from the catalog in force, else the server's."""
+        return tenant_mode or self._default
 
-    def wanted(self, tenant: str) -> bool:
-        return self.mode(tenant) != "never"
+    def wanted(self, tenant_mode: ConfirmMode | None) -> bool:
+        return self.mode(tenant_mode) != "never"
 
     async def confirm(
         self,
         ctx: Context,
         caller_key: str,
         tenant: str,
+        tenant_mode: ConfirmMode | None,
         query: str,
         params: Mapping[str, Any],
         question: str,
@@ -116,7 +115,7 @@ class WriteConfirmation:
 
         Raises `WriteNotConfirmed` when it may not.
         """
-        mode = self.mode(tenant)
+        mode = self.mode(tenant_mode)
         modern = _protocol(ctx) in _MODERN_VERSIONS
         why = _why_not_asked(ctx, modern)
         if why is not None:

@@ -20,6 +20,7 @@ from graphgate.auth.rights import Caller
 from graphgate.backends.registry import Backends
 from graphgate.backends.supervision import SupervisedBackend
 from graphgate.catalog import LiveCatalog
+from graphgate.config import ConfirmMode
 from graphgate.errors import BackendUnavailable, DatabaseNotPermitted, ForbiddenError
 from graphgate.state import StateStore
 
@@ -38,6 +39,8 @@ class Target:
     database: str
     backend: SupervisedBackend
     backend_name: str = "default"
+    confirm_writes: ConfirmMode | None = None
+    """The tenant's own ``confirm_writes`` from the catalog; None: the server's."""
 
 
 class Router:
@@ -75,7 +78,9 @@ class Router:
         ):
             raise DatabaseNotPermitted(tenant)
         backend = self._backends.get(placement.backend)
-        return Target(tenant, placement.database, backend, placement.backend)
+        return Target(
+            tenant, placement.database, backend, placement.backend, placement.confirm_writes
+        )
 
     def listed(self, caller: Caller) -> list[tuple[str, SupervisedBackend | None]]:
         """Every tenant the caller may use that the catalog in force holds, by name,

@@ -221,9 +221,7 @@ class GraphTools:
         observability: Observability,
     ) -> None:
         self._settings = settings
-        self._confirm = WriteConfirmation(
-            settings.confirm_writes, settings.confirm_writes_tenants, settings.confirm_timeout
-        )
+        self._confirm = WriteConfirmation(settings.confirm_writes, settings.confirm_timeout)
         self._router = router
         self._max_bytes = settings.max_result_bytes
         self._values = ValueLimits(
@@ -360,7 +358,7 @@ class GraphTools:
         if not caller.rights.can_write(target.tenant):
             raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
         checked = _check_params(params)
-        if self._confirm.wanted(target.tenant):
+        if self._confirm.wanted(target.confirm_writes):
             # Planned inside a share, asked outside one: a person may take minutes.
             async with (
                 self._share(caller, target),
@@ -369,7 +367,7 @@ class GraphTools:
                 plan = await self._explain(target, query, checked)
             question = describe(target.tenant, query, plan, names_in(query))
             asking = await self._confirm.confirm(
-                ctx, caller.key, target.tenant, query, checked, question
+                ctx, caller.key, target.tenant, target.confirm_writes, query, checked, question
             )
             if asking is not None:
                 call.outcome = "confirmation_asked"
