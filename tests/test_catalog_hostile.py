@@ -18,7 +18,7 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from graphgate.backends.base import QueryLimits
 from graphgate.catalog_watch import MAX_SETTINGS_BYTES, SettingsSource
 from graphgate.config import Settings, load_settings
 from graphgate.server import build_parts
+from tests.services._common import eventually as eventually_within
 from tests.services._common import free_port
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import METRICS_HEADERS, METRICS_TOKEN, serve_http
@@ -149,16 +150,9 @@ async def connected(gateway: Gateway, bearer: str) -> AsyncIterator[Client]:
         yield client
 
 
-async def eventually(check, bound: float = RELOAD_BOUND) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while True:
-        try:
-            await check()
-            return time.monotonic() - started
-        except AssertionError:
-            if time.monotonic() - started > bound:
-                raise
-            await asyncio.sleep(0.1)
+async def eventually(check: Callable[[], Awaitable[object]], bound: float = RELOAD_BOUND) -> float:
+    """`tests.services._common.eventually`, within a catalog reload unless told otherwise."""
+    return await eventually_within(check, bound)
 
 
 async def where_is_mover(client: Client) -> str:

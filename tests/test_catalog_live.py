@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import httpx2
@@ -35,7 +33,7 @@ from graphgate.backends.base import QueryLimits
 from graphgate.catalog_watch import SettingsSource
 from graphgate.config import Settings, load_settings
 from graphgate.server import build_parts
-from tests.services._common import free_port
+from tests.services._common import eventually, free_port
 from tests.services.falkordb import FalkorDBService
 from tests.services.graphgate import METRICS_HEADERS, METRICS_TOKEN, serve_http
 from tests.services.mcp_results import tool, tool_error
@@ -202,19 +200,6 @@ async def marker(client: Client, gateway: Gateway, tenant: str) -> str:
         client, "run_query", database=tenant, query=f"MATCH (m:{label}) RETURN m.server"
     )
     return str(answer["rows"][0][0])
-
-
-async def eventually(check: Any, bound: float) -> float:
-    """Seconds until ``check()`` returns without raising; fails past ``bound``."""
-    started = time.monotonic()
-    while True:
-        try:
-            await check()
-            return time.monotonic() - started
-        except AssertionError:
-            if time.monotonic() - started > bound:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def test_each_tenant_is_served_by_its_own_server(gateway: Gateway) -> None:

@@ -214,6 +214,51 @@ def unknown_tool(name: str) -> MCPError:
     return MCPError(INVALID_PARAMS, f"Unknown tool: {shown!r}; tools/list names the tools offered")
 
 
+def tool_failure_origin(tool: str, exc: Exception) -> Exception:
+    """What actually went wrong in a tool, unwrapped from its way through FastMCP."""
+    if isinstance(exc, ToolFailure):
+        return exc.error
+    if isinstance(exc, ArgumentsRefused) and isinstance(exc.__cause__, ValidationError):
+        return invalid_arguments(tool, exc.__cause__)
+    return exc
+
+
+def request_failure_origin(_name: str, exc: Exception) -> Exception:
+    """What actually went wrong in a resource or prompt, unwrapped from its way through FastMCP."""
+    return exc.error if isinstance(exc, ResourceFailure | PromptFailure) else exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """What tells a tool call from a resource read or prompt in `GraphgateMiddleware`."""
+
+    origin: Callable[[str, Exception], Exception]
+    """Unwraps what FastMCP raised into the failure to render."""
+    render: Callable[[Exception, str | None], Exception]
+    """The failure as the client sees it (tool result or JSON-RPC error)."""
+    unknown: Callable[[str], MCPError] | None
+    """For FastMCP's "not found": the protocol error to raise, with no audit line."""
+    counts_backend_errors: bool
+    logged_as: str
+    """What a defect's log line says before the name."""
+
+
+_TOOL_CALL = _Kind(
+    origin=tool_failure_origin,
+    render=to_tool_error,
+    unknown=unknown_tool,
+    counts_backend_errors=True,
+    logged_as="tool ",
+)
+_REQUEST = _Kind(
+    origin=request_failure_origin,
+    render=to_request_error,
+    unknown=None,
+    counts_backend_errors=False,
+    logged_as="",
+)
+
+
 class GraphgateMiddleware(Middleware):
     """Caller, rate limit, audit line, metrics and error rendering of every tool call.
 
@@ -240,52 +285,7 @@ class GraphgateMiddleware(Middleware):
         context: MiddlewareContext[CallToolRequestParams],
         call_next: CallNext[CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        name = context.message.name
-        started = time.perf_counter()
-        call: ToolCall | None = None
-        outcome, error_text = "ok", None
-        try:
-            call = ToolCall(name, self._caller_of())
-            self._limiter.check(subject_key(call.caller))
-            token = _CURRENT.set(call)
-            try:
-                result = await call_next(context)
-            finally:
-                _CURRENT.reset(token)
-            outcome = call.outcome or outcome
-            return result
-        except NotFoundError:
-            call = None  # not a call of any tool: no audit line
-            raise unknown_tool(name) from None
-        except Exception as exc:
-            error = self._origin(name, exc)
-            if isinstance(error, GraphgateError):
-                outcome, error_text = error.code, str(error)
-                if error.code in BACKEND_ERROR_CODES:
-                    backend = self._backend_of(call.databases if call is not None else ())
-                    self._obs.metrics.backend_errors.labels(error.code, backend).inc()
-            elif isinstance(error, FastMCPError | MCPError):
-                # FastMCP's own or another middleware's: already in the client's terms.
-                outcome, error_text = "error", str(error)
-                raise error from None
-            else:
-                outcome = "internal_error"
-                logger.error("unexpected error in tool %s", name, exc_info=error)
-            raise to_tool_error(error, REQUEST_ID.get()) from None
-        finally:
-            if call is not None:
-                self._obs.record_call(
-                    AuditRecord(
-                        tool=name,
-                        caller=call.caller,
-                        databases=call.databases,
-                        query=call.query,
-                        rows=call.rows,
-                        duration_ms=(time.perf_counter() - started) * 1000,
-                        outcome=outcome,
-                        error=error_text,
-                    )
-                )
+        return await self._scope(context.message.name, _TOOL_CALL, lambda: call_next(context))
 
     # -- resources and prompts: the same caller, rights, audit and errors as tools -----------
 
@@ -294,14 +294,14 @@ class GraphgateMiddleware(Middleware):
         context: MiddlewareContext[ReadResourceRequestParams],
         call_next: CallNext[ReadResourceRequestParams, ResourceResult],
     ) -> ResourceResult:
-        return await self._guarded("resources/read", lambda: call_next(context))
+        return await self._scope("resources/read", _REQUEST, lambda: call_next(context))
 
     async def on_get_prompt(
         self,
         context: MiddlewareContext[GetPromptRequestParams],
         call_next: CallNext[GetPromptRequestParams, PromptResult],
     ) -> PromptResult:
-        return await self._guarded("prompts/get", lambda: call_next(context))
+        return await self._scope("prompts/get", _REQUEST, lambda: call_next(context))
 
     async def on_list_resources(
         self,
@@ -346,8 +346,12 @@ class GraphgateMiddleware(Middleware):
         caller = self._caller_or_none()
         return caller is not None and bool(caller.rights.sorted_tenants)
 
-    async def _guarded(self, name: str, run: Callable[[], Awaitable[_T]]) -> _T:
-        """A resource read or prompt, with a tool call's caller, rate limit, audit and errors."""
+    async def _scope(self, name: str, kind: _Kind, run: Callable[[], Awaitable[_T]]) -> _T:
+        """One call of ``kind``: its caller, rate limit, audit line, metrics and errors.
+
+        Every step in one scope, so nothing a call does, resolving its caller
+        included, reaches the client as a traceback.
+        """
         started = time.perf_counter()
         call: ToolCall | None = None
         outcome, error_text = "ok", None
@@ -356,20 +360,29 @@ class GraphgateMiddleware(Middleware):
             self._limiter.check(subject_key(call.caller))
             token = _CURRENT.set(call)
             try:
-                return await run()
+                result = await run()
             finally:
                 _CURRENT.reset(token)
+            outcome = call.outcome or outcome
+            return result
         except Exception as exc:
-            error = exc.error if isinstance(exc, ResourceFailure | PromptFailure) else exc
+            if kind.unknown is not None and isinstance(exc, NotFoundError):
+                call = None  # not a call of anything offered: no audit line
+                raise kind.unknown(name) from None
+            error = kind.origin(name, exc)
             if isinstance(error, GraphgateError):
                 outcome, error_text = error.code, str(error)
+                if kind.counts_backend_errors and error.code in BACKEND_ERROR_CODES:
+                    backend = self._backend_of(call.databases if call is not None else ())
+                    self._obs.metrics.backend_errors.labels(error.code, backend).inc()
             elif isinstance(error, FastMCPError | MCPError):
+                # FastMCP's own or another middleware's: already in the client's terms.
                 outcome, error_text = "error", str(error)
                 raise error from None
             else:
                 outcome = "internal_error"
-                logger.error("unexpected error in %s", name, exc_info=error)
-            raise to_request_error(error, REQUEST_ID.get()) from None
+                logger.error("unexpected error in %s%s", kind.logged_as, name, exc_info=error)
+            raise kind.render(error, REQUEST_ID.get()) from None
         finally:
             if call is not None:
                 self._obs.record_call(
@@ -377,8 +390,8 @@ class GraphgateMiddleware(Middleware):
                         tool=name,
                         caller=call.caller,
                         databases=call.databases,
-                        query=None,
-                        rows=0,
+                        query=call.query,
+                        rows=call.rows,
                         duration_ms=(time.perf_counter() - started) * 1000,
                         outcome=outcome,
                         error=error_text,
@@ -412,12 +425,3 @@ class GraphgateMiddleware(Middleware):
             context.fastmcp_context.fastmcp, result.capabilities, self._has_tenants()
         )
         return result.model_copy(update={"capabilities": capabilities})
-
-    @staticmethod
-    def _origin(tool: str, exc: Exception) -> Exception:
-        """What actually went wrong, unwrapped from its way through FastMCP."""
-        if isinstance(exc, ToolFailure):
-            return exc.error
-        if isinstance(exc, ArgumentsRefused) and isinstance(exc.__cause__, ValidationError):
-            return invalid_arguments(tool, exc.__cause__)
-        return exc

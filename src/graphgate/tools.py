@@ -45,7 +45,13 @@ from graphgate.errors import (
     WritesNotAllowed,
 )
 from graphgate.fairshare import FairShare
-from graphgate.middleware import ToolFunction, current_call, failures_to_middleware, subject_key
+from graphgate.middleware import (
+    ToolCall,
+    ToolFunction,
+    current_call,
+    failures_to_middleware,
+    subject_key,
+)
 from graphgate.observability import Observability
 from graphgate.replies import (
     ValueLimits,
@@ -266,6 +272,24 @@ class GraphTools:
         """One of the caller's and one of the tenant's shares of the backend."""
         return self._fair.share(target.tenant, subject_key(caller))
 
+    async def _query_on_one(self, query: str, database: str | None) -> tuple[ToolCall, Target]:
+        """The call in progress, its query recorded and bounded, routed to one database."""
+        call = current_call()
+        call.query = query
+        await self._bound_text(query)
+        target = await self._router.resolve(call.caller, database, _session_id())
+        call.databases.append(target.tenant)
+        return call, target
+
+    @asynccontextmanager
+    async def _querying(
+        self, caller: Caller, target: Target, query: str, params: Mapping[str, Any] | None
+    ) -> AsyncIterator[None]:
+        """A query's turn on ``target``: in the caller's and the tenant's shares, its
+        errors in the caller's terms (with the dialect's hints)."""
+        async with self._share(caller, target), in_callers_terms(target, query, params, dialect_of):
+            yield
+
     # -- the tools -----------------------------------------------------------------------
 
     async def list_databases(self) -> ToolResult:
@@ -312,16 +336,9 @@ class GraphTools:
         Call get_schema first to learn the labels, relationship types and
         properties.
         """
-        call = current_call()
+        call, target = await self._query_on_one(query, database)
         caller = call.caller
-        call.query = query
-        await self._bound_text(query)
-        target = await self._router.resolve(caller, database, _session_id())
-        call.databases.append(target.tenant)
-        async with (
-            self._share(caller, target),
-            in_callers_terms(target, query, params, dialect_of),
-        ):
+        async with self._querying(caller, target, query, params):
             try:
                 result = await target.backend.read(
                     target.database, query, _check_params(params), self._limits
@@ -349,21 +366,14 @@ class GraphTools:
         server may ask the user to confirm the write first (explain_query
         shows what they will be asked about).
         """
-        call = current_call()
+        call, target = await self._query_on_one(query, database)
         caller = call.caller
-        call.query = query
-        await self._bound_text(query)
-        target = await self._router.resolve(caller, database, _session_id())
-        call.databases.append(target.tenant)
         if not caller.rights.can_write(target.tenant):
             raise WritesNotAllowed(f"You have read-only access to database {target.tenant!r}.")
         checked = _check_params(params)
         if self._confirm.wanted(target.confirm_writes):
             # Planned inside a share, asked outside one: a person may take minutes.
-            async with (
-                self._share(caller, target),
-                in_callers_terms(target, query, params, dialect_of),
-            ):
+            async with self._querying(caller, target, query, params):
                 plan = await self._explain(target, query, checked)
             question = describe(target.tenant, query, plan, names_in(query))
             asking = await self._confirm.confirm(
@@ -372,10 +382,7 @@ class GraphTools:
             if asking is not None:
                 call.outcome = "confirmation_asked"
                 return asking
-        async with (
-            self._share(caller, target),
-            in_callers_terms(target, query, params, dialect_of),
-        ):
+        async with self._querying(caller, target, query, params):
             result = await target.backend.write(target.database, query, checked, self._limits)
         answer, encoded = bounded_rows(
             _result_dict(target, result, with_stats=True), self._max_bytes, self._values
@@ -394,17 +401,10 @@ class GraphTools:
         relationship types it names. Nothing runs and nothing changes. A plan
         that writes needs the same write access as run_write_query.
         """
-        call = current_call()
+        call, target = await self._query_on_one(query, database)
         caller = call.caller
-        call.query = query
-        await self._bound_text(query)
-        target = await self._router.resolve(caller, database, _session_id())
-        call.databases.append(target.tenant)
         checked = _check_params(params)
-        async with (
-            self._share(caller, target),
-            in_callers_terms(target, query, params, dialect_of),
-        ):
+        async with self._querying(caller, target, query, params):
             plan = await self._explain(target, query, checked)
         if plan.writes and not self._settings.allow_writes:
             raise WritesNotAllowed(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -30,3 +33,16 @@ def origin(url: str) -> str:
     """``scheme://host[:port]`` of ``url``, lower case."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+async def eventually(check: Callable[[], Awaitable[object]], bound: float) -> float:
+    """Seconds until ``check()`` returns without an AssertionError; fails past ``bound``."""
+    started = time.monotonic()
+    while True:
+        try:
+            await check()
+            return time.monotonic() - started
+        except AssertionError:
+            if time.monotonic() - started > bound:
+                raise
+            await asyncio.sleep(0.1)

@@ -40,6 +40,7 @@ from graphgate.keycloak import cimd_policy, cimd_profile
 from graphgate.keycloak.realm import (
     POLICY_TYPE,
     REDIRECTS_POLICY,
+    anonymous_policy,
     redirects_policy,
     trusted_hosts_config,
 )
@@ -242,14 +243,9 @@ async def cimd_realm(
         await realm.admin(
             "POST",
             "/components",
-            {
-                "name": "Trusted Hosts",
-                "providerId": "trusted-hosts",
-                "providerType": POLICY_TYPE,
-                "parentId": realm_id,
-                "subType": "anonymous",
-                "config": trusted_hosts_config(None),
-            },
+            anonymous_policy(
+                realm_id, "trusted-hosts", "Trusted Hosts", trusted_hosts_config(None)
+            ),
         )
         try:
             yield realm

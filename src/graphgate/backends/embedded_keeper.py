@@ -79,7 +79,12 @@ def _preexec(address_space: int) -> Callable[[], None]:
     return preexec
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write a 0600 file atomically: a reader sees the old text or the new one.
+
+    Also how `graphgate.backends.embedded_share` writes its server record;
+    it lives here because this script can import nothing of graphgate.
+    """
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -179,7 +184,7 @@ def _keep(argv: list[str], guard: IO[str]) -> int:
             continue
         note = {"pid": server.pid, "started": started, "how": _how(code)}
         with contextlib.suppress(OSError):
-            _write_private(Path(exit_note), json.dumps(note))
+            write_private(Path(exit_note), json.dumps(note))
         return 0
 
 

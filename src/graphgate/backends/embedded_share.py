@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from graphgate.backends.embedded_keeper import write_private
 from graphgate.errors import BackendUnavailable
 
 __all__ = ["DataDirShare", "ProcessRef", "ServerRecord"]
@@ -200,15 +201,6 @@ class ServerRecord:
         )
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a 0600 file atomically: a reader sees the old record or the new one."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)
-
-
 class DataDirShare:
     """This graphgate's membership in the group that uses one data directory's server.
 
@@ -330,7 +322,7 @@ class DataDirShare:
             return None  # unreadable: as if no server were recorded
 
     def write_record(self, record: ServerRecord) -> None:
-        _write_private(self.record_path, record.to_json())
+        write_private(self.record_path, record.to_json())
 
     def forget_record(self) -> None:
         with contextlib.suppress(FileNotFoundError):

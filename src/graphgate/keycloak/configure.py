@@ -29,6 +29,7 @@ from graphgate.keycloak.realm import (
     REGISTRATION_SCOPES,
     TENANTS_ATTRIBUTE,
     USER_ROLE,
+    anonymous_policy,
     checked_public_url,
     cimd_policy,
     cimd_profile,
@@ -438,14 +439,7 @@ class KeycloakConfigurator:
                     Change("create", target),
                     "POST",
                     "/components",
-                    {
-                        "name": name,
-                        "providerId": provider,
-                        "providerType": POLICY_TYPE,
-                        "parentId": realm_id,
-                        "subType": "anonymous",
-                        "config": config,
-                    },
+                    anonymous_policy(realm_id, provider, name, config),
                 )
                 continue
             current_config = current.get("config", {})
@@ -521,14 +515,7 @@ class KeycloakConfigurator:
                 Change("create", target, "Client ID Metadata Documents are on"),
                 "POST",
                 "/components",
-                {
-                    "name": "Trusted Hosts",
-                    "providerId": "trusted-hosts",
-                    "providerType": POLICY_TYPE,
-                    "parentId": realm_id,
-                    "subType": "anonymous",
-                    "config": desired,
-                },
+                anonymous_policy(realm_id, "trusted-hosts", "Trusted Hosts", desired),
             )
             return
         differing = [key for key, value in desired.items() if config.get(key) != value]

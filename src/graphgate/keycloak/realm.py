@@ -302,6 +302,20 @@ def redirects_policy(*, enabled: bool = True) -> dict[str, Any]:
     }
 
 
+def anonymous_policy(
+    realm_id: str, provider: str, name: str, config: Mapping[str, list[str]]
+) -> dict[str, Any]:
+    """A new anonymous client-registration policy component of realm ``realm_id``."""
+    return {
+        "name": name,
+        "providerId": provider,
+        "providerType": POLICY_TYPE,
+        "parentId": realm_id,
+        "subType": "anonymous",
+        "config": dict(config),
+    }
+
+
 def trusted_hosts_config(hosts: Sequence[str] | None) -> dict[str, list[str]]:
     """Keycloak's anonymous "Trusted Hosts" policy, as realms with CIMD still need it.
 
