@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from graphgate.auth import build_auth, caller_from_token
 from graphgate.auth.challenge import BearerGate
 from graphgate.auth.dev import mint_dev_token
-from graphgate.backends.base import QueryResult
+from graphgate.backends.base import QueryLimits, QueryResult
 from graphgate.backends.falkordb import FalkorDBBackend
 from graphgate.backends.supervision import SupervisedBackend
 from graphgate.config import Settings
@@ -100,11 +100,13 @@ async def conversion(
 
         def serialise() -> Any:
             result = QueryResult(columns=["p"], rows=converted)
-            _, encoded = bounded_rows(_result_dict(target, result, with_stats=False), max_bytes)
-            return reply(encoded)
+            answer, encoded = bounded_rows(
+                _result_dict(target, result, with_stats=False), max_bytes
+            )
+            return reply(encoded, answer)
 
         async def graphgate_parse() -> Any:
-            return await backend._parse(graph, raw, 1000, read_only=True)
+            return await backend._parse(graph, raw, QueryLimits(row_limit=1000), read_only=True)
 
         inner = 1
         parse_us = await timed_async(client_parse, inner, repeats)
