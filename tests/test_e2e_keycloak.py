@@ -788,7 +788,9 @@ async def test_inspector_cli_signs_in_at_keycloak_or_takes_a_pasted_token(
     assert browser.pages == ["keycloak-login"]
     rows = called.tool_result()
     assert rows["database"] == "acme" and rows["rows"] == [["acme"]]
-    assert pasted.tool_result() == [{"name": "globex", "access": "read", "current": True}]
+    assert pasted.tool_result() == [
+        {"name": "globex", "access": "read", "current": True, "dialect": "FalkorDB"}
+    ]
 
 
 # -- lifetimes --------------------------------------------------------------------------
