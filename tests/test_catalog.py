@@ -153,6 +153,20 @@ def test_discovery_never_serves_system_and_explicit_entries_win() -> None:
     assert catalog.tenants["b"] == Placement("graphs", "team_b")
 
 
+def test_a_placed_database_is_never_discovered_as_a_tenant_of_its_own() -> None:
+    """``acme`` lives in ``team_acme_prod``: no tenant ``acme_prod`` beside it."""
+    settings = Settings(
+        backends={"graphs": {"url": "falkordb://h:6379", "discover": True}},
+        tenants={"acme": {"backend": "graphs", "database": "team_acme_prod"}},
+    )
+    found = discovered_tenants("graphs", ["team_acme_prod", "team_new"], "team_")
+    catalog = Catalog.from_settings(settings).with_discovered("graphs", found)
+    assert dict(catalog.tenants) == {
+        "acme": Placement("graphs", "team_acme_prod"),
+        "new": Placement("graphs", "team_new"),
+    }
+
+
 def test_settings_outside_the_catalog_are_named_as_needing_a_restart() -> None:
     running = Settings(tenants="acme")
     changed = Settings(tenants="acme,globex", port=9000, row_limit=5)

@@ -55,12 +55,17 @@ class Catalog:
                     f"tenant {tenant!r} is placed on backend {placement.backend!r}, "
                     "which is not configured"
                 )
+        # A database an explicit tenant lives in is that tenant's only: discovered
+        # under its own name too, it would show users the physical name and be a
+        # second way in, around the tenant's own rules (its confirm_writes).
+        placed = {(where.backend, where.database) for where in self.explicit.values()}
         merged: dict[str, Placement] = {}
         for backend in sorted(self.discovered):
             if backend not in self.backends or not self.backends[backend].discover:
                 continue
             for tenant, placement in self.discovered[backend].items():
-                merged.setdefault(tenant, placement)
+                if (placement.backend, placement.database) not in placed:
+                    merged.setdefault(tenant, placement)
         merged.update(self.explicit)
         object.__setattr__(self, "tenants", _frozen(merged))
 
