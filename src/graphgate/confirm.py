@@ -19,7 +19,12 @@ The question shows the tenant, the query and what the plan says it will do
   ``input_required`` with the question (SEP-2322) and a request state that
   binds the answer to this caller, tenant, query and parameters, and to
   ``confirm_timeout`` from now; the client asks the user and retries the call
-  with the answer. A retry whose state does not match runs nothing.
+  with the answer. A retry whose state does not match runs nothing, and one
+  confirmation runs one write: the same state and answer sent again (a
+  client's retry after a lost answer, a replay) run nothing. The SDK seals
+  the state (``RequestStateBoundary``: encrypted, bound to the request and
+  the token's principal, under a key of this process), so it cannot be
+  forged; the one-use record is in this process too.
 
 Declined, cancelled, unanswered or expired: `WriteNotConfirmed`, nothing ran.
 """
@@ -29,10 +34,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from cachetools import TTLCache
 from fastmcp import Context
 from fastmcp.server.elicitation import AcceptedElicitation
 from mcp.types import ClientCapabilities, ElicitationCapability
@@ -67,6 +74,8 @@ _MAX_SHOWN_QUERY = 2000
 _MODERN_VERSIONS = frozenset({"2026-07-28"})
 _DID = {"decline": "declined", "cancel": "cancelled"}
 _ELICITATION = ClientCapabilities(elicitation=ElicitationCapability())
+MAX_OUTSTANDING = 100_000
+"""Confirmations remembered as used (each until its deadline): one write per confirmation."""
 
 
 def describe(tenant: str, query: str, plan: QueryPlan, names: Names) -> str:
@@ -93,6 +102,8 @@ class WriteConfirmation:
     def __init__(self, default: ConfirmMode, timeout: float) -> None:
         self._default = default
         self._timeout = timeout
+        # Used 2026-07-28 confirmations, until their deadline has passed anyway.
+        self._used: TTLCache[str, bool] = TTLCache(MAX_OUTSTANDING, timeout + 1)
 
     def mode(self, tenant_mode: ConfirmMode | None) -> ConfirmMode:
         """The tenant's own mode from the catalog in force, else the server's."""
@@ -150,12 +161,13 @@ class WriteConfirmation:
         responses = ctx.input_responses
         answer = responses.get(_REQUEST_KEY) if responses is not None else None
         if answer is None:
-            state = f"{time.time() + self._timeout:.0f}:{binding}"
+            state = f"{time.time() + self._timeout:.0f}:{secrets.token_urlsafe(12)}:{binding}"
             ask = ElicitRequest(
                 params=ElicitRequestFormParams(message=question, requested_schema=_SCHEMA)
             )
             return InputRequiredResult(input_requests={_REQUEST_KEY: ask}, request_state=state)
-        deadline, _, bound = (ctx.request_state or "").partition(":")
+        deadline, _, rest = (ctx.request_state or "").partition(":")
+        once, _, bound = rest.partition(":")
         if bound != binding:
             raise WriteNotConfirmed(
                 "the confirmation was given for another query, database or user; nothing ran"
@@ -170,6 +182,12 @@ class WriteConfirmation:
             raise WriteNotConfirmed(f"you {_DID[answer.action]} the write; nothing ran")
         if not answer.content or answer.content.get("value") is not True:
             raise WriteNotConfirmed("you did not tick 'Run this write'; nothing ran")
+        if not once or once in self._used:
+            raise WriteNotConfirmed(
+                "this confirmation was already used for one write; nothing ran. Send the "
+                "call again without it to be asked anew"
+            )
+        self._used[once] = True
         return None
 
 
