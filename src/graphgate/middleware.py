@@ -375,9 +375,11 @@ class GraphgateMiddleware(Middleware):
                 if kind.counts_backend_errors and error.code in BACKEND_ERROR_CODES:
                     backend = self._backend_of(call.databases if call is not None else ())
                     self._obs.metrics.backend_errors.labels(error.code, backend).inc()
-            elif isinstance(error, FastMCPError | MCPError):
-                # FastMCP's own or another middleware's: already in the client's terms.
-                outcome, error_text = "error", str(error)
+            elif isinstance(error, FastMCPError | MCPError | NotFoundError):
+                # FastMCP's own or another middleware's: already in the client's terms
+                # (an unknown resource or prompt, a URI FastMCP's path screening refused:
+                # FastMCP answers invalid params, which is the client's business).
+                outcome, error_text = "error", str(error)[:200]
                 raise error from None
             else:
                 outcome = "internal_error"
