@@ -8,8 +8,11 @@ is in tests/test_fair_share.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from graphgate.backends.cypher_names import names_in
 from graphgate.backends.cypher_scan import MAX_PARSE_COST, bound_structure, structure
 from graphgate.errors import QueryError, QueryTooComplex
 
@@ -121,3 +124,12 @@ def test_reading_stops_once_the_cost_is_passed() -> None:
 def test_unterminated_text_is_a_query_error_not_a_crash() -> None:
     with pytest.raises(QueryError, match="unterminated string"):
         bound_structure("RETURN '" + "(" * 40, DEPTH)
+
+
+def test_naming_thousands_of_labels_stays_linear() -> None:
+    """The confirmation question and explain_query read every label a text names."""
+    text = "MATCH (n" + "".join(f":L{i}" for i in range(5_000)) + ") RETURN n"
+    started = time.perf_counter()
+    names = names_in(text)
+    assert len(names.labels) == 5_000 and names.labels[:2] == ["L0", "L1"]
+    assert time.perf_counter() - started < 0.2

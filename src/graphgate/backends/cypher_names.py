@@ -38,6 +38,9 @@ def names_in(text: str) -> Names:
     """Labels and relationship types named in ``text``, in order of first appearance."""
     tokens = tokenize(text)
     found = Names()
+    # A set beside each list: a text naming thousands of labels stays linear.
+    seen_labels: set[str] = set()
+    seen_types: set[str] = set()
     # What each open bracket is: "node" (, "rel" [ after a dash, "map" {, "other".
     stack: list[str] = []
     previous: Token | None = None
@@ -62,8 +65,12 @@ def names_in(text: str) -> Names:
             continues = naming and char in _ALTERNATIVES
             if (opens_name or continues) and where != "map" and _is_name(following):
                 assert following is not None
-                target = found.relationship_types if where == "rel" else found.labels
-                if following.text not in target:
+                rel = where == "rel"
+                target, seen = (
+                    (found.relationship_types, seen_types) if rel else (found.labels, seen_labels)
+                )
+                if following.text not in seen:
+                    seen.add(following.text)
                     target.append(following.text)
                 naming = True
             elif char not in _ALTERNATIVES and char != ":":
