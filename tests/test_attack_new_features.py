@@ -9,11 +9,13 @@ physical name reaching a user is seen. The attacks:
 * resources and prompts: another tenant's ``graph://{tenant}/schema`` by URI
   tricks, physical names, no or expired token, the rate limit and audit line;
 * explain_query: writes without write rights or on a read-only server,
-  foreign tenants, physical names in plans and errors, files and huge texts;
+  foreign tenants, physical names in plans and errors, files, procedures,
+  huge texts and deeply nested parameters;
 * write confirmation on 2026-07-28: a forged, re-targeted, borrowed, expired
   or replayed ``input_required`` state;
 * discovery: a tenant's physical database discovered as a second tenant;
-* the dev authorization server: a cross-site sign-in post, more redirect URIs.
+* the dev authorization server: a cross-site sign-in post, more redirect URIs,
+  a foreign ``resource`` at /token.
 """
 
 from __future__ import annotations
